@@ -1,0 +1,132 @@
+//! The attack stage: resolves attack names to loaded plugins, fills in parameters, calls
+//! each plugin on a model's signals, and checks what comes back (one finite score per
+//! sample). A failing attack is an error naming the attack and its library; the caller
+//! decides whether the others go on.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kdharness_plugin_api::{AttackInput, OwnedSample, Param, SampleView, SignalSet};
+
+use crate::plugins::{LoadedAttack, Registry};
+use crate::util::did_you_mean;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttackError {
+    #[error("unknown attack `{name}`{suggestion}; available: {available}")]
+    Unknown { name: String, suggestion: String, available: String },
+    #[error("`--param {0}`: expected ATTACK.KEY=VALUE, e.g. mink.k=0.1")]
+    BadParam(String),
+    #[error("attack `{attack}` has no parameter `{key}`{suggestion}; it accepts: {accepted}")]
+    UnknownParam { attack: String, key: String, suggestion: String, accepted: String },
+    #[error("attack `{attack}` needs a reference model; pass one with --reference NAME=PATH.onnx")]
+    NeedsReference { attack: String },
+    #[error("attack `{attack}` needs signals this command cannot compute ({signals}); run it through `kdharness eval`")]
+    Unsupported { attack: String, signals: String },
+    #[error("attack `{attack}` (plugin {}) failed: {message}", library.display())]
+    Failed { attack: String, library: PathBuf, message: String },
+}
+
+/// Parameters per attack, from `ATTACK.KEY=VALUE` strings.
+pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, Vec<(String, String)>>, AttackError> {
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for item in raw {
+        let (lhs, value) = item.split_once('=').ok_or_else(|| AttackError::BadParam(item.clone()))?;
+        let (attack, key) = lhs.split_once('.').ok_or_else(|| AttackError::BadParam(item.clone()))?;
+        if attack.is_empty() || key.is_empty() {
+            return Err(AttackError::BadParam(item.clone()));
+        }
+        out.entry(attack.to_string()).or_default().push((key.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+/// Looks up each requested attack, suggesting the nearest name on a typo.
+pub fn resolve<'r>(registry: &'r Registry, names: &[String]) -> Result<Vec<&'r LoadedAttack>, AttackError> {
+    names
+        .iter()
+        .map(|name| {
+            registry.attack(name).ok_or_else(|| AttackError::Unknown {
+                name: name.clone(),
+                suggestion: did_you_mean(name, registry.attack_names()),
+                available: registry.attack_names().collect::<Vec<_>>().join(", "),
+            })
+        })
+        .collect()
+}
+
+/// The user's parameters checked against the attack's declaration, defaults filled in.
+pub fn complete_params(attack: &LoadedAttack, given: &[(String, String)]) -> Result<Vec<(String, String)>, AttackError> {
+    let specs = attack.decl.params.as_slice();
+    for (key, _) in given {
+        if !specs.iter().any(|s| s.name.as_str() == key) {
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            return Err(AttackError::UnknownParam {
+                attack: attack.name().to_string(),
+                key: key.clone(),
+                suggestion: did_you_mean(key, names.iter().copied()),
+                accepted: if names.is_empty() { "no parameters".into() } else { names.join(", ") },
+            });
+        }
+    }
+    let mut all = given.to_vec();
+    for spec in specs {
+        if !given.iter().any(|(k, _)| k == spec.name.as_str()) {
+            all.push((spec.name.to_string(), spec.default.to_string()));
+        }
+    }
+    Ok(all)
+}
+
+/// Signals the `attack` command can provide.
+pub const AVAILABLE_SIGNALS: SignalSet = SignalSet(
+    SignalSet::TOKEN_IDS.0
+        | SignalSet::TARGET_LOGPROB.0
+        | SignalSet::DIST_MEAN.0
+        | SignalSet::DIST_VAR.0
+        | SignalSet::ARGMAX_ID.0
+        | SignalSet::RESPONSE_TEXT.0
+        | SignalSet::ARGMAX_TEXT.0
+        | SignalSet::REFERENCE.0,
+);
+
+/// Fails early when an attack needs a signal that cannot be provided.
+pub fn check_needs(attack: &LoadedAttack, have_reference: bool) -> Result<(), AttackError> {
+    let needs = attack.decl.needs;
+    let missing = SignalSet(needs.0 & !AVAILABLE_SIGNALS.0);
+    if missing != SignalSet::NONE {
+        return Err(AttackError::Unsupported { attack: attack.name().into(), signals: missing.names().join(", ") });
+    }
+    if needs.contains(SignalSet::REFERENCE) && !have_reference {
+        return Err(AttackError::NeedsReference { attack: attack.name().into() });
+    }
+    Ok(())
+}
+
+/// Calls the plugin and validates its answer.
+pub fn run(
+    attack: &LoadedAttack,
+    samples: &[OwnedSample],
+    reference: &[OwnedSample],
+    params: &[(String, String)],
+) -> Result<Vec<f64>, AttackError> {
+    let fail = |message: String| AttackError::Failed { attack: attack.name().into(), library: attack.library.clone(), message };
+    let views: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
+    let reference_views: Vec<SampleView<'_>> = reference.iter().map(OwnedSample::view).collect();
+    let params: Vec<Param<'_>> =
+        params.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
+    let input = AttackInput {
+        samples: views.as_slice().into(),
+        reference: reference_views.as_slice().into(),
+        calibration: Default::default(),
+        params: params.as_slice().into(),
+    };
+    let scores: Vec<f64> = (attack.decl.score)(&input).into_result().map_err(|e| fail(e.into()))?.into();
+    if scores.len() != samples.len() {
+        return Err(fail(format!("returned {} scores for {} samples", scores.len(), samples.len())));
+    }
+    if let Some((i, s)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+        return Err(fail(format!("returned a non-finite score ({s}) for sample `{}`", samples[i].id)));
+    }
+    Ok(scores)
+}

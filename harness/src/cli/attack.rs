@@ -1,0 +1,323 @@
+//! `kdharness attack`: the practitioner's audit. Scores members and non-members with each
+//! model through ONNX Runtime, runs the attack plugins, and writes `scores.csv`,
+//! `summary.csv` and `manifest.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use kdharness_plugin_api::{OwnedSample, SignalSet};
+use serde_json::json;
+use tokenizers::Tokenizer;
+
+use super::{PluginArgs, RuntimeArgs, detail, info, warn};
+use crate::attack::{self, AttackError};
+use crate::data::{MembershipSets, Record, TokenLimits, Template, encode};
+use crate::metrics::Bootstrap;
+use crate::plugins::{LoadedAttack, Registry, search_dirs};
+use crate::report::{self, ModelRole, ScoreRow};
+use crate::runtime::{CausalLm, PaddingSide, Runtime, SessionOptions, default_threads};
+use crate::score::{self, BatchSettings, ScoredSample, SignalCache, SignalSource};
+use crate::util::sha256_file;
+
+#[derive(clap::Args, Debug)]
+pub struct AttackArgs {
+    /// A target model, NAME=PATH.onnx (repeatable).
+    #[arg(long = "model", value_name = "NAME=PATH", required = true)]
+    models: Vec<String>,
+    /// A reference model for the `ref` attack, NAME=PATH.onnx (repeatable).
+    #[arg(long = "reference", value_name = "NAME=PATH")]
+    references: Vec<String>,
+    /// tokenizer.json of the target models.
+    #[arg(long, value_name = "T.json")]
+    tokenizer: PathBuf,
+    /// tokenizer.json of the reference models (default: --tokenizer).
+    #[arg(long, value_name = "T.json")]
+    reference_tokenizer: Option<PathBuf>,
+    /// Members (the teacher's private training records), Dolly-schema JSONL.
+    #[arg(long, value_name = "F.jsonl")]
+    members: PathBuf,
+    /// Non-members, Dolly-schema JSONL.
+    #[arg(long, value_name = "F.jsonl")]
+    nonmembers: PathBuf,
+    /// Attacks to run, comma-separated (default: every loaded attack this command can feed).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    attacks: Vec<String>,
+    /// An attack parameter, ATTACK.KEY=VALUE (repeatable), e.g. mink.k=0.1.
+    #[arg(long = "param", value_name = "ATTACK.KEY=VALUE")]
+    params: Vec<String>,
+    /// Prompt template.
+    #[arg(long, value_enum, default_value_t = Template::Alpaca)]
+    template: Template,
+    /// Prompts longer than this keep their last tokens.
+    #[arg(long, default_value_t = TokenLimits::default().max_prompt_tokens)]
+    max_prompt_tokens: usize,
+    /// Responses longer than this are cut at the end.
+    #[arg(long, default_value_t = TokenLimits::default().max_response_tokens)]
+    max_response_tokens: usize,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = BatchSettings::default().batch_size)]
+    batch_size: usize,
+    /// Padding side of batched sequences (scores do not depend on it).
+    #[arg(long, value_enum, default_value_t = PaddingSide::Right)]
+    padding: PaddingSide,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Bootstrap resamples for confidence intervals (0 disables them).
+    #[arg(long, default_value_t = Bootstrap::default().resamples)]
+    bootstrap: usize,
+    /// Output directory.
+    #[arg(long, default_value = "reports/attack")]
+    out: PathBuf,
+    #[command(flatten)]
+    plugins: PluginArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// `NAME=PATH`, or a bare path named after its file stem.
+fn parse_model(spec: &str) -> Result<(String, PathBuf)> {
+    let (name, path) = match spec.split_once('=') {
+        Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+        None => {
+            let path = PathBuf::from(spec);
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            (name, path)
+        }
+    };
+    if name.is_empty() || name.contains([',', ':', '/']) {
+        bail!("model name `{name}` in `{spec}` must be non-empty and free of ',', ':' and '/'");
+    }
+    Ok((name, path))
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if !path.is_file() {
+        bail!("tokenizer file {} not found; pass the model's tokenizer.json with --tokenizer", path.display());
+    }
+    Tokenizer::from_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: not a Hugging Face tokenizer.json ({e})", path.display()))
+}
+
+/// One model's signals over the sample set, and how they were obtained.
+struct Scored {
+    name: String,
+    path: PathBuf,
+    sha256: String,
+    samples: Vec<OwnedSample>,
+    source: SignalSource,
+    seconds: f64,
+    inputs: Vec<String>,
+}
+
+struct Scoring<'a> {
+    runtime: &'static Runtime,
+    session: SessionOptions,
+    template: Template,
+    limits: TokenLimits,
+    batch: BatchSettings,
+    cache: SignalCache,
+    records: &'a [(&'a Record, bool)],
+}
+
+impl Scoring<'_> {
+    fn score(&self, name: &str, path: &Path, tokenizer: &Tokenizer, tokenizer_path: &Path) -> Result<Scored> {
+        let sha256 = sha256_file(path).with_context(|| format!("cannot read model {}", path.display()))?;
+        let tokenizer_sha = sha256_file(tokenizer_path).with_context(|| format!("cannot read {}", tokenizer_path.display()))?;
+        let samples: Vec<ScoredSample<'_>> = self
+            .records
+            .iter()
+            .map(|(record, _)| Ok(ScoredSample { record, encoded: encode(tokenizer, self.template, self.limits, record)? }))
+            .collect::<Result<_, crate::data::DataError>>()?;
+        let key = score::cache_key(&sha256, &tokenizer_sha, self.template, self.limits, &samples);
+        let mut inputs = Vec::new();
+        let (signals, source, seconds) = self.cache.get_or_compute(name, &key, || {
+            let mut lm = CausalLm::open(self.runtime, path, self.session)?;
+            score::check_vocab(&lm, tokenizer, tokenizer_path)?;
+            inputs = lm.info().inputs.clone();
+            let tokens: usize = samples.iter().map(|s| s.encoded.len()).sum();
+            info(format!("scoring {name}: {} samples, {tokens} tokens", samples.len()));
+            score::compute_signals(&mut lm, tokenizer, &samples, self.batch)
+        })?;
+        match source {
+            SignalSource::Computed => info(format!("scored {name} in {seconds:.2}s")),
+            SignalSource::Cache => info(format!("signals of {name} loaded from cache")),
+        }
+        Ok(Scored { name: name.into(), path: path.into(), sha256, samples: signals, source, seconds, inputs })
+    }
+}
+
+pub fn run(args: AttackArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    let models = args.models.iter().map(|m| parse_model(m)).collect::<Result<Vec<_>>>()?;
+    let references = args.references.iter().map(|m| parse_model(m)).collect::<Result<Vec<_>>>()?;
+    let mut names = std::collections::HashSet::new();
+    for (name, _) in models.iter().chain(&references) {
+        if !names.insert(name) {
+            bail!("model name `{name}` is used twice; give each --model / --reference a distinct NAME");
+        }
+    }
+
+    let sets = MembershipSets::load(&args.members, &args.nonmembers)?;
+    let tokenizer = load_tokenizer(&args.tokenizer)?;
+    let reference_tokenizer_path = args.reference_tokenizer.clone().unwrap_or_else(|| args.tokenizer.clone());
+    let reference_tokenizer = if references.is_empty() { None } else { Some(load_tokenizer(&reference_tokenizer_path)?) };
+
+    // Which attacks, with which parameters, before any expensive work.
+    let registry = Registry::discover(search_dirs(&args.plugins.plugin_dirs));
+    for problem in &registry.problems {
+        warn(problem);
+    }
+    let attacks: Vec<&LoadedAttack> = if args.attacks.is_empty() {
+        registry.attacks().filter(|a| attack::check_needs(a, !references.is_empty()).is_ok()).collect()
+    } else {
+        attack::resolve(&registry, &args.attacks)?
+    };
+    if attacks.is_empty() {
+        bail!("no attack plugins found (searched: {}); build them with `cargo build --workspace` or pass --plugin-dir", searched(&registry));
+    }
+    let mut params = attack::parse_params(&args.params)?;
+    let mut plan: Vec<(&LoadedAttack, Vec<(String, String)>)> = Vec::new();
+    for a in &attacks {
+        attack::check_needs(a, !references.is_empty())?;
+        plan.push((a, attack::complete_params(a, &params.remove(a.name()).unwrap_or_default())?));
+    }
+    if let Some(name) = params.keys().next() {
+        let used: Vec<&str> = attacks.iter().map(|a| a.name()).collect();
+        bail!("--param for `{name}`, which is not among the attacks run ({})", used.join(", "));
+    }
+
+    let runtime = Runtime::get(args.runtime.ort_lib.as_deref())?;
+    runtime.check_device(args.runtime.device)?;
+    let records: Vec<(&Record, bool)> = sets.labelled().collect();
+    let scoring = Scoring {
+        runtime,
+        session: SessionOptions { device: args.runtime.device, threads: args.runtime.threads.unwrap_or_else(default_threads) },
+        template: args.template,
+        limits: TokenLimits { max_prompt_tokens: args.max_prompt_tokens, max_response_tokens: args.max_response_tokens },
+        batch: BatchSettings { batch_size: args.batch_size, padding: args.padding },
+        cache: SignalCache::new(args.out.join("signals")),
+        records: &records,
+    };
+    let needs_reference = plan.iter().any(|(a, _)| a.decl.needs.contains(SignalSet::REFERENCE));
+    let mut scored_references = Vec::new();
+    if needs_reference {
+        let tokenizer = reference_tokenizer.as_ref().expect("loaded when references are given");
+        for (name, path) in &references {
+            scored_references.push(scoring.score(name, path, tokenizer, &reference_tokenizer_path)?);
+        }
+    }
+
+    let mut rows: Vec<ScoreRow> = Vec::new();
+    let mut failures: Vec<AttackError> = Vec::new();
+    let mut scored_models = Vec::new();
+    for (name, path) in &models {
+        let scored = scoring.score(name, path, &tokenizer, &args.tokenizer)?;
+        for (a, params) in &plan {
+            let runs: Vec<(String, &[OwnedSample])> = if a.decl.needs.contains(SignalSet::REFERENCE) {
+                scored_references
+                    .iter()
+                    .map(|r| {
+                        let label =
+                            if scored_references.len() == 1 { a.name().to_string() } else { format!("{}:{}", a.name(), r.name) };
+                        (label, r.samples.as_slice())
+                    })
+                    .collect()
+            } else {
+                vec![(a.name().to_string(), &[][..])]
+            };
+            for (label, reference) in runs {
+                match attack::run(a, &scored.samples, reference, params) {
+                    Ok(scores) => {
+                        detail(format!("{name}: {label} done"));
+                        rows.extend(records.iter().zip(scores).map(|((record, member), score)| ScoreRow {
+                            model: name.clone(),
+                            attack: label.clone(),
+                            sample_id: record.id.clone(),
+                            category: record.category.clone(),
+                            member: *member,
+                            score,
+                        }));
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failures.push(e);
+                    }
+                }
+            }
+        }
+        scored_models.push(scored);
+    }
+
+    std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let bootstrap = Bootstrap { resamples: args.bootstrap, seed: args.seed };
+    let role = ModelRole { role: "target".into(), ..Default::default() };
+    let summary = report::summarize(&rows, |_| role.clone(), bootstrap);
+    report::write_scores(&args.out.join("scores.csv"), &rows)?;
+    report::write_summary(&args.out.join("summary.csv"), &summary)?;
+
+    let manifest = json!({
+        "kdharness_version": env!("CARGO_PKG_VERSION"),
+        "plugin_interface": kdharness_plugin_api::INTERFACE_VERSION,
+        "command": std::env::args().collect::<Vec<_>>(),
+        "seed": args.seed,
+        "bootstrap": bootstrap,
+        "template": args.template,
+        "limits": scoring.limits,
+        "batch": scoring.batch,
+        "onnx_runtime": { "library": runtime.library, "device": args.runtime.device, "threads": scoring.session.threads },
+        "data": {
+            "members": { "path": args.members, "sha256": sha256_file(&args.members)?, "count": sets.members.len() },
+            "nonmembers": { "path": args.nonmembers, "sha256": sha256_file(&args.nonmembers)?, "count": sets.nonmembers.len() },
+        },
+        "tokenizers": { "target": { "path": args.tokenizer, "sha256": sha256_file(&args.tokenizer)? } },
+        "models": scored_models.iter().map(|m| model_json(m, &role)).collect::<Vec<_>>(),
+        "references": scored_references.iter().map(|m| model_json(m, &ModelRole { role: "reference".into(), ..Default::default() })).collect::<Vec<_>>(),
+        "plugins": plan.iter().map(|(a, params)| json!({
+            "name": a.name(), "version": a.decl.version.as_str(), "library": a.library,
+            "sha256": a.library_sha256, "params": params.iter().cloned().collect::<BTreeMap<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "failures": failures.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    crate::util::write_atomic(&args.out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())
+        .with_context(|| format!("cannot write {}", args.out.join("manifest.json").display()))?;
+
+    print_summary(&summary);
+    info(format!("wrote {} and {}", args.out.join("scores.csv").display(), args.out.join("summary.csv").display()));
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} attack run(s) failed; the other results were written", failures.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn searched(registry: &Registry) -> String {
+    registry.searched.iter().map(|d| d.path.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn model_json(m: &Scored, role: &ModelRole) -> serde_json::Value {
+    json!({
+        "name": m.name, "path": m.path, "sha256": m.sha256, "role": role,
+        "signals": m.source, "seconds": m.seconds, "inputs": m.inputs,
+    })
+}
+
+/// A short table on stdout: AUC with its interval and TPR at 1% FPR, overall.
+fn print_summary(summary: &[report::SummaryRow]) {
+    let overall: Vec<_> = summary.iter().filter(|r| r.category == "all").collect();
+    println!("{:<16} {:<16} {:>7} {:>17} {:>12}", "model", "attack", "AUC", "95% CI", "TPR@1%FPR");
+    for auc in overall.iter().filter(|r| r.metric == "auc") {
+        let tpr = overall
+            .iter()
+            .find(|r| r.metric == "tpr_at_fpr_0.01" && r.model == auc.model && r.attack == auc.attack)
+            .map(|r| r.value)
+            .unwrap_or(f64::NAN);
+        let ci = auc.ci.map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]")).unwrap_or_default();
+        println!("{:<16} {:<16} {:>7.3} {:>17} {:>12.3}", auc.model, auc.attack, auc.value, ci, tpr);
+    }
+}

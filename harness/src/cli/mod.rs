@@ -1,0 +1,110 @@
+//! The `kdharness` command line. Each subcommand lives in its own file; this one parses
+//! arguments, sets verbosity, and turns errors into one line and an exit code.
+
+mod attack;
+mod doctor;
+mod metrics;
+mod plugins;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kdharness", version, about = "Membership and memorization leakage of LLM knowledge distillation")]
+pub struct Cli {
+    /// Print only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Print more detail.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run membership-inference attacks on ONNX models and write scores.csv + summary.csv.
+    Attack(attack::AttackArgs),
+    /// Recompute summary.csv from a scores.csv.
+    Metrics(metrics::MetricsArgs),
+    /// List or scaffold plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+    /// Show the ONNX Runtime library, its execution providers, and the plugin search path.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// Options every command that loads plugins shares.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct PluginArgs {
+    /// Extra directory to load plugins from (searched first; repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// Options of commands that run ONNX Runtime.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// ONNX Runtime shared library to use (ORT_DYLIB_PATH takes precedence).
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+    /// Execution device.
+    #[arg(long, value_enum, default_value_t = crate::runtime::Device::Cpu)]
+    pub device: crate::runtime::Device,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+static VERBOSITY: AtomicU8 = AtomicU8::new(1);
+
+/// Progress and status lines go to stderr unless `-q`.
+pub(crate) fn info(message: impl std::fmt::Display) {
+    if VERBOSITY.load(Ordering::Relaxed) >= 1 {
+        eprintln!("kdharness: {message}");
+    }
+}
+
+/// Extra detail, with `-v`.
+pub(crate) fn detail(message: impl std::fmt::Display) {
+    if VERBOSITY.load(Ordering::Relaxed) >= 2 {
+        eprintln!("kdharness: {message}");
+    }
+}
+
+/// Warnings are shown even with `-q`: they are about results.
+pub(crate) fn warn(message: impl std::fmt::Display) {
+    eprintln!("kdharness: warning: {message}");
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    VERBOSITY.store(
+        if cli.quiet {
+            0
+        } else if cli.verbose {
+            2
+        } else {
+            1
+        },
+        Ordering::Relaxed,
+    );
+    let result = match cli.command {
+        Command::Attack(args) => attack::run(args),
+        Command::Metrics(args) => metrics::run(args),
+        Command::Plugins(command) => plugins::run(command),
+        Command::Doctor(args) => doctor::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // One line: the outermost context first, then its causes.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! `kdharness`: measures how much of a teacher LLM's private fine-tuning data leaks into
+//! students made by knowledge distillation.
+//!
+//! One module per pipeline stage, in the order data flows:
+//! - [`data`]: Dolly-schema JSON Lines, prompt templates, sample ids, tokenization.
+//! - [`runtime`]: ONNX Runtime — finding the library, opening causal LMs, forward passes.
+//! - [`score`]: per-sample signals (log-probabilities and distribution statistics of the
+//!   response tokens), computed once per (model, sample set) and cached.
+//! - [`plugins`]: discovery and loading of attack plugins through `kdharness-plugin-api`.
+//! - [`attack`]: runs attack plugins over signals and validates what they return.
+//! - [`metrics`]: AUC, TPR at low FPR, balanced accuracy, bootstrap intervals.
+//! - [`report`]: `scores.csv`, `summary.csv`, `manifest.json`.
+//! - [`cli`]: the `kdharness` command line.
+//!
+//! What it is not: attack formulas live in the plugins under `plugins/`, never here.
+
+pub mod attack;
+pub mod cli;
+pub mod data;
+pub mod metrics;
+pub mod plugins;
+pub mod report;
+pub mod runtime;
+pub mod score;
+pub mod util;

@@ -1,0 +1,182 @@
+//! The host side of the plugin ABI: where plugin libraries are searched for, how they are
+//! loaded, and what is said when one cannot be (SPEC §7.1). Plugins are native code with
+//! full trust; nothing is ever loaded from the current directory implicitly.
+
+mod scaffold;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{LibraryError, lib_header_from_path};
+use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, PluginLibRef};
+use serde::Serialize;
+
+pub use scaffold::{ScaffoldError, Scaffolded, default_api_path, scaffold};
+
+/// Plugin libraries are files named `libkdh_*.so` (`kdh_*.dll`, `libkdh_*.dylib`): the
+/// prefix keeps unrelated shared objects in a directory from being loaded.
+pub const LIBRARY_PREFIX: &str = "kdh_";
+
+/// One directory searched, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchDir {
+    pub path: PathBuf,
+    /// `--plugin-dir`, `KDHARNESS_PLUGIN_PATH`, or `executable directory`.
+    pub origin: &'static str,
+}
+
+/// The directories searched, in priority order: `--plugin-dir` (repeatable),
+/// `KDHARNESS_PLUGIN_PATH` (a path list), the directory of the running executable.
+pub fn search_dirs(cli: &[PathBuf]) -> Vec<SearchDir> {
+    let mut dirs: Vec<SearchDir> = cli.iter().map(|p| SearchDir { path: p.clone(), origin: "--plugin-dir" }).collect();
+    if let Some(list) = std::env::var_os("KDHARNESS_PLUGIN_PATH") {
+        dirs.extend(
+            std::env::split_paths(&list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|path| SearchDir { path, origin: "KDHARNESS_PLUGIN_PATH" }),
+        );
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+        dirs.push(SearchDir { path: dir, origin: "executable directory" });
+    }
+    dirs
+}
+
+/// An attack loaded from a plugin library.
+#[derive(Clone, Debug)]
+pub struct LoadedAttack {
+    pub decl: AttackDecl,
+    pub library: PathBuf,
+    pub library_sha256: String,
+}
+
+impl LoadedAttack {
+    pub fn name(&self) -> &str {
+        self.decl.name.as_str()
+    }
+}
+
+/// A library that could not be used, with one line saying why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    pub library: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin {}: {}", self.library.display(), self.message)
+    }
+}
+
+/// Every attack found, plus the libraries that were skipped and why.
+#[derive(Debug, Default)]
+pub struct Registry {
+    attacks: BTreeMap<String, LoadedAttack>,
+    pub problems: Vec<Problem>,
+    pub searched: Vec<SearchDir>,
+}
+
+impl Registry {
+    /// Loads every plugin library in `dirs`. A library that fails to load, or an attack
+    /// whose name is already taken, becomes a [`Problem`]; the rest load regardless.
+    pub fn discover(dirs: Vec<SearchDir>) -> Registry {
+        let mut registry = Registry { searched: dirs.clone(), ..Default::default() };
+        let mut seen = std::collections::HashSet::new();
+        for dir in &dirs {
+            for library in plugin_files(&dir.path) {
+                let canonical = library.canonicalize().unwrap_or_else(|_| library.clone());
+                if seen.insert(canonical) {
+                    registry.add_library(&library);
+                }
+            }
+        }
+        registry
+    }
+
+    fn add_library(&mut self, library: &Path) {
+        let decls = match load_attacks(library) {
+            Ok(decls) => decls,
+            Err(message) => {
+                self.problems.push(Problem { library: library.to_path_buf(), message });
+                return;
+            }
+        };
+        let sha = crate::util::sha256_file(library).unwrap_or_default();
+        for decl in decls {
+            let name = decl.name.as_str().to_string();
+            if let Some(first) = self.attacks.get(&name) {
+                self.problems.push(Problem {
+                    library: library.to_path_buf(),
+                    message: format!("attack `{name}` is already provided by {}; this copy is ignored", first.library.display()),
+                });
+                continue;
+            }
+            self.attacks.insert(name, LoadedAttack { decl, library: library.to_path_buf(), library_sha256: sha.clone() });
+        }
+    }
+
+    pub fn attack(&self, name: &str) -> Option<&LoadedAttack> {
+        self.attacks.get(name)
+    }
+
+    /// Attacks by name.
+    pub fn attacks(&self) -> impl Iterator<Item = &LoadedAttack> {
+        self.attacks.values()
+    }
+
+    pub fn attack_names(&self) -> impl Iterator<Item = &str> {
+        self.attacks.keys().map(String::as_str)
+    }
+}
+
+/// Plugin-named shared libraries directly inside `dir`, sorted.
+fn plugin_files(dir: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}{LIBRARY_PREFIX}", std::env::consts::DLL_PREFIX);
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            name.starts_with(&prefix) && name.ends_with(std::env::consts::DLL_SUFFIX) && p.is_file()
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Loads a library's root module and lists its attacks, or says in one line why not.
+pub fn load_attacks(library: &Path) -> Result<Vec<AttackDecl>, String> {
+    let header = lib_header_from_path(library).map_err(|e| condense(&e))?;
+    let root = header.init_root_module::<PluginLibRef>().map_err(|e| condense(&e))?;
+    Ok(root.attacks()().into_iter().collect())
+}
+
+/// abi_stable's errors are thorough (a layout mismatch prints about a thousand lines);
+/// users need one line and what to do.
+fn condense(error: &LibraryError) -> String {
+    let rebuild = format!("rebuild it against kdharness-plugin-api {INTERFACE_VERSION}");
+    match error {
+        LibraryError::OpenError { err, .. } => format!("cannot be opened as a shared library: {}", first_line(&err.to_string())),
+        LibraryError::GetSymbolError { .. } => {
+            "is not a kdharness plugin (it exports no abi_stable root module); plugins are built with kdharness_plugin_api::export_plugins!".into()
+        }
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "was built against plugin interface {actual_version}, this kdharness speaks {expected_version}; {rebuild}"
+        ),
+        LibraryError::AbiInstability(_) => {
+            format!("was built against an incompatible plugin interface (its root module's layout differs); {rebuild}")
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            format!("was built with an incompatible abi_stable or compiler ABI; {rebuild}")
+        }
+        LibraryError::RootModule { err, .. } => format!("failed to initialise: {}", first_line(&err.to_string())),
+        LibraryError::Many(errors) => errors.iter().next().map(condense).unwrap_or_else(|| "failed to load".into()),
+        other => first_line(&other.to_string()),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    if line.chars().count() > 200 { format!("{}…", line.chars().take(200).collect::<String>()) } else { line.to_string() }
+}

@@ -1,0 +1,97 @@
+//! `kdharness plugins new`: writes a buildable plugin crate from the template under
+//! `plugins/template` (compiled into the binary, so it works from any directory).
+
+use std::path::{Path, PathBuf};
+
+const CARGO_TOML: &str = include_str!("../../../plugins/template/Cargo.toml.in");
+const LIB_RS: &str = include_str!("../../../plugins/template/src/lib.rs.in");
+const README: &str = include_str!("../../../plugins/template/README.md.in");
+
+/// Where this build's plugin-api crate lives (the scaffold depends on it by path).
+pub fn default_api_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("plugin-api")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("plugin name `{0}` must start with a lowercase letter and contain only a-z, 0-9 and _")]
+    BadName(String),
+    #[error("{} already exists; choose another --dir or remove it", .0.display())]
+    Exists(PathBuf),
+    #[error(
+        "kdharness-plugin-api not found at {}; pass --api-path pointing to the plugin-api folder of a kdharness checkout",
+        .0.display()
+    )]
+    NoApi(PathBuf),
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// A written plugin crate.
+#[derive(Debug)]
+pub struct Scaffolded {
+    pub dir: PathBuf,
+    pub library_file: String,
+}
+
+/// Writes an attack plugin crate named after `name` into `dir`.
+pub fn scaffold(name: &str, dir: &Path, api_path: &Path) -> Result<Scaffolded, ScaffoldError> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(ScaffoldError::BadName(name.to_string()));
+    }
+    if dir.exists() {
+        return Err(ScaffoldError::Exists(dir.to_path_buf()));
+    }
+    let api = api_path.canonicalize().map_err(|_| ScaffoldError::NoApi(api_path.to_path_buf()))?;
+    if !api.join("Cargo.toml").is_file() {
+        return Err(ScaffoldError::NoApi(api));
+    }
+    let lib_name = format!("{}attack_{name}", super::LIBRARY_PREFIX);
+    let library_file = format!("{}{lib_name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let struct_name: String = name
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| p[..1].to_ascii_uppercase() + &p[1..])
+        .collect::<String>()
+        + "Attack";
+    let fill = |template: &str| {
+        template
+            .replace("{{crate_name}}", &format!("kdh-attack-{}", name.replace('_', "-")))
+            .replace("{{lib_name}}", &lib_name)
+            .replace("{{library_file}}", &library_file)
+            .replace("{{api_path}}", &api.to_string_lossy().replace('\\', "/"))
+            .replace("{{struct_name}}", &struct_name)
+            .replace("{{name}}", name)
+    };
+    for (relative, template) in [("Cargo.toml", CARGO_TOML), ("src/lib.rs", LIB_RS), ("README.md", README)] {
+        let path = dir.join(relative);
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            std::fs::write(&path, fill(template))
+        };
+        write().map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
+    }
+    Ok(Scaffolded { dir: dir.to_path_buf(), library_file })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_every_placeholder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = scaffold("my_attack2", &tmp.path().join("p"), &default_api_path()).unwrap();
+        assert_eq!(out.library_file, format!("{}kdh_attack_my_attack2{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+        for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
+            let text = std::fs::read_to_string(out.dir.join(file)).unwrap();
+            assert!(!text.contains("{{"), "{file} still has a placeholder");
+        }
+        let lib = std::fs::read_to_string(out.dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("pub struct MyAttack2Attack;") && lib.contains("const NAME: &'static str = \"my_attack2\";"));
+        assert!(matches!(scaffold("Bad-Name", &tmp.path().join("q"), &default_api_path()), Err(ScaffoldError::BadName(_))));
+        assert!(matches!(scaffold("ok", &out.dir, &default_api_path()), Err(ScaffoldError::Exists(_))));
+    }
+}

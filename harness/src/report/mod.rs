@@ -1,0 +1,289 @@
+//! Output tables (SPEC §11): `scores.csv` (one row per model × attack × sample) and
+//! `summary.csv` (one row per model × attack × category × metric), both tidy long format
+//! with a fixed column order.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{self, Bootstrap, FPR_LEVELS, METRIC_NAMES, Metrics};
+
+pub const SCORES_HEADER: [&str; 6] = ["model", "attack", "sample_id", "category", "member", "score"];
+pub const SUMMARY_HEADER: [&str; 14] = [
+    "model",
+    "role",
+    "kd_method",
+    "student",
+    "category",
+    "attack",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_members",
+    "n_nonmembers",
+    "realized_fpr",
+    "threshold",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+    #[error("{}:{line}: {message}", path.display())]
+    Parse { path: PathBuf, line: u64, message: String },
+}
+
+/// One attack score of one sample under one model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRow {
+    pub model: String,
+    pub attack: String,
+    pub sample_id: String,
+    pub category: String,
+    pub member: bool,
+    pub score: f64,
+}
+
+/// How a model took part in the experiment (`summary.csv`'s `role`, `kd_method`,
+/// `student`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRole {
+    pub role: String,
+    #[serde(default)]
+    pub kd_method: String,
+    #[serde(default)]
+    pub student: String,
+}
+
+/// One row of `summary.csv`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SummaryRow {
+    pub model: String,
+    pub role: ModelRole,
+    pub category: String,
+    pub attack: String,
+    pub metric: &'static str,
+    pub value: f64,
+    pub ci: Option<(f64, f64)>,
+    pub n_members: usize,
+    pub n_nonmembers: usize,
+    /// For operating-point metrics: the realised FPR and the threshold.
+    pub operating_point: Option<(f64, f64)>,
+}
+
+/// Shortest text that reads back as the same f64; `inf` for +∞.
+pub fn fmt_f64(x: f64) -> String {
+    if x == f64::INFINITY { "inf".into() } else if x == f64::NEG_INFINITY { "-inf".into() } else { format!("{x}") }
+}
+
+fn csv_error(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
+    move |e| ReportError::Write { path: path.to_path_buf(), source: std::io::Error::other(e) }
+}
+
+/// Serialises rows to CSV bytes and writes them atomically.
+fn write_csv(path: &Path, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> Result<(), ReportError> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(header).map_err(csv_error(path))?;
+    for row in rows {
+        writer.write_record(&row).map_err(csv_error(path))?;
+    }
+    let bytes = writer.into_inner().map_err(|e| ReportError::Write { path: path.to_path_buf(), source: e.into_error() })?;
+    crate::util::write_atomic(path, &bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
+}
+
+pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), ReportError> {
+    write_csv(
+        path,
+        &SCORES_HEADER,
+        rows.iter().map(|r| {
+            vec![
+                r.model.clone(),
+                r.attack.clone(),
+                r.sample_id.clone(),
+                r.category.clone(),
+                if r.member { "1" } else { "0" }.into(),
+                fmt_f64(r.score),
+            ]
+        }),
+    )
+}
+
+/// Reads a `scores.csv`, naming the line of anything malformed.
+pub fn read_scores(path: &Path) -> Result<Vec<ScoreRow>, ReportError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+    let header = reader.headers().map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?.clone();
+    if header.iter().collect::<Vec<_>>() != SCORES_HEADER {
+        return Err(ReportError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("expected the header `{}`, found `{}`", SCORES_HEADER.join(","), header.iter().collect::<Vec<_>>().join(",")),
+        });
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?;
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let parse = |message: String| ReportError::Parse { path: path.to_path_buf(), line, message };
+        let member = match &record[4] {
+            "1" => true,
+            "0" => false,
+            other => return Err(parse(format!("`member` must be 1 or 0, found `{other}`"))),
+        };
+        let score: f64 = record[5].parse().map_err(|_| parse(format!("`score` must be a number, found `{}`", &record[5])))?;
+        if !score.is_finite() {
+            return Err(parse(format!("`score` must be finite, found `{}`", &record[5])));
+        }
+        rows.push(ScoreRow {
+            model: record[0].into(),
+            attack: record[1].into(),
+            sample_id: record[2].into(),
+            category: record[3].into(),
+            member,
+            score,
+        });
+    }
+    Ok(rows)
+}
+
+/// Distinct values in order of first appearance.
+fn first_seen<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = BTreeSet::new();
+    values.filter(|v| seen.insert(*v)).collect()
+}
+
+/// Every metric for every (model, attack) in `rows`, overall (`category = all`) and per
+/// category. A category lacking members or non-members has no defined metric and is left
+/// out. Row order follows the first appearance of models and attacks in `rows`.
+pub fn summarize(rows: &[ScoreRow], role_of: impl Fn(&str) -> ModelRole + Sync, bootstrap: Bootstrap) -> Vec<SummaryRow> {
+    let models = first_seen(rows.iter().map(|r| r.model.as_str()));
+    let attacks = first_seen(rows.iter().map(|r| r.attack.as_str()));
+    let mut categories: Vec<&str> = first_seen(rows.iter().map(|r| r.category.as_str()));
+    categories.sort();
+    let mut groups = Vec::new();
+    for model in &models {
+        for attack in &attacks {
+            for category in std::iter::once("all").chain(categories.iter().copied()) {
+                groups.push((*model, *attack, category));
+            }
+        }
+    }
+    groups
+        .par_iter()
+        .map(|&(model, attack, category)| {
+            let (mut members, mut nonmembers) = (Vec::new(), Vec::new());
+            for r in rows.iter().filter(|r| r.model == model && r.attack == attack && (category == "all" || r.category == category)) {
+                if r.member { members.push(r.score) } else { nonmembers.push(r.score) }
+            }
+            if members.is_empty() || nonmembers.is_empty() {
+                return Vec::new();
+            }
+            let metrics = Metrics::compute(&members, &nonmembers);
+            let intervals = metrics::bootstrap_intervals(&members, &nonmembers, bootstrap, &format!("{model}/{attack}/{category}"));
+            let role = role_of(model);
+            let operating_points: Vec<Option<(f64, f64)>> = [None, None]
+                .into_iter()
+                .chain(metrics.tpr_at_fpr.iter().map(|t| Some((t.realized_fpr, t.threshold))))
+                .chain([Some((metrics.balanced_accuracy.realized_fpr, metrics.balanced_accuracy.threshold))])
+                .collect();
+            debug_assert_eq!(operating_points.len(), METRIC_NAMES.len());
+            debug_assert_eq!(FPR_LEVELS.len() + 3, METRIC_NAMES.len());
+            METRIC_NAMES
+                .iter()
+                .zip(metrics.values())
+                .zip(intervals)
+                .zip(operating_points)
+                .map(|(((metric, value), ci), operating_point)| SummaryRow {
+                    model: model.into(),
+                    role: role.clone(),
+                    category: category.into(),
+                    attack: attack.into(),
+                    metric,
+                    value,
+                    ci: (bootstrap.resamples > 0).then_some(ci),
+                    n_members: members.len(),
+                    n_nonmembers: nonmembers.len(),
+                    operating_point,
+                })
+                .collect()
+        })
+        .flatten()
+        .collect()
+}
+
+pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<(), ReportError> {
+    write_csv(
+        path,
+        &SUMMARY_HEADER,
+        rows.iter().map(|r| {
+            vec![
+                r.model.clone(),
+                r.role.role.clone(),
+                r.role.kd_method.clone(),
+                r.role.student.clone(),
+                r.category.clone(),
+                r.attack.clone(),
+                r.metric.to_string(),
+                fmt_f64(r.value),
+                r.ci.map(|c| fmt_f64(c.0)).unwrap_or_default(),
+                r.ci.map(|c| fmt_f64(c.1)).unwrap_or_default(),
+                r.n_members.to_string(),
+                r.n_nonmembers.to_string(),
+                r.operating_point.map(|o| fmt_f64(o.0)).unwrap_or_default(),
+                r.operating_point.map(|o| fmt_f64(o.1)).unwrap_or_default(),
+            ]
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: &str, attack: &str, id: &str, category: &str, member: bool, score: f64) -> ScoreRow {
+        ScoreRow { model: model.into(), attack: attack.into(), sample_id: id.into(), category: category.into(), member, score }
+    }
+
+    #[test]
+    fn scores_round_trip_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scores.csv");
+        let rows = vec![row("t", "loss", "m0", "open_qa", true, -0.1 / 3.0), row("t", "loss", "n,0", "qa \"x\"", false, 1e-300)];
+        write_scores(&path, &rows).unwrap();
+        assert_eq!(read_scores(&path).unwrap(), rows);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("model,attack,sample_id,category,member,score\n"));
+    }
+
+    #[test]
+    fn malformed_scores_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scores.csv");
+        std::fs::write(&path, "model,attack,sample_id,category,member,score\nt,loss,m0,a,1,0.5\nt,loss,n0,a,2,0.1\n").unwrap();
+        let err = read_scores(&path).unwrap_err().to_string();
+        assert!(err.ends_with("scores.csv:3: `member` must be 1 or 0, found `2`"), "{err}");
+    }
+
+    #[test]
+    fn summary_has_every_metric_per_category() {
+        let rows = vec![
+            row("t", "loss", "m0", "a", true, 3.0),
+            row("t", "loss", "m1", "b", true, 2.0),
+            row("t", "loss", "n0", "a", false, 1.0),
+            row("t", "loss", "n1", "c", false, 2.5),
+        ];
+        let summary = summarize(&rows, |_| ModelRole { role: "target".into(), ..Default::default() }, Bootstrap { resamples: 50, seed: 1 });
+        // Categories: all and a (b and c lack one class).
+        assert_eq!(summary.len(), 2 * METRIC_NAMES.len());
+        let auc = summary.iter().find(|r| r.category == "all" && r.metric == "auc").unwrap();
+        // Pairs: 3>1, 3>2.5, 2>1, 2<2.5 → 3/4.
+        assert_eq!((auc.value, auc.n_members, auc.n_nonmembers), (0.75, 2, 2));
+        let tpr0 = summary.iter().find(|r| r.category == "all" && r.metric == "tpr_at_fpr_0").unwrap();
+        assert_eq!((tpr0.value, tpr0.operating_point), (0.5, Some((0.0, 3.0))));
+        assert_eq!(fmt_f64(f64::INFINITY), "inf");
+    }
+}

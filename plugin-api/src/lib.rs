@@ -1,0 +1,399 @@
+//! The stable ABI between `kdharness` and its plugins.
+//!
+//! A plugin library is a `cdylib` that exports one root module, [`PluginLibRef`], listing
+//! one or more plugins. Today a plugin is a membership-inference *attack*: it receives the
+//! per-sample signals the harness computed for one model (and, when it asks, for a
+//! reference model) and returns one score per sample, higher meaning "more likely a
+//! member of the teacher's private training set".
+//!
+//! Plugin authors never write `extern "C"` code: they implement [`Attack`] on a unit
+//! struct and list it in [`export_plugins!`]. The macro generates the exported root module
+//! and wraps every call in `catch_unwind`, so a panicking plugin returns an error to the
+//! harness instead of taking it down.
+//!
+//! ```ignore
+//! use kdharness_plugin_api::{Attack, AttackInput, SignalSet, ParamSpec};
+//!
+//! pub struct MeanLoss;
+//! impl Attack for MeanLoss {
+//!     const NAME: &'static str = "my_loss";
+//!     const DESCRIPTION: &'static str = "mean log-probability of the response tokens";
+//!     const NEEDS: SignalSet = SignalSet::TARGET_LOGPROB;
+//!     fn score(input: &AttackInput<'_>) -> Result<Vec<f64>, String> {
+//!         Ok(input.samples.iter().map(|s| kdharness_plugin_api::mean(&s.target_logprob)).collect())
+//!     }
+//! }
+//! kdharness_plugin_api::export_plugins!(attacks: [MeanLoss]);
+//! ```
+//!
+//! What this crate is not: it holds no attack logic and no harness internals; it is the
+//! contract only.
+//!
+//! # Interface evolution
+//!
+//! The root module is an `abi_stable` prefix type. The interface version is this crate's
+//! version: while it is `0.x`, plugins must be built against the same minor version as the
+//! harness (abi_stable refuses others with a version error). Any change to a type that
+//! crosses the boundary is a breaking change and bumps the minor version; old plugins are
+//! then rebuilt. [`SignalSet`] is a bit set precisely so that new signals can be added
+//! without changing any layout.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
+
+pub use abi_stable;
+use abi_stable::{
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    package_version_strings,
+    sabi_types::VersionStrings,
+    std_types::{RResult, RSlice, RStr, RString, RVec},
+};
+
+/// Which per-sample signals an attack needs; the harness computes only those.
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SignalSet(pub u32);
+
+impl SignalSet {
+    pub const NONE: SignalSet = SignalSet(0);
+    /// Token ids of the scored response tokens.
+    pub const TOKEN_IDS: SignalSet = SignalSet(1 << 0);
+    /// `log q(y_t)` for each scored token (natural log).
+    pub const TARGET_LOGPROB: SignalSet = SignalSet(1 << 1);
+    /// `Σ_v q log q` at each scored position.
+    pub const DIST_MEAN: SignalSet = SignalSet(1 << 2);
+    /// `Σ_v q (log q)² − mean²` at each scored position.
+    pub const DIST_VAR: SignalSet = SignalSet(1 << 3);
+    /// The model's most likely token at each scored position.
+    pub const ARGMAX_ID: SignalSet = SignalSet(1 << 4);
+    /// The response text as it appears in the data.
+    pub const RESPONSE_TEXT: SignalSet = SignalSet(1 << 5);
+    /// The target tokenizer's decoding of the argmax ids (special tokens kept).
+    pub const ARGMAX_TEXT: SignalSet = SignalSet(1 << 6);
+    /// The same record scored by a reference model (`AttackInput::reference`).
+    pub const REFERENCE: SignalSet = SignalSet(1 << 7);
+    /// Losses of the model under weight perturbations (`SampleView::perturbed_loss`).
+    pub const PERTURBED_LOSS: SignalSet = SignalSet(1 << 8);
+
+    /// Every signal with its name, in bit order.
+    pub const NAMED: [(SignalSet, &'static str); 9] = [
+        (Self::TOKEN_IDS, "token_ids"),
+        (Self::TARGET_LOGPROB, "target_logprob"),
+        (Self::DIST_MEAN, "dist_mean"),
+        (Self::DIST_VAR, "dist_var"),
+        (Self::ARGMAX_ID, "argmax_id"),
+        (Self::RESPONSE_TEXT, "response_text"),
+        (Self::ARGMAX_TEXT, "argmax_text"),
+        (Self::REFERENCE, "reference"),
+        (Self::PERTURBED_LOSS, "perturbed_loss"),
+    ];
+
+    pub const fn union(self, other: SignalSet) -> SignalSet {
+        SignalSet(self.0 | other.0)
+    }
+
+    pub const fn contains(self, other: SignalSet) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Names of the signals in this set, for messages and `plugins list`.
+    pub fn names(self) -> Vec<&'static str> {
+        Self::NAMED.iter().filter(|(s, _)| self.contains(*s)).map(|(_, n)| *n).collect()
+    }
+}
+
+impl std::ops::BitOr for SignalSet {
+    type Output = SignalSet;
+    fn bitor(self, rhs: SignalSet) -> SignalSet {
+        self.union(rhs)
+    }
+}
+
+/// The signals of one sample under one model, response tokens only.
+///
+/// Slices the attack did not ask for may be empty.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct SampleView<'a> {
+    pub id: RStr<'a>,
+    pub token_ids: RSlice<'a, u32>,
+    pub target_logprob: RSlice<'a, f64>,
+    pub dist_mean: RSlice<'a, f64>,
+    pub dist_var: RSlice<'a, f64>,
+    pub argmax_id: RSlice<'a, u32>,
+    pub response_text: RStr<'a>,
+    pub argmax_text: RStr<'a>,
+    pub perturbed_loss: RSlice<'a, f64>,
+}
+
+/// A `key = value` parameter from the configuration or the command line.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct Param<'a> {
+    pub key: RStr<'a>,
+    pub value: RStr<'a>,
+}
+
+/// Everything an attack sees in one call.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct AttackInput<'a> {
+    /// The samples to score (members and non-members, shuffled together; the attack must
+    /// not rely on their order).
+    pub samples: RSlice<'a, SampleView<'a>>,
+    /// When the attack needs [`SignalSet::REFERENCE`]: the same samples, in the same
+    /// order, scored by the reference model. Empty otherwise.
+    pub reference: RSlice<'a, SampleView<'a>>,
+    /// Known non-members (population data) for attacks that calibrate; may be empty.
+    pub calibration: RSlice<'a, SampleView<'a>>,
+    /// Parameters, with defaults from [`ParamSpec`] already filled in.
+    pub params: RSlice<'a, Param<'a>>,
+}
+
+impl AttackInput<'_> {
+    /// The value of parameter `key`, if given.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.iter().find(|p| p.key.as_str() == key).map(|p| p.value.as_str())
+    }
+
+    /// Parameter `key` parsed as a float, with a message naming it when it is not one.
+    pub fn param_f64(&self, key: &str) -> Result<f64, String> {
+        let raw = self.param(key).ok_or_else(|| format!("parameter `{key}` is missing"))?;
+        raw.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("parameter `{key}` must be a number, got `{raw}`"))
+    }
+}
+
+/// A parameter an attack accepts, with its default.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct ParamSpec {
+    pub name: RStr<'static>,
+    pub default: RStr<'static>,
+    pub help: RStr<'static>,
+}
+
+impl ParamSpec {
+    pub const fn new(name: &'static str, default: &'static str, help: &'static str) -> Self {
+        ParamSpec { name: RStr::from_str(name), default: RStr::from_str(default), help: RStr::from_str(help) }
+    }
+}
+
+/// One attack as the harness sees it across the boundary.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct AttackDecl {
+    pub name: RStr<'static>,
+    pub version: RStr<'static>,
+    pub description: RStr<'static>,
+    pub needs: SignalSet,
+    pub params: RSlice<'static, ParamSpec>,
+    pub score: extern "C" fn(&AttackInput<'_>) -> RResult<RVec<f64>, RString>,
+}
+
+impl AttackDecl {
+    /// The declaration of `A`, its calls wrapped so that panics become errors.
+    pub fn of<A: Attack>(version: &'static str) -> AttackDecl {
+        AttackDecl {
+            name: RStr::from_str(A::NAME),
+            version: RStr::from_str(version),
+            description: RStr::from_str(A::DESCRIPTION),
+            needs: A::NEEDS,
+            params: RSlice::from_slice(A::PARAMS),
+            score: score_shim::<A>,
+        }
+    }
+}
+
+/// The root module a plugin library exports (built by [`export_plugins!`]).
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginLibRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginLib {
+    /// The plugin crate's own version.
+    pub library_version: RStr<'static>,
+    #[sabi(last_prefix_field)]
+    pub attacks: extern "C" fn() -> RVec<AttackDecl>,
+}
+
+impl RootModule for PluginLibRef {
+    declare_root_module_statics! {PluginLibRef}
+    const BASE_NAME: &'static str = "kdharness_plugin";
+    const NAME: &'static str = "kdharness_plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The interface version plugins are checked against (this crate's version).
+pub const INTERFACE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A membership-inference attack. Implement it on a unit struct and list the struct in
+/// [`export_plugins!`].
+pub trait Attack: 'static {
+    /// Unique name, used on the command line, in configs and in every output file.
+    const NAME: &'static str;
+    /// One line for `kdharness plugins list`.
+    const DESCRIPTION: &'static str;
+    /// The signals [`Attack::score`] reads.
+    const NEEDS: SignalSet;
+    /// Accepted parameters and their defaults.
+    const PARAMS: &'static [ParamSpec] = &[];
+    /// One finite score per sample of `input.samples`, in order; higher = more likely a
+    /// member.
+    fn score(input: &AttackInput<'_>) -> Result<Vec<f64>, String>;
+}
+
+extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64>, RString> {
+    silence_panic_messages();
+    match catch_unwind(AssertUnwindSafe(|| A::score(input))) {
+        Ok(Ok(scores)) => RResult::ROk(RVec::from(scores)),
+        Ok(Err(message)) => RResult::RErr(RString::from(message)),
+        Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
+    }
+}
+
+/// Panics inside a plugin are reported by the harness as errors; the default hook would
+/// also print a backtrace notice to the user's terminal, so it is replaced once with a
+/// silent one. A plugin library carries its own copy of std, so this touches the plugin
+/// only, never the harness.
+fn silence_panic_messages() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}
+
+/// Exports the root module of a plugin library.
+///
+/// ```ignore
+/// kdharness_plugin_api::export_plugins!(attacks: [LossAttack, OtherAttack]);
+/// ```
+/// The plugin crate must depend on `abi_stable` directly (its export attribute refers to
+/// it by that name).
+#[macro_export]
+macro_rules! export_plugins {
+    (attacks: [$($attack:ty),* $(,)?] $(,)?) => {
+        #[::abi_stable::export_root_module]
+        pub fn kdharness_plugin_root() -> $crate::PluginLibRef {
+            use ::abi_stable::prefix_type::PrefixTypeTrait;
+            extern "C" fn attacks() -> ::abi_stable::std_types::RVec<$crate::AttackDecl> {
+                ::abi_stable::std_types::RVec::from(::std::vec![
+                    $($crate::AttackDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
+                ])
+            }
+            $crate::PluginLib {
+                library_version: ::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION")),
+                attacks,
+            }
+            .leak_into_prefix()
+        }
+    };
+}
+
+/// Arithmetic mean; `NaN` for an empty slice (the harness rejects non-finite scores).
+pub fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// Mean of the `m = max(1, floor(k·n))` smallest values (the "Min-k%" selection).
+pub fn mean_of_smallest_fraction(values: &[f64], k: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let m = ((k * values.len() as f64).floor() as usize).clamp(1, values.len());
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    mean(&sorted[..m])
+}
+
+/// Owned per-sample signals, for hosts and for plugin unit tests that need a
+/// [`SampleView`] without the harness.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct OwnedSample {
+    pub id: String,
+    pub token_ids: Vec<u32>,
+    pub target_logprob: Vec<f64>,
+    pub dist_mean: Vec<f64>,
+    pub dist_var: Vec<f64>,
+    pub argmax_id: Vec<u32>,
+    pub response_text: String,
+    pub argmax_text: String,
+    pub perturbed_loss: Vec<f64>,
+}
+
+impl OwnedSample {
+    pub fn view(&self) -> SampleView<'_> {
+        SampleView {
+            id: self.id.as_str().into(),
+            token_ids: self.token_ids.as_slice().into(),
+            target_logprob: self.target_logprob.as_slice().into(),
+            dist_mean: self.dist_mean.as_slice().into(),
+            dist_var: self.dist_var.as_slice().into(),
+            argmax_id: self.argmax_id.as_slice().into(),
+            response_text: self.response_text.as_str().into(),
+            argmax_text: self.argmax_text.as_str().into(),
+            perturbed_loss: self.perturbed_loss.as_slice().into(),
+        }
+    }
+}
+
+/// Runs attack `A` on owned samples in-process, parameters defaulted: what a unit test of
+/// an attack calls.
+pub fn run_attack<A: Attack>(
+    samples: &[OwnedSample],
+    reference: &[OwnedSample],
+    params: &[(&str, &str)],
+) -> Result<Vec<f64>, String> {
+    let samples: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
+    let reference: Vec<SampleView<'_>> = reference.iter().map(OwnedSample::view).collect();
+    let mut all: Vec<Param<'_>> =
+        params.iter().map(|(k, v)| Param { key: (*k).into(), value: (*v).into() }).collect();
+    for spec in A::PARAMS {
+        if !params.iter().any(|(k, _)| *k == spec.name.as_str()) {
+            all.push(Param { key: spec.name, value: spec.default });
+        }
+    }
+    let input = AttackInput {
+        samples: samples.as_slice().into(),
+        reference: reference.as_slice().into(),
+        calibration: RSlice::EMPTY,
+        params: all.as_slice().into(),
+    };
+    A::score(&input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smallest_fraction_uses_floor_with_at_least_one() {
+        let v = [5.0, -1.0, 3.0, 0.5, 2.0];
+        // k = 0.2, n = 5: m = 1, the minimum.
+        assert_eq!(mean_of_smallest_fraction(&v, 0.2), -1.0);
+        // k = 0.5: m = floor(2.5) = 2 -> (-1 + 0.5)/2.
+        assert_eq!(mean_of_smallest_fraction(&v, 0.5), -0.25);
+        // k tiny: still one value.
+        assert_eq!(mean_of_smallest_fraction(&v, 0.01), -1.0);
+        assert!(mean_of_smallest_fraction(&[], 0.2).is_nan());
+    }
+
+    #[test]
+    fn signal_names_follow_bits() {
+        let s = SignalSet::TARGET_LOGPROB | SignalSet::ARGMAX_TEXT;
+        assert_eq!(s.names(), vec!["target_logprob", "argmax_text"]);
+        assert!(s.contains(SignalSet::TARGET_LOGPROB));
+        assert!(!s.contains(SignalSet::DIST_MEAN));
+    }
+}
