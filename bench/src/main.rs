@@ -1,1 +1,109 @@
-fn main() {}
+//! Scoring throughput (SPEC §14): tokens per second of the signals attacks read
+//! (log-probability of the target, mean and variance of log q, argmax — each over the
+//! whole vocabulary), next to the bare ONNX Runtime forward pass on the same batch.
+//! Run through `bench/run.sh`, which makes the model first.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use kdharness::data::{Encoded, Origin, Record};
+use kdharness::runtime::{CausalLm, LmBatch, PaddingSide, Runtime, SessionOptions};
+use kdharness::score::{BatchSettings, ScoredSample, compute_signals};
+use rand::{Rng, SeedableRng};
+
+#[derive(Parser)]
+struct Args {
+    /// An ONNX causal LM (optimum conventions).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed repetitions of each measurement (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+}
+
+/// A tokenizer whose vocabulary covers every id, so argmax ids decode like a real one.
+fn id_tokenizer(vocab: usize) -> Result<tokenizers::Tokenizer> {
+    let words = (0..vocab).map(|i| (format!("t{i} "), i as u32)).collect();
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(words)
+        .unk_token("t0 ".into())
+        .build()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(tokenizers::Tokenizer::new(model))
+}
+
+/// Median seconds of `iters` runs after one warm-up.
+fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let started = Instant::now();
+        f()?;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().ok();
+    let runtime = Runtime::get(None)?;
+    let options = SessionOptions { threads: args.threads, ..Default::default() };
+    let mut lm = CausalLm::open(runtime, &args.model, options).context("opening the benchmark model")?;
+    let vocab = lm.info().vocab.context("the model's logits must have a fixed vocabulary size")?;
+    let tokenizer = id_tokenizer(vocab)?;
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let sequences: Vec<Vec<u32>> =
+        (0..args.batch).map(|_| (0..args.seq).map(|_| rng.gen_range(0..vocab as u32)).collect()).collect();
+    // One prompt token, the rest scored: (seq − 1) signal positions per sequence.
+    let records: Vec<Record> = (0..args.batch)
+        .map(|i| Record {
+            id: format!("b{i}"),
+            instruction: String::new(),
+            context: String::new(),
+            response: String::new(),
+            category: "bench".into(),
+            origin: Origin { file: "bench".into(), line: i + 1 },
+        })
+        .collect();
+    let samples: Vec<ScoredSample<'_>> = records
+        .iter()
+        .zip(&sequences)
+        .map(|(record, seq)| ScoredSample {
+            record,
+            encoded: Encoded { prompt_ids: seq[..1].to_vec(), response_ids: seq[1..].to_vec() },
+        })
+        .collect();
+    let batch = LmBatch::pad(sequences.iter().map(Vec::as_slice), PaddingSide::Right, 0);
+    let settings = BatchSettings { batch_size: args.batch, padding: PaddingSide::Right };
+    let tokens = (args.batch * args.seq) as f64;
+    let scored = (args.batch * (args.seq - 1)) as f64;
+
+    let forward = time(args.iters, || {
+        lm.forward(&batch, |logits, _| std::hint::black_box(logits[0]))?;
+        Ok(())
+    })?;
+    let scoring = time(args.iters, || {
+        std::hint::black_box(compute_signals(&mut lm, &tokenizer, &samples, settings)?);
+        Ok(())
+    })?;
+
+    println!("model: {} (vocab {vocab})", args.model.display());
+    println!("batch: {} x {} tokens, {} threads, median of {} runs", args.batch, args.seq, args.threads, args.iters);
+    println!("{:<44} {:>10} {:>12}", "measurement", "seconds", "tokens/s");
+    println!("{:<44} {:>10.3} {:>12.1}", "ONNX Runtime forward pass (bare)", forward, tokens / forward);
+    println!("{:<44} {:>10.3} {:>12.1}", "kdharness scoring (forward + signals)", scoring, tokens / scoring);
+    println!("{:<44} {:>10.3} {:>12.1}", "signals alone (scoring − forward)", scoring - forward, scored / (scoring - forward).max(1e-9));
+    println!("signal overhead on top of the forward pass: {:+.1}% (target ≤ 10%)", 100.0 * (scoring - forward) / forward);
+    Ok(())
+}

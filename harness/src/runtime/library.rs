@@ -30,10 +30,10 @@ impl fmt::Display for LibrarySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             LibrarySource::EnvVar => "ORT_DYLIB_PATH",
-            LibrarySource::Configured => "configured path",
-            LibrarySource::PythonPackage => "onnxruntime Python package",
-            LibrarySource::Cache => "user cache",
-            LibrarySource::Fetched => "fetched now with pip",
+            LibrarySource::Configured => "--ort-lib",
+            LibrarySource::PythonPackage => "the onnxruntime Python package",
+            LibrarySource::Cache => "the user cache",
+            LibrarySource::Fetched => "a pip download just now",
         })
     }
 }

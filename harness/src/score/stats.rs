@@ -27,8 +27,11 @@ fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer with plain adds, which
+    // vectorise on every x86-64 level (floor() needs SSE4.1 or a libm call).
+    const ROUND: f32 = 12_582_912.0;
     let x = x.max(-87.0);
-    let n = (x * LOG2E + 0.5).floor();
+    let n = (x * LOG2E + ROUND) - ROUND;
     let r = x - n * C1 - n * C2;
     let r2 = r * r;
     let p = (((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r
@@ -39,19 +42,31 @@ fn exp_nonpositive(x: f32) -> f32 {
     f32::from_bits(((n as i32 + 127) as u32) << 23) * p
 }
 
-fn max_of(row: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
+/// (max, index of its first occurrence).
+#[inline(always)]
+fn argmax_of(row: &[f32]) -> (f32, usize) {
+    let mut best = [f32::NEG_INFINITY; LANES];
+    let mut at = [0u32; LANES];
     let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
+    let tail_start = row.len() - chunks.remainder().len();
+    for (c, chunk) in chunks.enumerate() {
         for i in 0..LANES {
-            lanes[i] = if chunk[i] > lanes[i] { chunk[i] } else { lanes[i] };
+            let better = chunk[i] > best[i];
+            best[i] = if better { chunk[i] } else { best[i] };
+            at[i] = if better { (c * LANES + i) as u32 } else { at[i] };
         }
     }
-    tail.iter().chain(lanes.iter()).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    let mut max = (f32::NEG_INFINITY, usize::MAX);
+    for (value, index) in best.iter().zip(at).map(|(&v, i)| (v, i as usize)).chain(row[tail_start..].iter().copied().zip(tail_start..)) {
+        if value > max.0 || (value == max.0 && index < max.1) {
+            max = (value, index);
+        }
+    }
+    (max.0, if max.1 == usize::MAX { 0 } else { max.1 })
 }
 
 /// (Σ e, Σ e·d, Σ e·d²) with d = x − max, e = exp(d).
+#[inline(always)]
 fn exp_moments(row: &[f32], max: f32) -> (f64, f64, f64) {
     let (mut s0, mut s1, mut s2) = (0f64, 0f64, 0f64);
     for block in row.chunks(BLOCK) {
@@ -81,22 +96,56 @@ fn exp_moments(row: &[f32], max: f32) -> (f64, f64, f64) {
     (s0, s1, s2)
 }
 
+#[inline(always)]
+fn reduce(row: &[f32]) -> (f32, usize, (f64, f64, f64)) {
+    let (max, argmax) = argmax_of(row);
+    (max, argmax, exp_moments(row, max))
+}
+
+/// The same code compiled for wider vector units, chosen at run time: results are
+/// bit-identical (no fused multiply-adds are introduced), only faster.
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    #[target_feature(enable = "avx512f,avx512vl,avx512dq")]
+    pub fn reduce_avx512(row: &[f32]) -> (f32, usize, (f64, f64, f64)) {
+        super::reduce(row)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub fn reduce_avx2(row: &[f32]) -> (f32, usize, (f64, f64, f64)) {
+        super::reduce(row)
+    }
+}
+
+fn reduce_dispatch(row: &[f32]) -> (f32, usize, (f64, f64, f64)) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") && std::is_x86_feature_detected!("avx512dq") {
+            // SAFETY: the features were just detected.
+            return unsafe { wide::reduce_avx512(row) };
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the feature was just detected.
+            return unsafe { wide::reduce_avx2(row) };
+        }
+    }
+    reduce(row)
+}
+
 /// Signals of one row of logits for target token `target`.
 ///
 /// With d_v = x_v − max and s = Σ e^{d_v}: log q_v = d_v − ln s, so
 /// Σ q log q = (Σ e d)/s − ln s and Var_q(log q) = Var_q(d) = (Σ e d²)/s − ((Σ e d)/s)²
 /// (the variance of log q equals that of the logits: they differ by a constant).
 pub fn token_stats(row: &[f32], target: usize) -> TokenStats {
-    let max = max_of(row);
-    let argmax = row.iter().position(|&x| x == max).unwrap_or(0) as u32;
-    let (s0, s1, s2) = exp_moments(row, max);
+    let (max, argmax, (s0, s1, s2)) = reduce_dispatch(row);
     let ln_s = s0.ln();
     let mean_d = s1 / s0;
     TokenStats {
         logprob: (row[target] - max) as f64 - ln_s,
         mean: mean_d - ln_s,
         var: s2 / s0 - mean_d * mean_d,
-        argmax,
+        argmax: argmax as u32,
     }
 }
 
@@ -162,6 +211,18 @@ mod tests {
         let peaked: Vec<f32> = (0..333).map(|i| if i == 5 { 40.0 } else { -40.0 + i as f32 * 0.01 }).collect();
         assert_close(token_stats(&peaked, 5), reference(&peaked, 5), 1e-6);
         assert_close(token_stats(&peaked, 6), reference(&peaked, 6), 1e-6);
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        let row: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1013) as f32 * 0.05 - 25.0).collect();
+        let portable = reduce(&row);
+        assert_eq!(reduce_dispatch(&row), portable);
+        assert_eq!(argmax_of(&[1.0, 3.0, 3.0, 2.0]), (3.0, 1));
+        let mut tied = vec![0.0f32; 40];
+        tied[37] = 1.0;
+        tied[21] = 1.0;
+        assert_eq!(argmax_of(&tied), (1.0, 21));
     }
 
     #[test]

@@ -1,0 +1,16 @@
+//! End-to-end tests: the real `kdharness` binary, real plugin libraries loaded with
+//! dlopen, the real ONNX Runtime, and small real models from `tests/fixtures` (made by
+//! `tests/fixtures/make_fixtures.py`, which also computed the reference values
+//! independently with numpy).
+//!
+//! Plugins must be built first: `cargo build --workspace` (the README's test command does).
+
+mod common;
+
+mod bad_input;
+mod batching;
+mod cache;
+mod doctor;
+mod metrics;
+mod plugins;
+mod reference;

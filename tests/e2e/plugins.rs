@@ -1,0 +1,134 @@
+//! Plugins through real dlopen: the built-ins, misbehaving and foreign libraries, and a
+//! crate scaffolded by `kdharness plugins new` and built with cargo.
+
+use std::path::Path;
+
+use crate::common::*;
+
+/// Puts `library` into `dir` under a plugin file name.
+fn install(library: &Path, dir: &Path, name: &str) -> std::path::PathBuf {
+    let to = dir.join(format!("{}kdh_{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    std::fs::copy(library, &to).unwrap();
+    to
+}
+
+#[test]
+fn plugins_list_shows_the_builtins() {
+    let run = kdharness(["plugins", "list"]);
+    run.ok();
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("KIND") && lines[0].contains("VERSION") && lines[0].contains("SOURCE"));
+    for (name, lib) in [
+        ("loss", "kdh_attack_loss"),
+        ("zlib", "kdh_attack_zlib"),
+        ("zlib_paper", "kdh_attack_zlib"),
+        ("mink", "kdh_attack_mink"),
+        ("mink_paper", "kdh_attack_mink"),
+        ("minkpp", "kdh_attack_minkpp"),
+        ("minkpp_paper", "kdh_attack_minkpp"),
+        ("ref", "kdh_attack_ref"),
+    ] {
+        let line = lines.iter().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{}", run.stdout));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&cells[1..4], &["attack", "0.1.0", built_library(lib).to_str().unwrap()], "{line}");
+    }
+    assert!(run.stdout.contains("k=0.2"));
+    let json = kdharness(["plugins", "list", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 8);
+    assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let incompatible = install(&built_library("kdhtest_incompatible"), dir.path(), "incompatible");
+    let foreign = install(&built_library("kdhtest_not_a_plugin"), dir.path(), "foreign");
+    let garbage = dir.path().join(format!("{}kdh_garbage{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    std::fs::write(&garbage, "this is not a shared library").unwrap();
+    let duplicate = install(&built_library("kdh_attack_loss"), dir.path(), "zz_duplicate_loss");
+    // Not plugin-named: never loaded.
+    std::fs::copy(built_library("kdhtest_not_a_plugin"), dir.path().join("libunrelated.so")).unwrap();
+
+    let run = kdharness(["plugins", "list", "--plugin-dir", &dir.path().display().to_string()]);
+    run.ok();
+    let warnings: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("kdharness: warning: plugin ")).collect();
+    assert_eq!(warnings.len(), 4, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 4, "abi_stable's long errors must be condensed:\n{}", run.stderr);
+    let line_for = |p: &Path| *warnings.iter().find(|l| l.contains(&p.display().to_string())).unwrap_or_else(|| panic!("{} not named:\n{}", p.display(), run.stderr));
+    let l = line_for(&incompatible);
+    assert!(l.contains("built against an incompatible plugin interface") && l.contains("rebuild it against kdharness-plugin-api 0.1.0"), "{l}");
+    assert!(l.len() < 300, "{l}");
+    assert!(line_for(&foreign).contains("is not a kdharness plugin"));
+    assert!(line_for(&garbage).contains("cannot be opened as a shared library"));
+    // The copy in --plugin-dir is searched first; the executable directory's is the duplicate.
+    let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
+    assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
+    // Every built-in still loads.
+    assert_eq!(run.stdout.lines().count(), 1 + 8, "{}", run.stdout);
+}
+
+#[test]
+fn a_panicking_or_misbehaving_plugin_is_an_error_and_the_harness_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = install(&built_library("kdhtest_panicky"), dir.path(), "panicky");
+    let out = dir.path().join("out");
+    let run = kdharness(attack_args(
+        &out,
+        &["--plugin-dir", &dir.path().display().to_string(), "--attacks", "test_panics,loss,test_nan,test_short,mink"],
+    ));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked at"), "{}", run.stderr);
+    let lib = library.display().to_string();
+    for want in [
+        format!("error: attack `test_panics` (plugin {lib}) failed: panicked: deliberate test panic"),
+        format!("error: attack `test_nan` (plugin {lib}) failed: returned a non-finite score (NaN) for sample `m1`"),
+        format!("error: attack `test_short` (plugin {lib}) failed: returned 23 scores for 24 samples"),
+        "error: 3 attack run(s) failed; the other results were written".to_string(),
+    ] {
+        assert!(run.stderr.lines().any(|l| l == want), "missing `{want}` in:\n{}", run.stderr);
+    }
+    // The attacks that worked are all there.
+    let scores = read_scores(&out.join("scores.csv"));
+    let attacks: std::collections::BTreeSet<&str> = scores.keys().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(attacks.into_iter().collect::<Vec<_>>(), vec!["loss", "mink"]);
+    assert!(std::fs::read_to_string(out.join("summary.csv")).unwrap().lines().count() > 1);
+}
+
+/// `plugins new attack NAME` writes a crate that builds with cargo and is then picked up
+/// by `plugins list` and `attack`, scoring exactly what its template says.
+#[test]
+fn a_scaffolded_plugin_builds_loads_and_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crate_dir = tmp.path().join("clipped");
+    kdharness(["plugins", "new", "attack", "clipped_loss", "--dir", &crate_dir.display().to_string()]).ok();
+
+    // Its own target dir: the workspace's is locked by the running `cargo test`.
+    let target = bin_dir().join("../scaffold-test");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap();
+    assert!(build.success(), "the scaffolded crate must build");
+    let built = target.join(format!("debug/{}kdh_attack_clipped_loss{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    let plugin_dir = built.parent().unwrap().display().to_string();
+
+    let list = kdharness(["plugins", "list", "--plugin-dir", &plugin_dir]);
+    let line = list.ok().stdout.lines().find(|l| l.starts_with("clipped_loss ")).map(str::to_string).expect(&list.stdout);
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells, ["clipped_loss", "attack", "0.1.0", &built.display().to_string(), "floor=-20"]);
+
+    let out = tmp.path().join("out");
+    kdharness(attack_args(&out, &["--plugin-dir", &plugin_dir, "--attacks", "clipped_loss", "--param", "clipped_loss.floor=-5"])).ok();
+    let scores = read_scores(&out.join("scores.csv"));
+    let reference = reference_json();
+    for (id, sample) in reference["models"]["tiny-llama"]["samples"].as_object().unwrap() {
+        let lp: Vec<f64> = sample["target_logprob"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap().max(-5.0)).collect();
+        let want = lp.iter().sum::<f64>() / lp.len() as f64;
+        let (_, got) = scores[&("tiny-llama".to_string(), "clipped_loss".to_string(), id.clone())];
+        assert_close(got, want, 1e-5, id);
+    }
+}

@@ -1,0 +1,107 @@
+//! Signals and every built-in attack against values computed independently (numpy
+//! float64 forward pass, Python's zlib) by tests/fixtures/make_fixtures.py.
+
+use crate::common::*;
+use kdharness::score::BatchSettings;
+
+const ATTACKS: [&str; 7] = ["loss", "zlib", "mink", "minkpp", "mink_paper", "minkpp_paper", "zlib_paper"];
+
+#[test]
+fn signals_match_the_numpy_reference() {
+    let reference = reference_json();
+    for (model, onnx, tokenizer) in [("tiny-llama", "tiny-llama.onnx", "tokenizer.json"), ("tiny-opt", "tiny-opt.onnx", "tokenizer-b.json")] {
+        let signals = fixture_signals(onnx, tokenizer, BatchSettings::default());
+        assert_eq!(signals.len(), 24);
+        for sample in &signals {
+            let want = &reference["models"][model]["samples"][&sample.id];
+            let ids = |key: &str| -> Vec<u32> { want[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect() };
+            let floats = |key: &str| -> Vec<f64> { want[key].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+            assert_eq!(sample.token_ids, ids("token_ids"), "{model} {}", sample.id);
+            assert_eq!(sample.argmax_id, ids("argmax_id"), "{model} {}", sample.id);
+            assert_eq!(sample.argmax_text, want["argmax_text"].as_str().unwrap(), "{model} {}", sample.id);
+            for (got, key) in [(&sample.target_logprob, "target_logprob"), (&sample.dist_mean, "dist_mean"), (&sample.dist_var, "dist_var")] {
+                let expected = floats(key);
+                assert_eq!(got.len(), expected.len());
+                for (t, (g, w)) in got.iter().zip(&expected).enumerate() {
+                    assert_close(*g, *w, 1e-5, &format!("{model} {} {key}[{t}]", sample.id));
+                }
+            }
+        }
+    }
+}
+
+/// Relative tolerance: `mink_paper` scores are probabilities around 1e-5.
+fn assert_score(got: f64, want: f64, what: &str) {
+    assert!((got - want).abs() <= 1e-5 * want.abs() + 1e-12, "{what}: got {got}, want {want}");
+}
+
+#[test]
+fn every_attack_matches_the_reference_through_real_plugins() {
+    let reference = reference_json();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // tiny-llama, with tiny-opt (its own tokenizer) as the reference model.
+    let out = tmp.path().join("llama");
+    kdharness(attack_args(&out, &[])).ok();
+    let scores = read_scores(&out.join("scores.csv"));
+    let samples = reference["models"]["tiny-llama"]["samples"].as_object().unwrap();
+    for attack in ATTACKS.iter().chain(&["ref"]) {
+        for (id, want) in samples {
+            let (member, got) = scores[&("tiny-llama".to_string(), attack.to_string(), id.clone())];
+            assert_eq!(member, want["member"].as_u64() == Some(1));
+            assert_score(got, want["scores"][attack].as_f64().unwrap(), &format!("tiny-llama {attack} {id}"));
+        }
+    }
+    assert_eq!(scores.len(), 8 * 24);
+
+    // tiny-opt as a target (no position_ids input) with its own tokenizer; without a
+    // reference model the default attack set leaves `ref` out.
+    let out = tmp.path().join("opt");
+    let f = |n: &str| fixture(n).display().to_string();
+    kdharness([
+        "attack",
+        "--model",
+        &format!("tiny-opt={}", f("tiny-opt.onnx")),
+        "--tokenizer",
+        &f("tokenizer-b.json"),
+        "--members",
+        &f("members.jsonl"),
+        "--nonmembers",
+        &f("nonmembers.jsonl"),
+        "--bootstrap",
+        "0",
+        "--out",
+        &out.display().to_string(),
+    ])
+    .ok();
+    let scores = read_scores(&out.join("scores.csv"));
+    assert_eq!(scores.len(), 7 * 24);
+    for attack in ATTACKS {
+        for (id, want) in reference["models"]["tiny-opt"]["samples"].as_object().unwrap() {
+            let (_, got) = scores[&("tiny-opt".to_string(), attack.to_string(), id.clone())];
+            assert_score(got, want["scores"][attack].as_f64().unwrap(), &format!("tiny-opt {attack} {id}"));
+        }
+    }
+}
+
+#[test]
+fn outputs_have_exactly_the_spec_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    kdharness(attack_args(tmp.path(), &["--attacks", "loss,ref"])).ok();
+    let scores = std::fs::read_to_string(tmp.path().join("scores.csv")).unwrap();
+    assert_eq!(scores.lines().next().unwrap(), "model,attack,sample_id,category,member,score");
+    let summary = std::fs::read_to_string(tmp.path().join("summary.csv")).unwrap();
+    assert_eq!(
+        summary.lines().next().unwrap(),
+        "model,role,kd_method,student,category,attack,metric,value,ci_low,ci_high,n_members,n_nonmembers,realized_fpr,threshold"
+    );
+    let metrics: std::collections::BTreeSet<&str> =
+        summary.lines().skip(1).map(|l| l.split(',').nth(6).unwrap()).collect();
+    let want: std::collections::BTreeSet<&str> = kdharness::metrics::METRIC_NAMES.into_iter().collect();
+    assert_eq!(metrics, want);
+    // Every row of the overall cut counts all 12 members and 12 non-members.
+    for line in summary.lines().skip(1).filter(|l| l.contains(",all,")) {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!((cells[1], cells[10], cells[11]), ("target", "12", "12"), "{line}");
+    }
+}
