@@ -94,7 +94,7 @@ fn main() -> Result<()> {
         Ok(())
     })?;
     let scoring = time(args.iters, || {
-        std::hint::black_box(compute_signals(&mut lm, &tokenizer, &samples, settings)?);
+        std::hint::black_box(compute_signals(&mut lm, &tokenizer, &samples, settings, &mut |_| {})?);
         Ok(())
     })?;
 

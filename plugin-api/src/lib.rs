@@ -11,7 +11,7 @@
 //! and wraps every call in `catch_unwind`, so a panicking plugin returns an error to the
 //! harness instead of taking it down.
 //!
-//! ```ignore
+//! ```
 //! use kdharness_plugin_api::{Attack, AttackInput, SignalSet, ParamSpec};
 //!
 //! pub struct MeanLoss;
@@ -275,7 +275,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Exports the root module of a plugin library.
 ///
-/// ```ignore
+/// ```text
 /// kdharness_plugin_api::export_plugins!(attacks: [LossAttack, OtherAttack]);
 /// ```
 /// The plugin crate must depend on `abi_stable` directly (its export attribute refers to

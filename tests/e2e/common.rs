@@ -134,5 +134,5 @@ pub fn fixture_signals(
         .collect();
     let runtime = Runtime::get(None).unwrap();
     let mut lm = CausalLm::open(runtime, &fixture(model), SessionOptions::default()).unwrap();
-    compute_signals(&mut lm, &tokenizer, &samples, batch).unwrap()
+    compute_signals(&mut lm, &tokenizer, &samples, batch, &mut |_| {}).unwrap()
 }

@@ -87,7 +87,8 @@ fn every_attack_matches_the_reference_through_real_plugins() {
 #[test]
 fn outputs_have_exactly_the_spec_columns() {
     let tmp = tempfile::tempdir().unwrap();
-    kdharness(attack_args(tmp.path(), &["--attacks", "loss,ref"])).ok();
+    let run = kdharness(attack_args(tmp.path(), &["--attacks", "loss,ref", "--json"]));
+    let printed: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
     let scores = std::fs::read_to_string(tmp.path().join("scores.csv")).unwrap();
     assert_eq!(scores.lines().next().unwrap(), "model,attack,sample_id,category,member,score");
     let summary = std::fs::read_to_string(tmp.path().join("summary.csv")).unwrap();
@@ -95,6 +96,8 @@ fn outputs_have_exactly_the_spec_columns() {
         summary.lines().next().unwrap(),
         "model,role,kd_method,student,category,attack,metric,value,ci_low,ci_high,n_members,n_nonmembers,realized_fpr,threshold"
     );
+    assert_eq!(printed.as_array().unwrap().len(), summary.lines().count() - 1);
+    assert_eq!(printed[0]["metric"], "auc");
     let metrics: std::collections::BTreeSet<&str> =
         summary.lines().skip(1).map(|l| l.split(',').nth(6).unwrap()).collect();
     let want: std::collections::BTreeSet<&str> = kdharness::metrics::METRIC_NAMES.into_iter().collect();

@@ -79,16 +79,14 @@ pub fn complete_params(attack: &LoadedAttack, given: &[(String, String)]) -> Res
 }
 
 /// Signals the `attack` command can provide.
-pub const AVAILABLE_SIGNALS: SignalSet = SignalSet(
-    SignalSet::TOKEN_IDS.0
-        | SignalSet::TARGET_LOGPROB.0
-        | SignalSet::DIST_MEAN.0
-        | SignalSet::DIST_VAR.0
-        | SignalSet::ARGMAX_ID.0
-        | SignalSet::RESPONSE_TEXT.0
-        | SignalSet::ARGMAX_TEXT.0
-        | SignalSet::REFERENCE.0,
-);
+pub const AVAILABLE_SIGNALS: SignalSet = SignalSet::TOKEN_IDS
+    .union(SignalSet::TARGET_LOGPROB)
+    .union(SignalSet::DIST_MEAN)
+    .union(SignalSet::DIST_VAR)
+    .union(SignalSet::ARGMAX_ID)
+    .union(SignalSet::RESPONSE_TEXT)
+    .union(SignalSet::ARGMAX_TEXT)
+    .union(SignalSet::REFERENCE);
 
 /// Fails early when an attack needs a signal that cannot be provided.
 pub fn check_needs(attack: &LoadedAttack, have_reference: bool) -> Result<(), AttackError> {
@@ -122,11 +120,47 @@ pub fn run(
         params: params.as_slice().into(),
     };
     let scores: Vec<f64> = (attack.decl.score)(&input).into_result().map_err(|e| fail(e.into()))?.into();
-    if scores.len() != samples.len() {
-        return Err(fail(format!("returned {} scores for {} samples", scores.len(), samples.len())));
-    }
-    if let Some((i, s)) = scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
-        return Err(fail(format!("returned a non-finite score ({s}) for sample `{}`", samples[i].id)));
-    }
+    validate_scores(&scores, samples).map_err(fail)?;
     Ok(scores)
+}
+
+/// A plugin's answer is usable iff it has one finite score per sample.
+pub fn validate_scores(scores: &[f64], samples: &[OwnedSample]) -> Result<(), String> {
+    if scores.len() != samples.len() {
+        return Err(format!("returned {} scores for {} samples", scores.len(), samples.len()));
+    }
+    match scores.iter().enumerate().find(|(_, s)| !s.is_finite()) {
+        Some((i, s)) => Err(format!("returned a non-finite score ({s}) for sample `{}`", samples[i].id)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Fuzzes the validation of plugin results: accepted exactly when the length
+        /// matches and every value is finite.
+        #[test]
+        fn validation_accepts_exactly_the_usable_results(
+            scores in proptest::collection::vec(prop_oneof![any::<f64>(), Just(f64::NAN), Just(f64::INFINITY)], 0..20),
+            n in 0usize..20,
+        ) {
+            let samples: Vec<OwnedSample> = (0..n).map(|i| OwnedSample { id: format!("s{i}"), ..Default::default() }).collect();
+            let usable = scores.len() == n && scores.iter().all(|s| s.is_finite());
+            prop_assert_eq!(validate_scores(&scores, &samples).is_ok(), usable);
+        }
+    }
+
+    #[test]
+    fn params_parse_and_reject_malformed() {
+        let parsed = parse_params(&["mink.k=0.1".into(), "mink.x=a=b".into(), "zlib.level=6".into()]).unwrap();
+        assert_eq!(parsed["mink"], vec![("k".to_string(), "0.1".to_string()), ("x".to_string(), "a=b".to_string())]);
+        assert_eq!(parsed["zlib"], vec![("level".to_string(), "6".to_string())]);
+        for bad in ["mink", "k=0.1", ".k=1", "mink.=1"] {
+            assert!(matches!(parse_params(&[bad.into()]), Err(AttackError::BadParam(_))), "{bad}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use kdharness_plugin_api::{OwnedSample, SignalSet};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
-use super::{PluginArgs, RuntimeArgs, detail, info, warn};
+use super::{PluginArgs, RuntimeArgs, detail, info, progress_bar, warn};
 use crate::attack::{self, AttackError};
 use crate::data::{MembershipSets, Record, TokenLimits, Template, encode};
 use crate::metrics::Bootstrap;
@@ -72,6 +72,9 @@ pub struct AttackArgs {
     /// Output directory.
     #[arg(long, default_value = "reports/attack")]
     out: PathBuf,
+    /// Print the summary as JSON (one object per summary.csv row) instead of a table.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     plugins: PluginArgs,
     #[command(flatten)]
@@ -140,7 +143,10 @@ impl Scoring<'_> {
             inputs = lm.info().inputs.clone();
             let tokens: usize = samples.iter().map(|s| s.encoded.len()).sum();
             info(format!("scoring {name}: {} samples, {tokens} tokens", samples.len()));
-            score::compute_signals(&mut lm, tokenizer, &samples, self.batch)
+            let bar = progress_bar(samples.len(), &format!("scoring {name}"));
+            let signals = score::compute_signals(&mut lm, tokenizer, &samples, self.batch, &mut |n| bar.inc(n as u64));
+            bar.finish_and_clear();
+            signals
         })?;
         match source {
             SignalSource::Computed => info(format!("scored {name} in {seconds:.2}s")),
@@ -286,7 +292,11 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     crate::util::write_atomic(&args.out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())
         .with_context(|| format!("cannot write {}", args.out.join("manifest.json").display()))?;
 
-    print_summary(&summary);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary.iter().map(summary_json).collect::<Vec<_>>())?);
+    } else {
+        print_summary(&summary);
+    }
     info(format!("wrote {} and {}", args.out.join("scores.csv").display(), args.out.join("summary.csv").display()));
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -304,6 +314,16 @@ fn model_json(m: &Scored, role: &ModelRole) -> serde_json::Value {
     json!({
         "name": m.name, "path": m.path, "sha256": m.sha256, "role": role,
         "signals": m.source, "seconds": m.seconds, "inputs": m.inputs,
+    })
+}
+
+fn summary_json(r: &report::SummaryRow) -> serde_json::Value {
+    json!({
+        "model": r.model, "role": r.role.role, "kd_method": r.role.kd_method, "student": r.role.student,
+        "category": r.category, "attack": r.attack, "metric": r.metric, "value": r.value,
+        "ci_low": r.ci.map(|c| c.0), "ci_high": r.ci.map(|c| c.1),
+        "n_members": r.n_members, "n_nonmembers": r.n_nonmembers,
+        "realized_fpr": r.operating_point.map(|o| o.0), "threshold": r.operating_point.map(|o| report::fmt_f64(o.1)),
     })
 }
 

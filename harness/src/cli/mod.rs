@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run membership-inference attacks on ONNX models and write scores.csv + summary.csv.
-    Attack(attack::AttackArgs),
+    Attack(Box<attack::AttackArgs>),
     /// Recompute summary.csv from a scores.csv.
     Metrics(metrics::MetricsArgs),
     /// List or scaffold plugins.
@@ -76,6 +76,20 @@ pub(crate) fn detail(message: impl std::fmt::Display) {
     }
 }
 
+/// A progress bar on a terminal (nothing otherwise, and nothing with `-q`).
+pub(crate) fn progress_bar(length: usize, what: &str) -> indicatif::ProgressBar {
+    if VERBOSITY.load(Ordering::Relaxed) == 0 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(Some(length as u64), indicatif::ProgressDrawTarget::stderr());
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples, {elapsed} (eta {eta})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
 /// Warnings are shown even with `-q`: they are about results.
 pub(crate) fn warn(message: impl std::fmt::Display) {
     eprintln!("kdharness: warning: {message}");
@@ -94,7 +108,7 @@ pub fn main() -> ExitCode {
         Ordering::Relaxed,
     );
     let result = match cli.command {
-        Command::Attack(args) => attack::run(args),
+        Command::Attack(args) => attack::run(*args),
         Command::Metrics(args) => metrics::run(args),
         Command::Plugins(command) => plugins::run(command),
         Command::Doctor(args) => doctor::run(args),

@@ -288,6 +288,40 @@ mod tests {
         assert_eq!(err, "x.jsonl:3: expected a JSON object, found an array");
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Fuzzes the JSONL record parser: any line gives a record or an error naming
+        /// the line, never a panic.
+        #[test]
+        fn any_line_parses_or_errors_with_its_origin(line in "\\PC{0,200}") {
+            if let Err(e) = parse_record(&line, origin(), "m", 0) {
+                prop_assert!(e.to_string().starts_with("x.jsonl:3: "));
+            }
+        }
+
+        /// Objects with arbitrary values in the known fields.
+        #[test]
+        fn any_object_parses_or_errors_with_its_origin(
+            fields in prop::collection::btree_map(
+                prop::sample::select(vec!["instruction", "context", "input", "response", "output", "category", "id"]),
+                prop_oneof![
+                    Just(serde_json::Value::Null),
+                    any::<bool>().prop_map(serde_json::Value::from),
+                    any::<i64>().prop_map(serde_json::Value::from),
+                    "\\PC{0,20}".prop_map(serde_json::Value::from),
+                ],
+                0..7,
+            )
+        ) {
+            let line = serde_json::to_string(&fields).unwrap();
+            match parse_record(&line, origin(), "m", 0) {
+                Ok(record) => prop_assert!(fields.contains_key("instruction") && !record.id.is_empty()),
+                Err(e) => prop_assert!(e.to_string().starts_with("x.jsonl:3: ")),
+            }
+        }
+    }
+
     #[test]
     fn scored_len_skips_first_token_without_prompt() {
         let e = Encoded { prompt_ids: vec![], response_ids: vec![5, 6, 7] };

@@ -71,12 +71,14 @@ pub fn check_vocab(lm: &CausalLm, tokenizer: &Tokenizer, tokenizer_path: &Path) 
     }
 }
 
-/// Computes the signals of every sample, in the order given.
+/// Computes the signals of every sample, in the order given. `progress` is told how many
+/// samples each finished batch held.
 pub fn compute_signals(
     lm: &mut CausalLm,
     tokenizer: &Tokenizer,
     samples: &[ScoredSample<'_>],
     batch: BatchSettings,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<OwnedSample>, ScoreError> {
     // Longest first, so that each batch holds similar lengths and little padding.
     let mut order: Vec<usize> = (0..samples.len()).collect();
@@ -105,6 +107,7 @@ pub fn compute_signals(
                 vocab: lm.info().vocab.unwrap_or(0),
             })?);
         }
+        progress(chunk.len());
     }
     let mut out: Vec<OwnedSample> = out.into_iter().map(|s| s.expect("every sample is in one batch")).collect();
     for sample in &mut out {

@@ -41,7 +41,7 @@ mod tests {
     fn ref_subtracts_the_reference_mean() {
         let target = OwnedSample { target_logprob: vec![-1.0, -2.0], ..Default::default() };
         let reference = OwnedSample { target_logprob: vec![-3.0, -1.0, -2.0], ..Default::default() };
-        assert_eq!(run_attack::<Reference>(&[target.clone()], &[reference], &[]).unwrap(), vec![-1.5 + 2.0]);
+        assert_eq!(run_attack::<Reference>(std::slice::from_ref(&target), &[reference], &[]).unwrap(), vec![-1.5 + 2.0]);
         assert!(run_attack::<Reference>(&[target], &[], &[]).unwrap_err().contains("reference"));
     }
 }

@@ -69,7 +69,7 @@ mod tests {
             argmax_text: "hello hello hello hello".into(),
             ..Default::default()
         };
-        assert_eq!(run_attack::<Zlib>(&[s.clone()], &[], &[]).unwrap(), vec![-2.0 / 9.0]);
+        assert_eq!(run_attack::<Zlib>(std::slice::from_ref(&s), &[], &[]).unwrap(), vec![-2.0 / 9.0]);
         assert_eq!(run_attack::<ZlibPaper>(&[s], &[], &[]).unwrap(), vec![-2.0 / 16.0]);
     }
 }
