@@ -164,6 +164,12 @@ impl AttackInput<'_> {
             .parse::<f64>()
             .map_err(|_| format!("parameter `{key}` must be a number, got `{raw}`"))
     }
+
+    /// Parameter `key` as a fraction in (0, 1], e.g. the k of Min-k%.
+    pub fn param_fraction(&self, key: &str) -> Result<f64, String> {
+        let k = self.param_f64(key)?;
+        if k > 0.0 && k <= 1.0 { Ok(k) } else { Err(format!("parameter `{key}` must be in (0, 1], got {k}")) }
+    }
 }
 
 /// A parameter an attack accepts, with its default.

@@ -10,6 +10,7 @@ mod common;
 mod bad_input;
 mod batching;
 mod cache;
+mod data;
 mod doctor;
 mod metrics;
 mod plugins;

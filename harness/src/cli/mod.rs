@@ -2,6 +2,7 @@
 //! arguments, sets verbosity, and turns errors into one line and an exit code.
 
 mod attack;
+mod data;
 mod doctor;
 mod metrics;
 mod plugins;
@@ -29,6 +30,9 @@ pub struct Cli {
 enum Command {
     /// Run membership-inference attacks on ONNX models and write scores.csv + summary.csv.
     Attack(Box<attack::AttackArgs>),
+    /// Prepare datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Recompute summary.csv from a scores.csv.
     Metrics(metrics::MetricsArgs),
     /// List or scaffold plugins.
@@ -109,6 +113,7 @@ pub fn main() -> ExitCode {
     );
     let result = match cli.command {
         Command::Attack(args) => attack::run(*args),
+        Command::Data(command) => data::run(command),
         Command::Metrics(args) => metrics::run(args),
         Command::Plugins(command) => plugins::run(command),
         Command::Doctor(args) => doctor::run(args),

@@ -1,6 +1,7 @@
 //! Data: Dolly-schema JSON Lines records, prompt templates, sample ids and tokenization
 //! into the exact token layout that scoring uses (SPEC §4, §7.2.1).
 
+mod split;
 mod template;
 
 use std::fmt;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+pub use split::{Split, SplitError, SplitMode, split};
 pub use template::Template;
 
 /// Where a record came from, for error messages and ids.
@@ -75,14 +77,14 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Reads one of two accepted spellings of a string field.
+/// Reads a string field under any of its accepted spellings (which must agree).
 fn field(
     obj: &serde_json::Map<String, Value>,
     origin: &Origin,
-    names: [&'static str; 2],
+    names: &[&'static str],
 ) -> Result<Option<String>, DataError> {
     let mut found: Option<(&'static str, String)> = None;
-    for name in names {
+    for &name in names {
         let Some(value) = obj.get(name) else { continue };
         let text = match value {
             Value::String(s) => s.clone(),
@@ -109,18 +111,18 @@ pub fn parse_record(line: &str, origin: Origin, id_prefix: &str, index: usize) -
     let Value::Object(obj) = value else {
         return Err(DataError::NotAnObject { origin, found: json_kind(&value) });
     };
-    let instruction = field(&obj, &origin, ["instruction", "instruction"])?.ok_or(DataError::MissingField {
+    let instruction = field(&obj, &origin, &["instruction"])?.ok_or(DataError::MissingField {
         origin: origin.clone(),
         field: "instruction",
         spellings: "`instruction`",
     })?;
-    let response = field(&obj, &origin, ["response", "output"])?.ok_or(DataError::MissingField {
+    let response = field(&obj, &origin, &["response", "output"])?.ok_or(DataError::MissingField {
         origin: origin.clone(),
         field: "response",
         spellings: "`response` or `output`",
     })?;
-    let context = field(&obj, &origin, ["context", "input"])?.unwrap_or_default();
-    let category = field(&obj, &origin, ["category", "category"])?
+    let context = field(&obj, &origin, &["context", "input"])?.unwrap_or_default();
+    let category = field(&obj, &origin, &["category"])?
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "uncategorized".to_string());
     let id = match obj.get("id") {
@@ -147,6 +149,19 @@ pub fn load_jsonl(path: &Path, id_prefix: &str) -> Result<Vec<Record>, DataError
         records.push(parse_record(line, origin, id_prefix, index)?);
     }
     Ok(records)
+}
+
+impl Record {
+    /// The record in the Dolly schema, with its id, as `data split` writes it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "instruction": self.instruction,
+            "context": self.context,
+            "response": self.response,
+            "category": self.category,
+        })
+    }
 }
 
 /// Members and non-members for an attack, each set non-empty and every id unique.

@@ -5,14 +5,6 @@ use kdharness_plugin_api::{Attack, AttackInput, ParamSpec, SignalSet, export_plu
 
 const K: ParamSpec = ParamSpec::new("k", "0.2", "fraction of tokens kept, m = max(1, floor(k·T))");
 
-fn fraction(input: &AttackInput<'_>) -> Result<f64, String> {
-    let k = input.param_f64("k")?;
-    if !(k > 0.0 && k <= 1.0) {
-        return Err(format!("parameter `k` must be in (0, 1], got {k}"));
-    }
-    Ok(k)
-}
-
 /// `score = mean of the m smallest ℓ_t`.
 pub struct MinK;
 
@@ -23,7 +15,7 @@ impl Attack for MinK {
     const PARAMS: &'static [ParamSpec] = &[K];
 
     fn score(input: &AttackInput<'_>) -> Result<Vec<f64>, String> {
-        let k = fraction(input)?;
+        let k = input.param_fraction("k")?;
         Ok(input.samples.iter().map(|s| mean_of_smallest_fraction(&s.target_logprob, k)).collect())
     }
 }
@@ -38,7 +30,7 @@ impl Attack for MinKPaper {
     const PARAMS: &'static [ParamSpec] = &[K];
 
     fn score(input: &AttackInput<'_>) -> Result<Vec<f64>, String> {
-        let k = fraction(input)?;
+        let k = input.param_fraction("k")?;
         Ok(input
             .samples
             .iter()

@@ -22,10 +22,7 @@ fn standardised(sample: &SampleView<'_>, value: impl Fn(f64) -> f64) -> Result<V
 }
 
 fn score_with(input: &AttackInput<'_>, value: impl Fn(f64) -> f64 + Copy) -> Result<Vec<f64>, String> {
-    let k = input.param_f64("k")?;
-    if !(k > 0.0 && k <= 1.0) {
-        return Err(format!("parameter `k` must be in (0, 1], got {k}"));
-    }
+    let k = input.param_fraction("k")?;
     input.samples.iter().map(|s| Ok(mean_of_smallest_fraction(&standardised(s, value)?, k))).collect()
 }
 
