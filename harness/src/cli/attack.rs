@@ -267,6 +267,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
 
     let manifest = json!({
         "kdharness_version": env!("CARGO_PKG_VERSION"),
+        "git_revision": env!("KDHARNESS_GIT_REVISION"),
         "plugin_interface": kdharness_plugin_api::INTERFACE_VERSION,
         "command": std::env::args().collect::<Vec<_>>(),
         "seed": args.seed,

@@ -17,7 +17,12 @@ pub struct DoctorArgs {
 }
 
 pub fn run(args: DoctorArgs) -> Result<ExitCode> {
-    println!("kdharness {} (plugin interface {})", env!("CARGO_PKG_VERSION"), kdharness_plugin_api::INTERFACE_VERSION);
+    println!(
+        "kdharness {} (git {}, plugin interface {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("KDHARNESS_GIT_REVISION"),
+        kdharness_plugin_api::INTERFACE_VERSION
+    );
     println!("cache directory: {}", crate::util::cache_dir().display());
     let mut healthy = true;
     match Runtime::get(args.runtime.ort_lib.as_deref()) {

@@ -99,7 +99,35 @@ pub(crate) fn warn(message: impl std::fmt::Display) {
     eprintln!("kdharness: warning: {message}");
 }
 
+/// Process-level behaviour of a well-mannered command-line tool.
+fn install_process_handlers() {
+    // `kdharness plugins list | head` must end quietly, as other Unix tools do, instead of
+    // panicking on a closed stdout.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // A bug is still reported in one line (a backtrace on request with RUST_BACKTRACE=1).
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+        } else {
+            let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            eprintln!("error: internal error{location}: {message} (please report this)");
+        }
+    }));
+}
+
 pub fn main() -> ExitCode {
+    install_process_handlers();
     let cli = Cli::parse();
     VERBOSITY.store(
         if cli.quiet {
