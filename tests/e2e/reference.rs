@@ -108,3 +108,20 @@ fn outputs_have_exactly_the_spec_columns() {
         assert_eq!((cells[1], cells[10], cells[11]), ("target", "12", "12"), "{line}");
     }
 }
+
+#[test]
+fn several_reference_models_give_one_named_ref_attack_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opt = fixture("tiny-opt.onnx").display().to_string();
+    let second = format!("opt-b={opt}");
+    kdharness(attack_args(tmp.path(), &["--reference", &second, "--attacks", "ref", "--bootstrap", "0"])).ok();
+    let scores = read_scores(&tmp.path().join("scores.csv"));
+    let reference = reference_json();
+    for label in ["ref:tiny-opt", "ref:opt-b"] {
+        for (id, want) in reference["models"]["tiny-llama"]["samples"].as_object().unwrap() {
+            let (_, got) = scores[&("tiny-llama".to_string(), label.to_string(), id.clone())];
+            assert_score(got, want["scores"]["ref"].as_f64().unwrap(), &format!("{label} {id}"));
+        }
+    }
+    assert_eq!(scores.len(), 2 * 24);
+}

@@ -177,24 +177,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     for problem in &registry.problems {
         warn(problem);
     }
-    let attacks: Vec<&LoadedAttack> = if args.attacks.is_empty() {
-        registry.attacks().filter(|a| attack::check_needs(a, !references.is_empty()).is_ok()).collect()
-    } else {
-        attack::resolve(&registry, &args.attacks)?
-    };
-    if attacks.is_empty() {
-        bail!("no attack plugins found (searched: {}); build them with `cargo build --workspace` or pass --plugin-dir", searched(&registry));
-    }
-    let mut params = attack::parse_params(&args.params)?;
-    let mut plan: Vec<(&LoadedAttack, Vec<(String, String)>)> = Vec::new();
-    for a in &attacks {
-        attack::check_needs(a, !references.is_empty())?;
-        plan.push((a, attack::complete_params(a, &params.remove(a.name()).unwrap_or_default())?));
-    }
-    if let Some(name) = params.keys().next() {
-        let used: Vec<&str> = attacks.iter().map(|a| a.name()).collect();
-        bail!("--param for `{name}`, which is not among the attacks run ({})", used.join(", "));
-    }
+    let plan = plan_attacks(&registry, &args.attacks, &args.params, !references.is_empty())?;
 
     let runtime = Runtime::get(args.runtime.ort_lib.as_deref())?;
     runtime.check_device(args.runtime.device)?;
@@ -223,19 +206,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     for (name, path) in &models {
         let scored = scoring.score(name, path, &tokenizer, &args.tokenizer)?;
         for (a, params) in &plan {
-            let runs: Vec<(String, &[OwnedSample])> = if a.decl.needs.contains(SignalSet::REFERENCE) {
-                scored_references
-                    .iter()
-                    .map(|r| {
-                        let label =
-                            if scored_references.len() == 1 { a.name().to_string() } else { format!("{}:{}", a.name(), r.name) };
-                        (label, r.samples.as_slice())
-                    })
-                    .collect()
-            } else {
-                vec![(a.name().to_string(), &[][..])]
-            };
-            for (label, reference) in runs {
+            for (label, reference) in attack_runs(a, &scored_references) {
                 match attack::run(a, &scored.samples, reference, params) {
                     Ok(scores) => {
                         detail(format!("{name}: {label} done"));
@@ -305,6 +276,50 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
         eprintln!("error: {} attack run(s) failed; the other results were written", failures.len());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The attacks to run with their completed parameters: the requested ones, or every loaded
+/// attack this command can feed.
+fn plan_attacks<'r>(
+    registry: &'r Registry,
+    requested: &[String],
+    raw_params: &[String],
+    have_reference: bool,
+) -> Result<Vec<(&'r LoadedAttack, Vec<(String, String)>)>> {
+    let attacks: Vec<&LoadedAttack> = if requested.is_empty() {
+        registry.attacks().filter(|a| attack::check_needs(a, have_reference).is_ok()).collect()
+    } else {
+        attack::resolve(registry, requested)?
+    };
+    if attacks.is_empty() {
+        bail!("no attack plugins found (searched: {}); build them with `cargo build --workspace` or pass --plugin-dir", searched(registry));
+    }
+    let mut params = attack::parse_params(raw_params)?;
+    let mut plan = Vec::new();
+    for a in attacks {
+        attack::check_needs(a, have_reference)?;
+        plan.push((a, attack::complete_params(a, &params.remove(a.name()).unwrap_or_default())?));
+    }
+    if let Some(name) = params.keys().next() {
+        let used: Vec<&str> = plan.iter().map(|(a, _)| a.name()).collect();
+        bail!("--param for `{name}`, which is not among the attacks run ({})", used.join(", "));
+    }
+    Ok(plan)
+}
+
+/// One run per reference model for attacks that need one (named `ATTACK:REFERENCE` when
+/// there are several), else a single run under the attack's name.
+fn attack_runs<'a>(attack: &LoadedAttack, references: &'a [Scored]) -> Vec<(String, &'a [OwnedSample])> {
+    if !attack.decl.needs.contains(SignalSet::REFERENCE) {
+        return vec![(attack.name().to_string(), &[])];
+    }
+    references
+        .iter()
+        .map(|r| {
+            let label = if references.len() == 1 { attack.name().to_string() } else { format!("{}:{}", attack.name(), r.name) };
+            (label, r.samples.as_slice())
+        })
+        .collect()
 }
 
 fn searched(registry: &Registry) -> String {
