@@ -114,7 +114,7 @@ fn several_reference_models_give_one_named_ref_attack_each() {
     let tmp = tempfile::tempdir().unwrap();
     let opt = fixture("tiny-opt.onnx").display().to_string();
     let second = format!("opt-b={opt}");
-    kdharness(attack_args(tmp.path(), &["--reference", &second, "--attacks", "ref", "--bootstrap", "0"])).ok();
+    kdharness(attack_args(tmp.path(), &["--reference", &second, "--attacks", "ref"])).ok();
     let scores = read_scores(&tmp.path().join("scores.csv"));
     let reference = reference_json();
     for label in ["ref:tiny-opt", "ref:opt-b"] {
