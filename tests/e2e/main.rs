@@ -13,5 +13,6 @@ mod cache;
 mod data;
 mod doctor;
 mod metrics;
+mod optimum;
 mod plugins;
 mod reference;
