@@ -60,3 +60,12 @@ fn an_unknown_attack_suggests_the_nearest() {
     let line = attack_with("--param", "mink.kk=0.1").error_line();
     assert!(line.contains("attack `mink` has no parameter `kk` (did you mean `k`?)"), "{line}");
 }
+
+#[test]
+fn missing_or_invalid_model_files_are_named() {
+    let line = attack_with("--model", "x=/nonexistent/model.onnx").error_line();
+    assert!(line.contains("cannot read model /nonexistent/model.onnx"), "{line}");
+    let not_onnx = fixture("members.jsonl").display().to_string();
+    let line = attack_with("--model", &format!("x={not_onnx}")).error_line();
+    assert!(line.contains(&format!("{not_onnx}: ONNX Runtime cannot load it")), "{line}");
+}
