@@ -14,6 +14,8 @@
 //!
 //! What it is not: attack formulas live in the plugins under `plugins/`, never here.
 
+#![warn(missing_docs)]
+
 pub mod attack;
 pub mod cli;
 pub mod data;

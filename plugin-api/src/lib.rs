@@ -35,8 +35,11 @@
 //! version: while it is `0.x`, plugins must be built against the same minor version as the
 //! harness (abi_stable refuses others with a version error). Any change to a type that
 //! crosses the boundary is a breaking change and bumps the minor version; old plugins are
-//! then rebuilt. [`SignalSet`] is a bit set precisely so that new signals can be added
-//! without changing any layout.
+//! then rebuilt. A new signal is such a change (it adds a field to [`SampleView`]); the
+//! bit set [`SignalSet`] only lets each attack declare which signals it reads, so that the
+//! harness computes nothing else. The interface version is independent of the harness's
+//! own version: a harness release that leaves the boundary alone keeps old plugins working.
+#![warn(missing_docs)]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
@@ -56,6 +59,7 @@ use abi_stable::{
 pub struct SignalSet(pub u32);
 
 impl SignalSet {
+    /// No signal at all.
     pub const NONE: SignalSet = SignalSet(0);
     /// Token ids of the scored response tokens.
     pub const TOKEN_IDS: SignalSet = SignalSet(1 << 0);
@@ -75,9 +79,11 @@ impl SignalSet {
     pub const REFERENCE: SignalSet = SignalSet(1 << 7);
     /// Losses of the model under weight perturbations (`SampleView::perturbed_loss`).
     pub const PERTURBED_LOSS: SignalSet = SignalSet(1 << 8);
+    /// Known non-members (population data) in `AttackInput::calibration`.
+    pub const CALIBRATION: SignalSet = SignalSet(1 << 9);
 
     /// Every signal with its name, in bit order.
-    pub const NAMED: [(SignalSet, &'static str); 9] = [
+    pub const NAMED: [(SignalSet, &'static str); 10] = [
         (Self::TOKEN_IDS, "token_ids"),
         (Self::TARGET_LOGPROB, "target_logprob"),
         (Self::DIST_MEAN, "dist_mean"),
@@ -87,12 +93,15 @@ impl SignalSet {
         (Self::ARGMAX_TEXT, "argmax_text"),
         (Self::REFERENCE, "reference"),
         (Self::PERTURBED_LOSS, "perturbed_loss"),
+        (Self::CALIBRATION, "calibration"),
     ];
 
+    /// Both sets together.
     pub const fn union(self, other: SignalSet) -> SignalSet {
         SignalSet(self.0 | other.0)
     }
 
+    /// Whether every signal of `other` is in `self`.
     pub const fn contains(self, other: SignalSet) -> bool {
         self.0 & other.0 == other.0
     }
@@ -112,18 +121,28 @@ impl std::ops::BitOr for SignalSet {
 
 /// The signals of one sample under one model, response tokens only.
 ///
-/// Slices the attack did not ask for may be empty.
+/// Slices the attack did not ask for may be empty. The per-token slices all have one
+/// entry per scored response token, in order.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct SampleView<'a> {
+    /// The sample id (an attack must not infer membership from it).
     pub id: RStr<'a>,
+    /// Ids of the scored response tokens.
     pub token_ids: RSlice<'a, u32>,
+    /// ℓ_t = log q(y_t), natural log.
     pub target_logprob: RSlice<'a, f64>,
+    /// μ_t = Σ_v q log q.
     pub dist_mean: RSlice<'a, f64>,
+    /// σ²_t = Σ_v q (log q)² − μ_t² (may be a hair below zero in floating point).
     pub dist_var: RSlice<'a, f64>,
+    /// The model's most likely token at each scored position.
     pub argmax_id: RSlice<'a, u32>,
+    /// The response text as in the data.
     pub response_text: RStr<'a>,
+    /// The target tokenizer's decoding of `argmax_id`, special tokens kept.
     pub argmax_text: RStr<'a>,
+    /// Loss of the model under each weight perturbation.
     pub perturbed_loss: RSlice<'a, f64>,
 }
 
@@ -131,7 +150,9 @@ pub struct SampleView<'a> {
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct Param<'a> {
+    /// The parameter's name, as declared in [`ParamSpec::name`].
     pub key: RStr<'a>,
+    /// Its value, unparsed.
     pub value: RStr<'a>,
 }
 
@@ -139,8 +160,8 @@ pub struct Param<'a> {
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct AttackInput<'a> {
-    /// The samples to score (members and non-members, shuffled together; the attack must
-    /// not rely on their order).
+    /// The samples to score: members and non-members in a seeded random order (the attack
+    /// must infer membership from signals, never from position or id).
     pub samples: RSlice<'a, SampleView<'a>>,
     /// When the attack needs [`SignalSet::REFERENCE`]: the same samples, in the same
     /// order, scored by the reference model. Empty otherwise.
@@ -176,12 +197,16 @@ impl AttackInput<'_> {
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct ParamSpec {
+    /// The key users set, e.g. `k` in `--param mink.k=0.1`.
     pub name: RStr<'static>,
+    /// The value used when the user sets none.
     pub default: RStr<'static>,
+    /// One line for `kdharness plugins list`.
     pub help: RStr<'static>,
 }
 
 impl ParamSpec {
+    /// A parameter declaration, usable in a `const`.
     pub const fn new(name: &'static str, default: &'static str, help: &'static str) -> Self {
         ParamSpec { name: RStr::from_str(name), default: RStr::from_str(default), help: RStr::from_str(help) }
     }
@@ -191,11 +216,17 @@ impl ParamSpec {
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct AttackDecl {
+    /// [`Attack::NAME`].
     pub name: RStr<'static>,
+    /// The plugin crate's version.
     pub version: RStr<'static>,
+    /// [`Attack::DESCRIPTION`].
     pub description: RStr<'static>,
+    /// [`Attack::NEEDS`].
     pub needs: SignalSet,
+    /// [`Attack::PARAMS`].
     pub params: RSlice<'static, ParamSpec>,
+    /// [`Attack::score`], with panics caught.
     pub score: extern "C" fn(&AttackInput<'_>) -> RResult<RVec<f64>, RString>,
 }
 
@@ -221,6 +252,7 @@ impl AttackDecl {
 pub struct PluginLib {
     /// The plugin crate's own version.
     pub library_version: RStr<'static>,
+    /// The attacks the library provides (panics caught: a panicking list is empty).
     #[sabi(last_prefix_field)]
     pub attacks: extern "C" fn() -> RVec<AttackDecl>,
 }
@@ -279,6 +311,13 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Runs `list` with panics caught (an empty list then), for [`export_plugins!`].
+#[doc(hidden)]
+pub fn catch_list(list: impl FnOnce() -> Vec<AttackDecl>) -> RVec<AttackDecl> {
+    silence_panic_messages();
+    RVec::from(catch_unwind(AssertUnwindSafe(list)).unwrap_or_default())
+}
+
 /// Exports the root module of a plugin library.
 ///
 /// ```text
@@ -293,7 +332,7 @@ macro_rules! export_plugins {
         pub fn kdharness_plugin_root() -> $crate::PluginLibRef {
             use ::abi_stable::prefix_type::PrefixTypeTrait;
             extern "C" fn attacks() -> ::abi_stable::std_types::RVec<$crate::AttackDecl> {
-                ::abi_stable::std_types::RVec::from(::std::vec![
+                $crate::catch_list(|| ::std::vec![
                     $($crate::AttackDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
                 ])
             }
@@ -323,9 +362,10 @@ pub fn mean_of_smallest_fraction(values: &[f64], k: f64) -> f64 {
 }
 
 /// Owned per-sample signals, for hosts and for plugin unit tests that need a
-/// [`SampleView`] without the harness.
+/// [`SampleView`] without the harness. Fields mean what they mean in [`SampleView`].
 #[derive(Clone, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[allow(missing_docs)]
 pub struct OwnedSample {
     pub id: String,
     pub token_ids: Vec<u32>,
@@ -339,6 +379,7 @@ pub struct OwnedSample {
 }
 
 impl OwnedSample {
+    /// Borrows the sample as the ABI sees it.
     pub fn view(&self) -> SampleView<'_> {
         SampleView {
             id: self.id.as_str().into(),
@@ -354,6 +395,17 @@ impl OwnedSample {
     }
 }
 
+/// The given parameters followed by the default of every declared parameter not given.
+pub fn with_defaults(specs: &[ParamSpec], given: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all = given.to_vec();
+    for spec in specs {
+        if !given.iter().any(|(k, _)| k == spec.name.as_str()) {
+            all.push((spec.name.to_string(), spec.default.to_string()));
+        }
+    }
+    all
+}
+
 /// Runs attack `A` on owned samples in-process, parameters defaulted: what a unit test of
 /// an attack calls.
 pub fn run_attack<A: Attack>(
@@ -363,13 +415,9 @@ pub fn run_attack<A: Attack>(
 ) -> Result<Vec<f64>, String> {
     let samples: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
     let reference: Vec<SampleView<'_>> = reference.iter().map(OwnedSample::view).collect();
-    let mut all: Vec<Param<'_>> =
-        params.iter().map(|(k, v)| Param { key: (*k).into(), value: (*v).into() }).collect();
-    for spec in A::PARAMS {
-        if !params.iter().any(|(k, _)| *k == spec.name.as_str()) {
-            all.push(Param { key: spec.name, value: spec.default });
-        }
-    }
+    let given: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let all = with_defaults(A::PARAMS, &given);
+    let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
     let input = AttackInput {
         samples: samples.as_slice().into(),
         reference: reference.as_slice().into(),

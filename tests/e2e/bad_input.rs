@@ -69,3 +69,43 @@ fn missing_or_invalid_model_files_are_named() {
     let line = attack_with("--model", &format!("x={not_onnx}")).error_line();
     assert!(line.contains(&format!("{not_onnx}: ONNX Runtime cannot load it")), "{line}");
 }
+
+#[test]
+fn repeated_attacks_run_once_and_repeated_parameters_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    kdharness(attack_args(tmp.path(), &["--attacks", "loss,loss,mink"])).ok();
+    assert_eq!(read_scores(&tmp.path().join("scores.csv")).len(), 2 * 24);
+    let run = kdharness(attack_args(tmp.path(), &["--param", "mink.k=0.1", "--param", "mink.k=0.3"]));
+    let line = run.error_line();
+    assert!(line.contains("parameter `mink.k` is given twice"), "{line}");
+}
+
+#[test]
+fn a_reserved_category_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let members = tmp.path().join("m.jsonl");
+    std::fs::write(&members, "{\"instruction\":\"q\",\"response\":\"a b c\",\"category\":\"all\"}\n").unwrap();
+    let line = attack_with("--members", &members.display().to_string()).error_line();
+    assert!(line.contains("m.jsonl:1: category `all` is reserved"), "{line}");
+}
+
+/// Truncation or padding saved in a tokenizer.json must not change what is scored.
+#[test]
+fn tokenizer_truncation_and_padding_settings_are_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer.json")).unwrap()).unwrap();
+    json["truncation"] = serde_json::json!({"direction": "Right", "max_length": 5, "strategy": "LongestFirst", "stride": 0});
+    json["padding"] = serde_json::json!({"strategy": {"Fixed": 300}, "direction": "Right", "pad_to_multiple_of": null, "pad_id": 0, "pad_type_id": 0, "pad_token": "<|endoftext|>"});
+    let tokenizer = tmp.path().join("tokenizer.json");
+    std::fs::write(&tokenizer, serde_json::to_string(&json).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    let mut args = attack_args(&out, &["--attacks", "loss"]);
+    let i = args.iter().position(|a| a == "--tokenizer").unwrap();
+    args[i + 1] = tokenizer.display().to_string();
+    kdharness(args).ok();
+    let reference = reference_json();
+    for ((_, _, id), (_, got)) in read_scores(&out.join("scores.csv")) {
+        let want = reference["models"]["tiny-llama"]["samples"][&id]["scores"]["loss"].as_f64().unwrap();
+        assert_close(got, want, 1e-5, &id);
+    }
+}

@@ -50,3 +50,18 @@ fn a_split_dataset_is_pinned_and_scores_like_its_source_records() {
         assert_close(got, want, 1e-5, rid);
     }
 }
+
+#[test]
+fn splits_refuse_duplicate_ids_and_zero_nonmembers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = tmp.path().join("d.jsonl");
+    let line = |id: &str| format!("{{\"id\":\"{id}\",\"instruction\":\"q\",\"response\":\"a\"}}\n");
+    std::fs::write(&dataset, [line("a"), line("b"), line("a"), line("c")].concat()).unwrap();
+    let out = tmp.path().join("out").display().to_string();
+    let run = kdharness(["data", "split", "--input", &dataset.display().to_string(), "--nonmember-count", "1", "--out", &out]);
+    let error = run.error_line();
+    assert!(error.contains("d.jsonl:3: duplicate sample id `a`"), "{error}");
+    std::fs::write(&dataset, [line("a"), line("b"), line("c")].concat()).unwrap();
+    let run = kdharness(["data", "split", "--input", &dataset.display().to_string(), "--nonmember-count", "0", "--out", &out]);
+    assert!(run.error_line().contains("--nonmember-count must be at least 1"));
+}

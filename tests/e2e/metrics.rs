@@ -15,6 +15,20 @@ fn metrics_match_sklearn_reference_values() {
         assert_close(m.auc, case["auc"].as_f64().unwrap(), 1e-12, &format!("{name} auc"));
         assert_close(m.values()[1], case["auc_flipped"].as_f64().unwrap(), 1e-12, &format!("{name} auc_flipped"));
         assert_close(m.balanced_accuracy.value, case["balanced_accuracy"].as_f64().unwrap(), 1e-12, &format!("{name} bacc"));
+        // Its operating point, from an exact brute-force scan over the same thresholds.
+        let (members, nonmembers) = (floats(&case["member_scores"]), floats(&case["nonmember_scores"]));
+        let mut thresholds: Vec<f64> = members.iter().chain(&nonmembers).copied().collect();
+        thresholds.push(f64::INFINITY);
+        thresholds.sort_by(|a, b| b.total_cmp(a));
+        thresholds.dedup();
+        let gain = |t: f64| {
+            let tp = members.iter().filter(|&&s| s >= t).count() as i64;
+            let fp = nonmembers.iter().filter(|&&s| s >= t).count() as i64;
+            (tp * nonmembers.len() as i64 - fp * members.len() as i64, fp)
+        };
+        let best = thresholds.iter().copied().fold(f64::INFINITY, |b, t| if gain(t).0 > gain(b).0 { t } else { b });
+        assert_eq!(m.balanced_accuracy.threshold, best, "{name} bacc threshold");
+        assert_eq!(m.balanced_accuracy.realized_fpr, gain(best).1 as f64 / nonmembers.len() as f64, "{name} bacc fpr");
         for (alpha, got) in FPR_LEVELS.iter().zip(&m.tpr_at_fpr) {
             let key = if *alpha == 0.0 { "0.0".to_string() } else { alpha.to_string() };
             let want = &case["tpr_at_fpr"][&key];

@@ -26,6 +26,7 @@ fn optimum_exports_score_like_pytorch() {
             assert_eq!(sample.token_ids, ids("token_ids"), "{model} {}", sample.id);
             assert_eq!(sample.argmax_id, ids("argmax_id"), "{model} {}", sample.id);
             for (got, key) in [(&sample.target_logprob, "target_logprob"), (&sample.dist_mean, "dist_mean"), (&sample.dist_var, "dist_var")] {
+                assert_eq!(got.len(), floats(key).len(), "{model} {} {key}", sample.id);
                 for (t, (g, w)) in got.iter().zip(floats(key)).enumerate() {
                     assert_close(*g, w, 1e-4, &format!("{model} {} {key}[{t}]", sample.id));
                 }
@@ -82,6 +83,10 @@ fn optimum_exports_are_batch_and_padding_invariant() {
         let single = fixture_signals(&path, "tokenizer.json", BatchSettings { batch_size: 1, padding: PaddingSide::Right });
         for padding in [PaddingSide::Left, PaddingSide::Right] {
             let batched = fixture_signals(&path, "tokenizer.json", BatchSettings { batch_size: 7, padding });
+            assert_eq!(single.len(), batched.len());
+            for (a, b) in single.iter().zip(&batched) {
+                assert_eq!((&a.id, a.target_logprob.len()), (&b.id, b.target_logprob.len()));
+            }
             let worst = single
                 .iter()
                 .zip(&batched)

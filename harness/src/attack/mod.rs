@@ -11,18 +11,29 @@ use kdharness_plugin_api::{AttackInput, OwnedSample, Param, SampleView, SignalSe
 use crate::plugins::{LoadedAttack, Registry};
 use crate::util::did_you_mean;
 
+/// Why an attack cannot be set up or did not produce usable scores.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its #[error] message
 pub enum AttackError {
+    /// No loaded plugin has this name.
     #[error("unknown attack `{name}`{suggestion}; available: {available}")]
     Unknown { name: String, suggestion: String, available: String },
+    /// A `--param` that is not `ATTACK.KEY=VALUE`.
     #[error("`--param {0}`: expected ATTACK.KEY=VALUE, e.g. mink.k=0.1")]
     BadParam(String),
+    /// The same parameter given twice.
+    #[error("parameter `{attack}.{key}` is given twice; keep one")]
+    DuplicateParam { attack: String, key: String },
+    /// A parameter the attack does not declare.
     #[error("attack `{attack}` has no parameter `{key}`{suggestion}; it accepts: {accepted}")]
     UnknownParam { attack: String, key: String, suggestion: String, accepted: String },
+    /// The attack needs a reference model and none was given.
     #[error("attack `{attack}` needs a reference model; pass one with --reference NAME=PATH.onnx")]
     NeedsReference { attack: String },
+    /// The attack needs signals the command cannot compute.
     #[error("attack `{attack}` needs signals this command cannot compute ({signals}); run it through `kdharness eval`")]
     Unsupported { attack: String, signals: String },
+    /// The plugin returned an error, panicked, or returned unusable scores.
     #[error("attack `{attack}` (plugin {}) failed: {message}", library.display())]
     Failed { attack: String, library: PathBuf, message: String },
 }
@@ -36,15 +47,22 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, Vec<(String, Stri
         if attack.is_empty() || key.is_empty() {
             return Err(AttackError::BadParam(item.clone()));
         }
-        out.entry(attack.to_string()).or_default().push((key.to_string(), value.to_string()));
+        let given = out.entry(attack.to_string()).or_default();
+        if given.iter().any(|(k, _)| k == key) {
+            return Err(AttackError::DuplicateParam { attack: attack.into(), key: key.into() });
+        }
+        given.push((key.to_string(), value.to_string()));
     }
     Ok(out)
 }
 
-/// Looks up each requested attack, suggesting the nearest name on a typo.
+/// Looks up each requested attack (once, even if named twice), suggesting the nearest
+/// name on a typo.
 pub fn resolve<'r>(registry: &'r Registry, names: &[String]) -> Result<Vec<&'r LoadedAttack>, AttackError> {
+    let mut seen = std::collections::HashSet::new();
     names
         .iter()
+        .filter(|name| seen.insert(name.as_str()))
         .map(|name| {
             registry.attack(name).ok_or_else(|| AttackError::Unknown {
                 name: name.clone(),
@@ -69,13 +87,7 @@ pub fn complete_params(attack: &LoadedAttack, given: &[(String, String)]) -> Res
             });
         }
     }
-    let mut all = given.to_vec();
-    for spec in specs {
-        if !given.iter().any(|(k, _)| k == spec.name.as_str()) {
-            all.push((spec.name.to_string(), spec.default.to_string()));
-        }
-    }
-    Ok(all)
+    Ok(kdharness_plugin_api::with_defaults(specs, given))
 }
 
 /// Signals the `attack` command can provide.
@@ -101,7 +113,18 @@ pub fn check_needs(attack: &LoadedAttack, have_reference: bool) -> Result<(), At
     Ok(())
 }
 
-/// Calls the plugin and validates its answer.
+/// A fixed permutation of `n` samples. Attacks see samples in this order, so that one
+/// that (wrongly) used position instead of signals could not read membership off the
+/// members-first layout; being seeded, it keeps runs reproducible.
+fn presentation_order(n: usize) -> Vec<usize> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0x6b64_6861_726e_6573));
+    order
+}
+
+/// Calls the plugin and validates its answer; scores come back in the order of `samples`.
 pub fn run(
     attack: &LoadedAttack,
     samples: &[OwnedSample],
@@ -109,8 +132,16 @@ pub fn run(
     params: &[(String, String)],
 ) -> Result<Vec<f64>, AttackError> {
     let fail = |message: String| AttackError::Failed { attack: attack.name().into(), library: attack.library.clone(), message };
-    let views: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
-    let reference_views: Vec<SampleView<'_>> = reference.iter().map(OwnedSample::view).collect();
+    if !reference.is_empty() && reference.len() != samples.len() {
+        return Err(fail(format!("got reference signals for {} of {} samples", reference.len(), samples.len())));
+    }
+    let order = presentation_order(samples.len());
+    let views: Vec<SampleView<'_>> = order.iter().map(|&i| samples[i].view()).collect();
+    let reference_views: Vec<SampleView<'_>> = if reference.is_empty() {
+        Vec::new()
+    } else {
+        order.iter().map(|&i| reference[i].view()).collect()
+    };
     let params: Vec<Param<'_>> =
         params.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
     let input = AttackInput {
@@ -119,7 +150,14 @@ pub fn run(
         calibration: Default::default(),
         params: params.as_slice().into(),
     };
-    let scores: Vec<f64> = (attack.decl.score)(&input).into_result().map_err(|e| fail(e.into()))?.into();
+    let shuffled: Vec<f64> = (attack.decl.score)(&input).into_result().map_err(|e| fail(e.into()))?.into();
+    if shuffled.len() != samples.len() {
+        return Err(fail(format!("returned {} scores for {} samples", shuffled.len(), samples.len())));
+    }
+    let mut scores = vec![0.0; samples.len()];
+    for (&i, score) in order.iter().zip(shuffled) {
+        scores[i] = score;
+    }
     validate_scores(&scores, samples).map_err(fail)?;
     Ok(scores)
 }

@@ -10,11 +10,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use kdharness_plugin_api::{OwnedSample, SignalSet};
 use serde_json::json;
-use tokenizers::Tokenizer;
 
 use super::{PluginArgs, RuntimeArgs, detail, info, progress_bar, warn};
 use crate::attack::{self, AttackError};
-use crate::data::{MembershipSets, Record, TokenLimits, Template, encode};
+use crate::data::{MembershipSets, Record, TokenLimits, TokenizerFile, Template, encode};
 use crate::metrics::Bootstrap;
 use crate::plugins::{LoadedAttack, Registry, search_dirs};
 use crate::report::{self, ModelRole, ScoreRow};
@@ -48,19 +47,23 @@ pub struct AttackArgs {
     /// An attack parameter, ATTACK.KEY=VALUE (repeatable), e.g. mink.k=0.1.
     #[arg(long = "param", value_name = "ATTACK.KEY=VALUE")]
     params: Vec<String>,
-    /// Prompt template.
+    /// Prompt template of the target models.
     #[arg(long, value_enum, default_value_t = Template::Alpaca)]
     template: Template,
+    /// Prompt template of the reference models (default: --template).
+    #[arg(long, value_enum)]
+    reference_template: Option<Template>,
     /// Prompts longer than this keep their last tokens.
-    #[arg(long, default_value_t = TokenLimits::default().max_prompt_tokens)]
+    #[arg(long, default_value_t = TokenLimits::default().max_prompt_tokens, value_parser = at_least_one)]
     max_prompt_tokens: usize,
     /// Responses longer than this are cut at the end.
-    #[arg(long, default_value_t = TokenLimits::default().max_response_tokens)]
+    #[arg(long, default_value_t = TokenLimits::default().max_response_tokens, value_parser = at_least_one)]
     max_response_tokens: usize,
     /// Sequences per forward pass.
-    #[arg(long, default_value_t = BatchSettings::default().batch_size)]
+    #[arg(long, default_value_t = BatchSettings::default().batch_size, value_parser = at_least_one)]
     batch_size: usize,
-    /// Padding side of batched sequences (scores do not depend on it).
+    /// Padding side of batched sequences (scores do not depend on it; models without a
+    /// position_ids input are always padded right).
     #[arg(long, value_enum, default_value_t = PaddingSide::Right)]
     padding: PaddingSide,
     /// Seed of the bootstrap.
@@ -81,6 +84,14 @@ pub struct AttackArgs {
     runtime: RuntimeArgs,
 }
 
+/// A count that must be positive.
+fn at_least_one(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number of at least 1, got `{raw}`")),
+    }
+}
+
 /// `NAME=PATH`, or a bare path named after its file stem.
 fn parse_model(spec: &str) -> Result<(String, PathBuf)> {
     let (name, path) = match spec.split_once('=') {
@@ -97,14 +108,6 @@ fn parse_model(spec: &str) -> Result<(String, PathBuf)> {
     Ok((name, path))
 }
 
-fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    if !path.is_file() {
-        bail!("tokenizer file {} not found; pass the model's tokenizer.json with --tokenizer", path.display());
-    }
-    Tokenizer::from_file(path)
-        .map_err(|e| anyhow::anyhow!("{}: not a Hugging Face tokenizer.json ({e})", path.display()))
-}
-
 /// One model's signals over the sample set, and how they were obtained.
 struct Scored {
     name: String,
@@ -113,13 +116,12 @@ struct Scored {
     samples: Vec<OwnedSample>,
     source: SignalSource,
     seconds: f64,
-    inputs: Vec<String>,
 }
 
+/// What every model of the run is scored with.
 struct Scoring<'a> {
     runtime: &'static Runtime,
     session: SessionOptions,
-    template: Template,
     limits: TokenLimits,
     batch: BatchSettings,
     cache: SignalCache,
@@ -127,24 +129,23 @@ struct Scoring<'a> {
 }
 
 impl Scoring<'_> {
-    fn score(&self, name: &str, path: &Path, tokenizer: &Tokenizer, tokenizer_path: &Path) -> Result<Scored> {
+    fn score(&self, name: &str, path: &Path, tokenizer: &TokenizerFile, template: Template) -> Result<Scored> {
         let sha256 = sha256_file(path).with_context(|| format!("cannot read model {}", path.display()))?;
-        let tokenizer_sha = sha256_file(tokenizer_path).with_context(|| format!("cannot read {}", tokenizer_path.display()))?;
         let samples: Vec<ScoredSample<'_>> = self
             .records
             .iter()
-            .map(|(record, _)| Ok(ScoredSample { record, encoded: encode(tokenizer, self.template, self.limits, record)? }))
+            .map(|(record, _)| Ok(ScoredSample { record, encoded: encode(&tokenizer.tokenizer, template, self.limits, record)? }))
             .collect::<Result<_, crate::data::DataError>>()?;
-        let key = score::cache_key(&sha256, &tokenizer_sha, self.template, self.limits, &samples);
-        let mut inputs = Vec::new();
+        let runtime = format!("onnxruntime {} {:?}", self.runtime.library.version, self.session.device);
+        let key = score::cache_key(&runtime, &sha256, &tokenizer.sha256, template, self.limits, &samples);
         let (signals, source, seconds) = self.cache.get_or_compute(name, &key, || {
             let mut lm = CausalLm::open(self.runtime, path, self.session)?;
-            score::check_vocab(&lm, tokenizer, tokenizer_path)?;
-            inputs = lm.info().inputs.clone();
+            score::check_vocab(&lm, &tokenizer.tokenizer, &tokenizer.path)?;
             let tokens: usize = samples.iter().map(|s| s.encoded.len()).sum();
             info(format!("scoring {name}: {} samples, {tokens} tokens", samples.len()));
+            detail(format!("{name} inputs: {}", lm.info().inputs.join(", ")));
             let bar = progress_bar(samples.len(), &format!("scoring {name}"));
-            let signals = score::compute_signals(&mut lm, tokenizer, &samples, self.batch, &mut |n| bar.inc(n as u64));
+            let signals = score::compute_signals(&mut lm, &tokenizer.tokenizer, &samples, self.batch, &mut |n| bar.inc(n as u64));
             bar.finish_and_clear();
             signals
         })?;
@@ -152,7 +153,7 @@ impl Scoring<'_> {
             SignalSource::Computed => info(format!("scored {name} in {seconds:.2}s")),
             SignalSource::Cache => info(format!("signals of {name} loaded from cache")),
         }
-        Ok(Scored { name: name.into(), path: path.into(), sha256, samples: signals, source, seconds, inputs })
+        Ok(Scored { name: name.into(), path: path.into(), sha256, samples: signals, source, seconds })
     }
 }
 
@@ -168,9 +169,12 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     }
 
     let sets = MembershipSets::load(&args.members, &args.nonmembers)?;
-    let tokenizer = load_tokenizer(&args.tokenizer)?;
-    let reference_tokenizer_path = args.reference_tokenizer.clone().unwrap_or_else(|| args.tokenizer.clone());
-    let reference_tokenizer = if references.is_empty() { None } else { Some(load_tokenizer(&reference_tokenizer_path)?) };
+    let tokenizer = TokenizerFile::load(&args.tokenizer)?;
+    let reference_tokenizer = match (&args.reference_tokenizer, references.is_empty()) {
+        (_, true) => None,
+        (Some(path), false) => Some(TokenizerFile::load(path)?),
+        (None, false) => Some(tokenizer.clone()),
+    };
 
     // Which attacks, with which parameters, before any expensive work.
     let registry = Registry::discover(search_dirs(&args.plugins.plugin_dirs));
@@ -179,24 +183,26 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     }
     let plan = plan_attacks(&registry, &args.attacks, &args.params, !references.is_empty())?;
 
+    let threads = args.runtime.threads.unwrap_or_else(default_threads);
+    // The signal reduction runs on rayon's pool: --threads bounds it too.
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
     let runtime = Runtime::get(args.runtime.ort_lib.as_deref())?;
     runtime.check_device(args.runtime.device)?;
     let records: Vec<(&Record, bool)> = sets.labelled().collect();
     let scoring = Scoring {
         runtime,
-        session: SessionOptions { device: args.runtime.device, threads: args.runtime.threads.unwrap_or_else(default_threads) },
-        template: args.template,
+        session: SessionOptions { device: args.runtime.device, threads },
         limits: TokenLimits { max_prompt_tokens: args.max_prompt_tokens, max_response_tokens: args.max_response_tokens },
         batch: BatchSettings { batch_size: args.batch_size, padding: args.padding },
         cache: SignalCache::new(args.out.join("signals")),
         records: &records,
     };
-    let needs_reference = plan.iter().any(|(a, _)| a.decl.needs.contains(SignalSet::REFERENCE));
+    let reference_template = args.reference_template.unwrap_or(args.template);
     let mut scored_references = Vec::new();
-    if needs_reference {
+    if plan.iter().any(|(a, _)| a.decl.needs.contains(SignalSet::REFERENCE)) {
         let tokenizer = reference_tokenizer.as_ref().expect("loaded when references are given");
         for (name, path) in &references {
-            scored_references.push(scoring.score(name, path, tokenizer, &reference_tokenizer_path)?);
+            scored_references.push(scoring.score(name, path, tokenizer, reference_template)?);
         }
     }
 
@@ -204,7 +210,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     let mut failures: Vec<AttackError> = Vec::new();
     let mut scored_models = Vec::new();
     for (name, path) in &models {
-        let scored = scoring.score(name, path, &tokenizer, &args.tokenizer)?;
+        let scored = scoring.score(name, path, &tokenizer, args.template)?;
         for (a, params) in &plan {
             for (label, reference) in attack_runs(a, &scored_references) {
                 match attack::run(a, &scored.samples, reference, params) {
@@ -236,22 +242,29 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     report::write_scores(&args.out.join("scores.csv"), &rows)?;
     report::write_summary(&args.out.join("summary.csv"), &summary)?;
 
+    let file = |path: &Path| -> Result<serde_json::Value> {
+        Ok(json!({ "path": path, "sha256": sha256_file(path).with_context(|| format!("cannot read {}", path.display()))? }))
+    };
     let manifest = json!({
         "kdharness_version": env!("CARGO_PKG_VERSION"),
         "git_revision": env!("KDHARNESS_GIT_REVISION"),
         "plugin_interface": kdharness_plugin_api::INTERFACE_VERSION,
-        "command": std::env::args().collect::<Vec<_>>(),
+        "command": std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         "seed": args.seed,
         "bootstrap": bootstrap,
         "template": args.template,
+        "reference_template": reference_template,
         "limits": scoring.limits,
         "batch": scoring.batch,
-        "onnx_runtime": { "library": runtime.library, "device": args.runtime.device, "threads": scoring.session.threads },
+        "onnx_runtime": { "library": runtime.library, "device": args.runtime.device, "threads": threads },
         "data": {
-            "members": { "path": args.members, "sha256": sha256_file(&args.members)?, "count": sets.members.len() },
-            "nonmembers": { "path": args.nonmembers, "sha256": sha256_file(&args.nonmembers)?, "count": sets.nonmembers.len() },
+            "members": { "file": file(&args.members)?, "count": sets.members.len() },
+            "nonmembers": { "file": file(&args.nonmembers)?, "count": sets.nonmembers.len() },
         },
-        "tokenizers": { "target": { "path": args.tokenizer, "sha256": sha256_file(&args.tokenizer)? } },
+        "tokenizers": {
+            "target": { "path": tokenizer.path, "sha256": tokenizer.sha256 },
+            "reference": reference_tokenizer.as_ref().map(|t| json!({ "path": t.path, "sha256": t.sha256 })),
+        },
         "models": scored_models.iter().map(|m| model_json(m, &role)).collect::<Vec<_>>(),
         "references": scored_references.iter().map(|m| model_json(m, &ModelRole { role: "reference".into(), ..Default::default() })).collect::<Vec<_>>(),
         "plugins": plan.iter().map(|(a, params)| json!({
@@ -278,6 +291,9 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     }
 }
 
+/// Attacks with their completed parameters, in the order they run.
+type Plan<'r> = Vec<(&'r LoadedAttack, Vec<(String, String)>)>;
+
 /// The attacks to run with their completed parameters: the requested ones, or every loaded
 /// attack this command can feed.
 fn plan_attacks<'r>(
@@ -285,14 +301,21 @@ fn plan_attacks<'r>(
     requested: &[String],
     raw_params: &[String],
     have_reference: bool,
-) -> Result<Vec<(&'r LoadedAttack, Vec<(String, String)>)>> {
+) -> Result<Plan<'r>> {
     let attacks: Vec<&LoadedAttack> = if requested.is_empty() {
         registry.attacks().filter(|a| attack::check_needs(a, have_reference).is_ok()).collect()
     } else {
         attack::resolve(registry, requested)?
     };
     if attacks.is_empty() {
-        bail!("no attack plugins found (searched: {}); build them with `cargo build --workspace` or pass --plugin-dir", searched(registry));
+        let found: Vec<String> = registry
+            .attacks()
+            .map(|a| format!("{} ({})", a.name(), attack::check_needs(a, have_reference).err().map(|e| e.to_string()).unwrap_or_default()))
+            .collect();
+        if found.is_empty() {
+            bail!("no attack plugins found (searched: {}); build them with `cargo build --workspace` or pass --plugin-dir", searched(registry));
+        }
+        bail!("none of the loaded attacks can run here: {}", found.join("; "));
     }
     let mut params = attack::parse_params(raw_params)?;
     let mut plan = Vec::new();
@@ -329,7 +352,7 @@ fn searched(registry: &Registry) -> String {
 fn model_json(m: &Scored, role: &ModelRole) -> serde_json::Value {
     json!({
         "name": m.name, "path": m.path, "sha256": m.sha256, "role": role,
-        "signals": m.source, "seconds": m.seconds, "inputs": m.inputs,
+        "signals": m.source, "seconds": m.seconds,
     })
 }
 

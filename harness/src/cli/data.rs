@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::info;
-use crate::data::{Record, SplitMode, load_jsonl, split};
+use crate::data::{Record, SplitMode, check_unique_ids, load_jsonl, split};
 use crate::util::{sha256_file, write_atomic};
 
 #[derive(clap::Subcommand, Debug)]
@@ -34,6 +34,7 @@ pub enum DataCommand {
 pub fn run(command: DataCommand) -> Result<ExitCode> {
     let DataCommand::Split { input, nonmember_count, mode, seed, out } = command;
     let records = load_jsonl(&input, "r")?;
+    check_unique_ids(&records)?;
     let parts = split(&records, mode, nonmember_count, seed, &input)?;
     let by_id: std::collections::HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
     for (name, ids) in [("members", &parts.members), ("public", &parts.public), ("nonmembers", &parts.nonmembers)] {

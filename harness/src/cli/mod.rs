@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "kdharness", version, about = "Membership and memorization leakage of LLM knowledge distillation")]
+/// The command line.
 pub struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
@@ -126,6 +127,7 @@ fn install_process_handlers() {
     }));
 }
 
+/// Runs `kdharness` with the process's arguments.
 pub fn main() -> ExitCode {
     install_process_handlers();
     let cli = Cli::parse();

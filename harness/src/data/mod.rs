@@ -16,6 +16,7 @@ pub use template::Template;
 /// Where a record came from, for error messages and ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// The data file.
     pub file: PathBuf,
     /// 1-based line number.
     pub line: usize,
@@ -30,6 +31,7 @@ impl fmt::Display for Origin {
 /// Everything that can be wrong with a data file. Each names the file and, where there is
 /// one, the line, and says what to do.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its #[error] message
 pub enum DataError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
@@ -49,6 +51,12 @@ pub enum DataError {
     DuplicateId { origin: Origin, id: String, first: Origin },
     #[error("{origin}: {message}")]
     Tokenization { origin: Origin, message: String },
+    #[error("{origin}: category `all` is reserved for the overall results; rename it")]
+    ReservedCategory { origin: Origin },
+    #[error("tokenizer file {} not found; pass the model's tokenizer.json", .0.display())]
+    TokenizerMissing(PathBuf),
+    #[error("{}: not a usable Hugging Face tokenizer.json ({message})", path.display())]
+    TokenizerInvalid { path: PathBuf, message: String },
 }
 
 /// One instruction-tuning record in the Dolly schema.
@@ -56,6 +64,7 @@ pub enum DataError {
 pub struct Record {
     /// The record's `id` field, else `{prefix}{line index}` (SPEC §7.2.1).
     pub id: String,
+    /// The task given to the model.
     pub instruction: String,
     /// `context` (Dolly) or `input` (Alpaca); empty when absent.
     pub context: String,
@@ -63,6 +72,7 @@ pub struct Record {
     pub response: String,
     /// Dolly task category; `uncategorized` when absent.
     pub category: String,
+    /// Where the record was read.
     pub origin: Origin,
 }
 
@@ -125,6 +135,9 @@ pub fn parse_record(line: &str, origin: Origin, id_prefix: &str, index: usize) -
     let category = field(&obj, &origin, &["category"])?
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "uncategorized".to_string());
+    if category == "all" {
+        return Err(DataError::ReservedCategory { origin });
+    }
     let id = match obj.get("id") {
         None | Some(Value::Null) => format!("{id_prefix}{index}"),
         Some(Value::String(s)) => s.clone(),
@@ -167,7 +180,9 @@ impl Record {
 /// Members and non-members for an attack, each set non-empty and every id unique.
 #[derive(Clone, Debug)]
 pub struct MembershipSets {
+    /// Records the target was trained on (ids `m{i}` by default).
     pub members: Vec<Record>,
+    /// Records it was not (ids `n{i}` by default).
     pub nonmembers: Vec<Record>,
 }
 
@@ -181,16 +196,7 @@ impl MembershipSets {
         if sets.nonmembers.is_empty() {
             return Err(DataError::Empty { path: nonmembers.to_path_buf(), role: "non-member" });
         }
-        let mut seen: std::collections::HashMap<&str, &Origin> = std::collections::HashMap::new();
-        for record in sets.members.iter().chain(&sets.nonmembers) {
-            if let Some(first) = seen.insert(&record.id, &record.origin) {
-                return Err(DataError::DuplicateId {
-                    origin: record.origin.clone(),
-                    id: record.id.clone(),
-                    first: first.clone(),
-                });
-            }
-        }
+        check_unique_ids(sets.members.iter().chain(&sets.nonmembers))?;
         Ok(sets)
     }
 
@@ -200,11 +206,52 @@ impl MembershipSets {
     }
 }
 
+/// Every score must be attributable: ids are unique across all the records given.
+pub fn check_unique_ids<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<(), DataError> {
+    let mut seen: std::collections::HashMap<&str, &Origin> = std::collections::HashMap::new();
+    for record in records {
+        if let Some(first) = seen.insert(&record.id, &record.origin) {
+            return Err(DataError::DuplicateId { origin: record.origin.clone(), id: record.id.clone(), first: first.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// A tokenizer.json, with its path and SHA-256, set up for scoring.
+#[derive(Clone)]
+pub struct TokenizerFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// SHA-256 of the file, for cache keys and manifests.
+    pub sha256: String,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+}
+
+impl TokenizerFile {
+    /// Loads `path`. Truncation and padding stored in the file are switched off: the
+    /// harness applies its own limits (long prompts keep their last tokens), and padding
+    /// tokens must never be scored.
+    pub fn load(path: &Path) -> Result<TokenizerFile, DataError> {
+        if !path.is_file() {
+            return Err(DataError::TokenizerMissing(path.to_path_buf()));
+        }
+        let invalid = |message: String| DataError::TokenizerInvalid { path: path.to_path_buf(), message };
+        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
+        tokenizer.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
+        tokenizer.with_padding(None);
+        let sha256 = crate::util::sha256_file(path).map_err(|e| invalid(e.to_string()))?;
+        Ok(TokenizerFile { path: path.to_path_buf(), sha256, tokenizer })
+    }
+}
+
 /// Token limits (SPEC §7.2.1): long prompts keep their last tokens, long responses are cut
 /// at the end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenLimits {
+    /// Longer prompts keep their last tokens.
     pub max_prompt_tokens: usize,
+    /// Longer responses are cut at the end.
     pub max_response_tokens: usize,
 }
 
@@ -218,7 +265,9 @@ impl Default for TokenLimits {
 /// A record tokenized for scoring: input = `prompt_ids ++ response_ids`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Encoded {
+    /// The prompt's tokens (context only, never scored).
     pub prompt_ids: Vec<u32>,
+    /// The response's tokens (scored).
     pub response_ids: Vec<u32>,
 }
 
@@ -229,14 +278,17 @@ impl Encoded {
         if self.prompt_ids.is_empty() { self.response_ids.len().saturating_sub(1) } else { self.response_ids.len() }
     }
 
+    /// The model input: prompt then response.
     pub fn input_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.prompt_ids.iter().chain(&self.response_ids).copied()
     }
 
+    /// Input length in tokens.
     pub fn len(&self) -> usize {
         self.prompt_ids.len() + self.response_ids.len()
     }
 
+    /// Whether the input has no token.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -22,8 +22,14 @@ pub enum SplitMode {
     Random,
 }
 
+/// Why a dataset cannot be split as asked.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its #[error] message
 pub enum SplitError {
+    /// No non-members were asked for.
+    #[error("--nonmember-count must be at least 1: attacks need non-members to compare with")]
+    NoNonmembers,
+    /// Too few records remain for members and public data.
     #[error("{} has {records} records: {nonmember_count} non-members leave {rest}, too few for both members and public data; lower --nonmember-count", path.display())]
     TooSmall { path: std::path::PathBuf, records: usize, nonmember_count: usize, rest: usize },
 }
@@ -31,19 +37,28 @@ pub enum SplitError {
 /// Sample ids per part, and how they were chosen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Split {
+    /// How records were assigned.
     pub mode: SplitMode,
+    /// The seed of a random split.
     pub seed: Option<u64>,
+    /// Records held out as non-members.
     pub nonmember_count: usize,
+    /// The teacher's private fine-tuning set.
     pub members: Vec<String>,
+    /// The students' KD data.
     pub public: Vec<String>,
+    /// Held-out records.
     pub nonmembers: Vec<String>,
 }
 
 /// Splits `records` (ids as loaded, e.g. `r{i}`). With an odd remainder the public half
 /// gets the extra record.
 pub fn split(records: &[Record], mode: SplitMode, nonmember_count: usize, seed: u64, path: &Path) -> Result<Split, SplitError> {
+    if nonmember_count == 0 {
+        return Err(SplitError::NoNonmembers);
+    }
     let rest = records.len().saturating_sub(nonmember_count);
-    if rest < 2 || nonmember_count == 0 {
+    if rest < 2 {
         return Err(SplitError::TooSmall { path: path.to_path_buf(), records: records.len(), nonmember_count, rest });
     }
     let mut order: Vec<usize> = (0..records.len()).collect();
@@ -114,5 +129,6 @@ mod tests {
     fn too_small_is_an_error() {
         let err = split(&records(4), SplitMode::Paper, 3, 0, Path::new("d.jsonl")).unwrap_err().to_string();
         assert!(err.contains("d.jsonl has 4 records: 3 non-members leave 1"), "{err}");
+        assert!(matches!(split(&records(4), SplitMode::Paper, 0, 0, Path::new("d")), Err(SplitError::NoNonmembers)));
     }
 }

@@ -16,6 +16,7 @@ pub enum Template {
 }
 
 impl Template {
+    /// The prompt text of `record`.
     pub fn prompt(self, record: &Record) -> String {
         let (instruction, context) = (&record.instruction, &record.context);
         match self {

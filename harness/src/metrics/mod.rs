@@ -12,6 +12,7 @@ pub const FPR_LEVELS: [f64; 5] = [0.25, 0.05, 0.01, 0.001, 0.0];
 /// One ROC operating point: call a sample a member iff `score ≥ threshold`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RocPoint {
+    /// Members are the samples scoring at least this.
     pub threshold: f64,
     /// Members called members.
     pub tp: usize,
@@ -49,8 +50,11 @@ pub fn auc(points: &[RocPoint], n_members: usize, n_nonmembers: usize) -> f64 {
 /// A rate at a chosen operating point.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct OperatingPoint {
+    /// The rate (TPR, or balanced accuracy).
     pub value: f64,
+    /// fp/N at the threshold.
     pub realized_fpr: f64,
+    /// Members are the samples scoring at least this (+∞: none).
     pub threshold: f64,
 }
 
@@ -70,28 +74,39 @@ pub fn tpr_at_fpr(points: &[RocPoint], n_members: usize, n_nonmembers: usize, al
     }
 }
 
-/// max over thresholds of (TPR + 1 − FPR)/2, ties to the highest threshold.
+/// max over thresholds of (TPR + 1 − FPR)/2, ties to the highest threshold. Ties are
+/// decided exactly, on tp·N − fp·P (which orders thresholds as the rate does), since
+/// equal rates can differ in their last float bit.
 pub fn balanced_accuracy(points: &[RocPoint], n_members: usize, n_nonmembers: usize) -> OperatingPoint {
-    let rate = |p: &RocPoint| (p.tp as f64 / n_members as f64 + 1.0 - p.fp as f64 / n_nonmembers as f64) / 2.0;
+    let exact = |p: &RocPoint| p.tp as i128 * n_nonmembers as i128 - p.fp as i128 * n_members as i128;
     let mut best = points[0];
     for p in points {
-        if rate(p) > rate(&best) {
+        if exact(p) > exact(&best) {
             best = *p;
         }
     }
-    OperatingPoint { value: rate(&best), realized_fpr: best.fp as f64 / n_nonmembers as f64, threshold: best.threshold }
+    OperatingPoint {
+        value: (best.tp as f64 / n_members as f64 + 1.0 - best.fp as f64 / n_nonmembers as f64) / 2.0,
+        realized_fpr: best.fp as f64 / n_nonmembers as f64,
+        threshold: best.threshold,
+    }
 }
 
 /// Every metric of one score set, at a glance.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
+    /// Unflipped AUC.
     pub auc: f64,
+    /// TPR at each of [`FPR_LEVELS`].
     pub tpr_at_fpr: [OperatingPoint; FPR_LEVELS.len()],
+    /// The best balanced accuracy over thresholds.
     pub balanced_accuracy: OperatingPoint,
 }
 
 impl Metrics {
+    /// All metrics; both score sets must be non-empty.
     pub fn compute(members: &[f64], nonmembers: &[f64]) -> Metrics {
+        assert!(!members.is_empty() && !nonmembers.is_empty(), "metrics need members and non-members");
         let points = roc_points(members, nonmembers);
         let (p, n) = (members.len(), nonmembers.len());
         Metrics {
@@ -101,16 +116,29 @@ impl Metrics {
         }
     }
 
+    /// Each metric as summary.csv reports it, in [`METRIC_NAMES`] order: its value and,
+    /// for operating-point metrics, the realised FPR and threshold.
+    pub fn rows(&self) -> [(&'static str, f64, Option<OperatingPoint>); METRIC_NAMES.len()] {
+        let [t25, t5, t1, t01, t0] = self.tpr_at_fpr;
+        [
+            (METRIC_NAMES[0], self.auc, None),
+            (METRIC_NAMES[1], self.auc.max(1.0 - self.auc), None),
+            (METRIC_NAMES[2], t25.value, Some(t25)),
+            (METRIC_NAMES[3], t5.value, Some(t5)),
+            (METRIC_NAMES[4], t1.value, Some(t1)),
+            (METRIC_NAMES[5], t01.value, Some(t01)),
+            (METRIC_NAMES[6], t0.value, Some(t0)),
+            (METRIC_NAMES[7], self.balanced_accuracy.value, Some(self.balanced_accuracy)),
+        ]
+    }
+
     /// The metric values in [`METRIC_NAMES`] order.
-    pub fn values(&self) -> Vec<f64> {
-        let mut v = vec![self.auc, self.auc.max(1.0 - self.auc)];
-        v.extend(self.tpr_at_fpr.iter().map(|t| t.value));
-        v.push(self.balanced_accuracy.value);
-        v
+    pub fn values(&self) -> [f64; METRIC_NAMES.len()] {
+        self.rows().map(|(_, value, _)| value)
     }
 }
 
-/// Names of the metrics [`Metrics::values`] returns, as they appear in summary.csv.
+/// Names of the metrics [`Metrics::rows`] returns, as they appear in summary.csv.
 pub const METRIC_NAMES: [&str; 8] = [
     "auc",
     "auc_flipped",
@@ -125,7 +153,9 @@ pub const METRIC_NAMES: [&str; 8] = [
 /// Bootstrap settings: `resamples` draws, seeded.
 #[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Bootstrap {
+    /// Replicates drawn (0: no intervals).
     pub resamples: usize,
+    /// Seed of every replicate stream.
     pub seed: u64,
 }
 
@@ -189,6 +219,18 @@ mod tests {
         let b = balanced_accuracy(&points, 3, 2);
         // threshold 3: (1/3 + 1)/2 = 2/3; threshold 2: (1 + 1/2)/2 = 3/4.
         assert_eq!((b.value, b.threshold), (0.75, 2.0));
+    }
+
+    #[test]
+    fn balanced_accuracy_ties_go_to_the_highest_threshold_exactly() {
+        // P = 2, N = 6. Threshold 5: tp 1, fp 1 → (1/2 + 5/6)/2 = 2/3. Threshold 1: tp 2,
+        // fp 4 → (1 + 1/3)/2 = 2/3 as well, but that one rounds a bit higher in floats.
+        let points = roc_points(&[5.0, 1.0], &[6.0, 4.0, 3.0, 2.0, 0.5, -1.0]);
+        let rate = |tp: f64, fp: f64| (tp / 2.0 + 1.0 - fp / 6.0) / 2.0;
+        assert!(rate(2.0, 4.0) > rate(1.0, 1.0), "the float trap this test is about");
+        let b = balanced_accuracy(&points, 2, 6);
+        assert_eq!((b.threshold, b.realized_fpr), (5.0, 1.0 / 6.0));
+        assert_eq!(b.value, rate(1.0, 1.0));
     }
 
     #[test]

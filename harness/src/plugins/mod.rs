@@ -17,27 +17,50 @@ pub use scaffold::{ScaffoldError, Scaffolded, default_api_path, scaffold};
 /// prefix keeps unrelated shared objects in a directory from being loaded.
 pub const LIBRARY_PREFIX: &str = "kdh_";
 
+/// Why a directory is searched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchOrigin {
+    /// Named with `--plugin-dir`.
+    PluginDirFlag,
+    /// Listed in `KDHARNESS_PLUGIN_PATH`.
+    EnvVar,
+    /// Holds the running `kdharness` executable.
+    ExecutableDir,
+}
+
+impl std::fmt::Display for SearchOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SearchOrigin::PluginDirFlag => "--plugin-dir",
+            SearchOrigin::EnvVar => "KDHARNESS_PLUGIN_PATH",
+            SearchOrigin::ExecutableDir => "executable directory",
+        })
+    }
+}
+
 /// One directory searched, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct SearchDir {
+    /// The directory.
     pub path: PathBuf,
-    /// `--plugin-dir`, `KDHARNESS_PLUGIN_PATH`, or `executable directory`.
-    pub origin: &'static str,
+    /// Why it is searched.
+    pub origin: SearchOrigin,
 }
 
 /// The directories searched, in priority order: `--plugin-dir` (repeatable),
 /// `KDHARNESS_PLUGIN_PATH` (a path list), the directory of the running executable.
 pub fn search_dirs(cli: &[PathBuf]) -> Vec<SearchDir> {
-    let mut dirs: Vec<SearchDir> = cli.iter().map(|p| SearchDir { path: p.clone(), origin: "--plugin-dir" }).collect();
+    let mut dirs: Vec<SearchDir> = cli.iter().map(|p| SearchDir { path: p.clone(), origin: SearchOrigin::PluginDirFlag }).collect();
     if let Some(list) = std::env::var_os("KDHARNESS_PLUGIN_PATH") {
         dirs.extend(
             std::env::split_paths(&list)
                 .filter(|p| !p.as_os_str().is_empty())
-                .map(|path| SearchDir { path, origin: "KDHARNESS_PLUGIN_PATH" }),
+                .map(|path| SearchDir { path, origin: SearchOrigin::EnvVar }),
         );
     }
     if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
-        dirs.push(SearchDir { path: dir, origin: "executable directory" });
+        dirs.push(SearchDir { path: dir, origin: SearchOrigin::ExecutableDir });
     }
     dirs
 }
@@ -45,12 +68,16 @@ pub fn search_dirs(cli: &[PathBuf]) -> Vec<SearchDir> {
 /// An attack loaded from a plugin library.
 #[derive(Clone, Debug)]
 pub struct LoadedAttack {
+    /// What the plugin declared.
     pub decl: AttackDecl,
+    /// The library it came from.
     pub library: PathBuf,
+    /// SHA-256 of that library, for manifests.
     pub library_sha256: String,
 }
 
 impl LoadedAttack {
+    /// The attack's name.
     pub fn name(&self) -> &str {
         self.decl.name.as_str()
     }
@@ -59,7 +86,9 @@ impl LoadedAttack {
 /// A library that could not be used, with one line saying why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Problem {
+    /// The library skipped.
     pub library: PathBuf,
+    /// Why, in one line.
     pub message: String,
 }
 
@@ -73,7 +102,9 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Default)]
 pub struct Registry {
     attacks: BTreeMap<String, LoadedAttack>,
+    /// Libraries skipped, and attacks ignored as duplicates.
     pub problems: Vec<Problem>,
+    /// The directories searched, in order.
     pub searched: Vec<SearchDir>,
 }
 
@@ -102,7 +133,13 @@ impl Registry {
                 return;
             }
         };
-        let sha = crate::util::sha256_file(library).unwrap_or_default();
+        let sha = match crate::util::sha256_file(library) {
+            Ok(sha) => sha,
+            Err(e) => {
+                self.problems.push(Problem { library: library.to_path_buf(), message: format!("cannot be read to hash it: {e}") });
+                return;
+            }
+        };
         for decl in decls {
             let name = decl.name.as_str().to_string();
             if let Some(first) = self.attacks.get(&name) {
@@ -116,6 +153,7 @@ impl Registry {
         }
     }
 
+    /// The attack called `name`.
     pub fn attack(&self, name: &str) -> Option<&LoadedAttack> {
         self.attacks.get(name)
     }
@@ -125,6 +163,7 @@ impl Registry {
         self.attacks.values()
     }
 
+    /// Names of all attacks, sorted.
     pub fn attack_names(&self) -> impl Iterator<Item = &str> {
         self.attacks.keys().map(String::as_str)
     }

@@ -13,6 +13,7 @@ pub fn default_api_path() -> PathBuf {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its #[error] message
 pub enum ScaffoldError {
     #[error("plugin name `{0}` must start with a lowercase letter and contain only a-z, 0-9 and _")]
     BadName(String),
@@ -30,7 +31,9 @@ pub enum ScaffoldError {
 /// A written plugin crate.
 #[derive(Debug)]
 pub struct Scaffolded {
+    /// The crate's directory.
     pub dir: PathBuf,
+    /// The file name `cargo build` will give the plugin library.
     pub library_file: String,
 }
 

@@ -2,15 +2,17 @@
 //! `summary.csv` (one row per model × attack × category × metric), both tidy long format
 //! with a fixed column order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{self, Bootstrap, FPR_LEVELS, METRIC_NAMES, Metrics};
+use crate::metrics::{self, Bootstrap, Metrics};
 
+/// Columns of `scores.csv`.
 pub const SCORES_HEADER: [&str; 6] = ["model", "attack", "sample_id", "category", "member", "score"];
+/// Columns of `summary.csv`.
 pub const SUMMARY_HEADER: [&str; 14] = [
     "model",
     "role",
@@ -29,6 +31,7 @@ pub const SUMMARY_HEADER: [&str; 14] = [
 ];
 
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its #[error] message
 pub enum ReportError {
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
@@ -38,8 +41,10 @@ pub enum ReportError {
     Parse { path: PathBuf, line: u64, message: String },
 }
 
-/// One attack score of one sample under one model.
+/// One attack score of one sample under one model: a row of `scores.csv`, whose columns
+/// the fields are.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
 pub struct ScoreRow {
     pub model: String,
     pub attack: String,
@@ -53,9 +58,12 @@ pub struct ScoreRow {
 /// `student`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRole {
+    /// teacher, student, nokd, reference or target.
     pub role: String,
+    /// The KD method that made a student.
     #[serde(default)]
     pub kd_method: String,
+    /// The student size.
     #[serde(default)]
     pub student: String,
 }
@@ -63,22 +71,32 @@ pub struct ModelRole {
 /// One row of `summary.csv`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SummaryRow {
+    /// The model attacked.
     pub model: String,
+    /// Its part in the experiment.
     pub role: ModelRole,
+    /// `all` or a task category.
     pub category: String,
+    /// The attack (with `:REFERENCE` for reference attacks run per reference model).
     pub attack: String,
+    /// One of [`crate::metrics::METRIC_NAMES`].
     pub metric: &'static str,
+    /// The metric's value.
     pub value: f64,
+    /// 95% bootstrap interval, when bootstrapping.
     pub ci: Option<(f64, f64)>,
+    /// Members scored.
     pub n_members: usize,
+    /// Non-members scored.
     pub n_nonmembers: usize,
     /// For operating-point metrics: the realised FPR and the threshold.
     pub operating_point: Option<(f64, f64)>,
 }
 
-/// Shortest text that reads back as the same f64; `inf` for +∞.
+/// Shortest text that reads back as the same f64 (exponent notation for very large or
+/// small magnitudes); `inf` for +∞.
 pub fn fmt_f64(x: f64) -> String {
-    if x == f64::INFINITY { "inf".into() } else if x == f64::NEG_INFINITY { "-inf".into() } else { format!("{x}") }
+    if x == f64::INFINITY { "inf".into() } else if x == f64::NEG_INFINITY { "-inf".into() } else { format!("{x:?}") }
 }
 
 fn csv_error(path: &Path) -> impl Fn(csv::Error) -> ReportError + '_ {
@@ -96,6 +114,7 @@ fn write_csv(path: &Path, header: &[&str], rows: impl Iterator<Item = Vec<String
     crate::util::write_atomic(path, &bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
+/// Writes `scores.csv` atomically.
 pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), ReportError> {
     write_csv(
         path,
@@ -125,6 +144,7 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreRow>, ReportError> {
         });
     }
     let mut rows = Vec::new();
+    let mut seen: HashMap<(String, String, String), u64> = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
@@ -137,6 +157,12 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreRow>, ReportError> {
         let score: f64 = record[5].parse().map_err(|_| parse(format!("`score` must be a number, found `{}`", &record[5])))?;
         if !score.is_finite() {
             return Err(parse(format!("`score` must be finite, found `{}`", &record[5])));
+        }
+        if let Some(first) = seen.insert((record[0].into(), record[1].into(), record[2].into()), line) {
+            return Err(parse(format!(
+                "model `{}`, attack `{}`, sample `{}` already scored on line {first}; each sample is scored once",
+                &record[0], &record[1], &record[2]
+            )));
         }
         rows.push(ScoreRow {
             model: record[0].into(),
@@ -156,48 +182,49 @@ fn first_seen<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     values.filter(|v| seen.insert(*v)).collect()
 }
 
+/// Member scores and non-member scores of one group.
+type MemberScores = (Vec<f64>, Vec<f64>);
+
 /// Every metric for every (model, attack) in `rows`, overall (`category = all`) and per
 /// category. A category lacking members or non-members has no defined metric and is left
 /// out. Row order follows the first appearance of models and attacks in `rows`.
 pub fn summarize(rows: &[ScoreRow], role_of: impl Fn(&str) -> ModelRole + Sync, bootstrap: Bootstrap) -> Vec<SummaryRow> {
+    // (model, attack, category) -> (member scores, non-member scores); "all" gets every row.
+    let mut groups: HashMap<(&str, &str, &str), MemberScores> = HashMap::new();
+    for r in rows {
+        for category in std::iter::once("all").chain((r.category != "all").then_some(r.category.as_str())) {
+            let (members, nonmembers) = groups.entry((r.model.as_str(), r.attack.as_str(), category)).or_default();
+            if r.member { members.push(r.score) } else { nonmembers.push(r.score) }
+        }
+    }
     let models = first_seen(rows.iter().map(|r| r.model.as_str()));
     let attacks = first_seen(rows.iter().map(|r| r.attack.as_str()));
     let mut categories: Vec<&str> = first_seen(rows.iter().map(|r| r.category.as_str()));
     categories.sort();
-    let mut groups = Vec::new();
+    let mut order = Vec::new();
     for model in &models {
         for attack in &attacks {
             for category in std::iter::once("all").chain(categories.iter().copied()) {
-                groups.push((*model, *attack, category));
+                if let Some((members, nonmembers)) = groups.get(&(*model, *attack, category))
+                    && !members.is_empty()
+                    && !nonmembers.is_empty()
+                {
+                    order.push(((*model, *attack, category), members, nonmembers));
+                }
             }
         }
     }
-    groups
+    order
         .par_iter()
-        .map(|&(model, attack, category)| {
-            let (mut members, mut nonmembers) = (Vec::new(), Vec::new());
-            for r in rows.iter().filter(|r| r.model == model && r.attack == attack && (category == "all" || r.category == category)) {
-                if r.member { members.push(r.score) } else { nonmembers.push(r.score) }
-            }
-            if members.is_empty() || nonmembers.is_empty() {
-                return Vec::new();
-            }
-            let metrics = Metrics::compute(&members, &nonmembers);
-            let intervals = metrics::bootstrap_intervals(&members, &nonmembers, bootstrap, &format!("{model}/{attack}/{category}"));
+        .map(|&((model, attack, category), members, nonmembers)| {
+            let metrics = Metrics::compute(members, nonmembers);
+            let intervals = metrics::bootstrap_intervals(members, nonmembers, bootstrap, &format!("{model}/{attack}/{category}"));
             let role = role_of(model);
-            let operating_points: Vec<Option<(f64, f64)>> = [None, None]
+            metrics
+                .rows()
                 .into_iter()
-                .chain(metrics.tpr_at_fpr.iter().map(|t| Some((t.realized_fpr, t.threshold))))
-                .chain([Some((metrics.balanced_accuracy.realized_fpr, metrics.balanced_accuracy.threshold))])
-                .collect();
-            debug_assert_eq!(operating_points.len(), METRIC_NAMES.len());
-            debug_assert_eq!(FPR_LEVELS.len() + 3, METRIC_NAMES.len());
-            METRIC_NAMES
-                .iter()
-                .zip(metrics.values())
                 .zip(intervals)
-                .zip(operating_points)
-                .map(|(((metric, value), ci), operating_point)| SummaryRow {
+                .map(|((metric, value, operating_point), ci)| SummaryRow {
                     model: model.into(),
                     role: role.clone(),
                     category: category.into(),
@@ -207,14 +234,15 @@ pub fn summarize(rows: &[ScoreRow], role_of: impl Fn(&str) -> ModelRole + Sync, 
                     ci: (bootstrap.resamples > 0).then_some(ci),
                     n_members: members.len(),
                     n_nonmembers: nonmembers.len(),
-                    operating_point,
+                    operating_point: operating_point.map(|o| (o.realized_fpr, o.threshold)),
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .flatten()
         .collect()
 }
 
+/// Writes `summary.csv` atomically.
 pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<(), ReportError> {
     write_csv(
         path,
@@ -266,6 +294,9 @@ mod tests {
         std::fs::write(&path, "model,attack,sample_id,category,member,score\nt,loss,m0,a,1,0.5\nt,loss,n0,a,2,0.1\n").unwrap();
         let err = read_scores(&path).unwrap_err().to_string();
         assert!(err.ends_with("scores.csv:3: `member` must be 1 or 0, found `2`"), "{err}");
+        std::fs::write(&path, "model,attack,sample_id,category,member,score\nt,loss,m0,a,1,0.5\nt,loss,m0,a,1,0.1\n").unwrap();
+        let err = read_scores(&path).unwrap_err().to_string();
+        assert!(err.ends_with("scores.csv:3: model `t`, attack `loss`, sample `m0` already scored on line 2; each sample is scored once"), "{err}");
     }
 
     #[test]
@@ -278,7 +309,7 @@ mod tests {
         ];
         let summary = summarize(&rows, |_| ModelRole { role: "target".into(), ..Default::default() }, Bootstrap { resamples: 50, seed: 1 });
         // Categories: all and a (b and c lack one class).
-        assert_eq!(summary.len(), 2 * METRIC_NAMES.len());
+        assert_eq!(summary.len(), 2 * crate::metrics::METRIC_NAMES.len());
         let auc = summary.iter().find(|r| r.category == "all" && r.metric == "auc").unwrap();
         // Pairs: 3>1, 3>2.5, 2>1, 2<2.5 → 3/4.
         assert_eq!((auc.value, auc.n_members, auc.n_nonmembers), (0.75, 2, 2));

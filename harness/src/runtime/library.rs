@@ -19,10 +19,15 @@ pub const ORT_VERSION: &str = "1.31.1";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LibrarySource {
+    /// `ORT_DYLIB_PATH`.
     EnvVar,
+    /// `--ort-lib`.
     Configured,
+    /// An installed `onnxruntime` Python package.
     PythonPackage,
+    /// kdharness's user cache.
     Cache,
+    /// Downloaded into the cache by this run.
     Fetched,
 }
 
@@ -41,8 +46,11 @@ impl fmt::Display for LibrarySource {
 /// A located, version-checked runtime library.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LibraryLocation {
+    /// The shared library.
     pub path: PathBuf,
+    /// Its version, as it reports it.
     pub version: String,
+    /// How it was found.
     pub source: LibrarySource,
 }
 
@@ -65,8 +73,10 @@ pub fn cache_location() -> PathBuf {
 /// Loads the library just long enough to ask its version (`OrtGetApiBase()->GetVersionString()`).
 pub fn probe_version(path: &Path) -> Result<String, RuntimeError> {
     let bad = |reason: String| RuntimeError::BadLibrary { path: path.to_path_buf(), reason };
-    // SAFETY: loading ONNX Runtime runs only its static initialisers; the symbol is the
-    // documented C entry point with this exact signature.
+    // SAFETY: loading a shared library runs its initialisers: the user vouches for the file
+    // by naming it (ORT_DYLIB_PATH, --ort-lib) or it is the official wheel's. The symbol,
+    // when present, is ONNX Runtime's documented C entry point with this signature; both
+    // pointers it yields are checked for null before use.
     unsafe {
         let lib = libloading::Library::new(path).map_err(|e| bad(e.to_string()))?;
         let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
@@ -75,10 +85,16 @@ pub fn probe_version(path: &Path) -> Result<String, RuntimeError> {
         if base.is_null() {
             return Err(bad("OrtGetApiBase returned null".into()));
         }
-        let version = CStr::from_ptr(((*base).GetVersionString)()).to_string_lossy().into_owned();
-        // The library stays loaded: ort is about to load it again and ONNX Runtime does not
-        // like being unloaded and reloaded in one process.
-        std::mem::forget(lib);
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return Err(bad("GetVersionString returned null".into()));
+        }
+        let version = CStr::from_ptr(version).to_string_lossy().into_owned();
+        if is_compatible(&version) {
+            // Stays loaded: ort is about to load it again, and ONNX Runtime does not like
+            // being unloaded and reloaded in one process.
+            std::mem::forget(lib);
+        }
         Ok(version)
     }
 }
@@ -117,7 +133,7 @@ fn python_package_library() -> Option<PathBuf> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (name.starts_with("libonnxruntime.so.") || name.starts_with("libonnxruntime.") && name.ends_with(".dylib"))
+            (name.starts_with("libonnxruntime.so.") || (name.starts_with("libonnxruntime.") && name.ends_with(".dylib")))
                 && !name.contains("providers")
         })
         .collect();

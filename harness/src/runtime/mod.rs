@@ -13,6 +13,7 @@ pub use model::{CausalLm, LmBatch, ModelInfo, PaddingSide, PastInput};
 
 /// Everything that can go wrong with the runtime or a model in it.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant is documented by its #[error] message
 pub enum RuntimeError {
     #[error("ONNX Runtime library {}: {reason}", path.display())]
     BadLibrary { path: PathBuf, reason: String },
@@ -33,14 +34,17 @@ pub enum RuntimeError {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
     #[default]
     Cpu,
+    /// The CUDA execution provider (onnxruntime-gpu).
     Cuda,
 }
 
 /// Session settings shared by every model of a run.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct SessionOptions {
+    /// Execution device.
     pub device: Device,
     /// Intra-op threads; the machine's cores by default.
     pub threads: usize,
@@ -52,13 +56,16 @@ impl Default for SessionOptions {
     }
 }
 
+/// The machine's cores.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// The process-wide ONNX Runtime.
 pub struct Runtime {
+    /// The library in use.
     pub library: LibraryLocation,
+    /// Its execution providers, e.g. `CPUExecutionProvider`.
     pub providers: Vec<String>,
     environment: ort::environment::Environment,
 }
@@ -72,6 +79,12 @@ impl Runtime {
         if let Some(runtime) = RUNTIME.get() {
             return Ok(runtime);
         }
+        // One thread locates and initialises; others wait and then share its result.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(runtime) = RUNTIME.get() {
+            return Ok(runtime);
+        }
         let library = locate(configured)?;
         let environment = ort::init_from(&library.path)
             .map_err(|e| RuntimeError::Init(e.to_string()))?
@@ -82,6 +95,7 @@ impl Runtime {
         Ok(RUNTIME.get_or_init(|| Runtime { library, providers, environment }))
     }
 
+    /// The environment sessions are created in.
     pub fn environment(&self) -> &ort::environment::Environment {
         &self.environment
     }

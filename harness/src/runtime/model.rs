@@ -14,29 +14,41 @@ use super::{Device, Runtime, RuntimeError, SessionOptions};
 /// A key or value cache input, fed with zero past positions.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PastInput {
+    /// `past_key_values.{i}.key` or `.value`.
     pub name: String,
+    /// Key/value heads (axis 1).
     pub heads: usize,
+    /// Head size (axis 3).
     pub head_dim: usize,
 }
 
 /// What kdharness learned about a model's interface.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ModelInfo {
+    /// Input names, in graph order.
     pub inputs: Vec<String>,
+    /// Output names, in graph order.
     pub outputs: Vec<String>,
     /// Size of the logits' last axis, when the graph states it.
     pub vocab: Option<usize>,
+    /// Whether positions are fed (else the graph derives them).
     pub has_position_ids: bool,
+    /// Whether it is a merged decoder that takes `use_cache_branch`.
     pub has_use_cache_branch: bool,
+    /// Cache inputs, fed empty.
     pub past: Vec<PastInput>,
 }
 
 /// Sequences padded into one rectangular batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LmBatch {
+    /// Sequences in the batch.
     pub rows: usize,
+    /// Length of the longest, which every row is padded to.
     pub columns: usize,
+    /// Row-major `[rows, columns]` token ids.
     pub input_ids: Vec<i64>,
+    /// 1 on real tokens, 0 on padding.
     pub attention_mask: Vec<i64>,
     /// Hugging Face's convention: `cumsum(mask) − 1` on real tokens, 1 on padding.
     pub position_ids: Vec<i64>,
@@ -48,8 +60,10 @@ pub struct LmBatch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PaddingSide {
+    /// Padding after the tokens.
     #[default]
     Right,
+    /// Padding before the tokens.
     Left,
 }
 
@@ -119,10 +133,12 @@ impl CausalLm {
         Ok(CausalLm { path: path.to_path_buf(), session, info, run_options })
     }
 
+    /// Its interface.
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
 
+    /// The model file.
     pub fn path(&self) -> &Path {
         &self.path
     }

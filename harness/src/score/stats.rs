@@ -20,8 +20,8 @@ pub struct TokenStats {
 const LANES: usize = 16;
 const BLOCK: usize = 1024;
 
-/// `exp(x)` for `x ≤ 0` to about 2 ulp (Cephes' expf polynomial), branch-free so it
-/// vectorises. Inputs below −87 flush to about 1e−38, which changes no sum here.
+/// `exp(x)` for `−87 ≤ x ≤ 0` to about 2 ulp (Cephes' expf polynomial), branch-free so it
+/// vectorises. Callers drop terms below −87 (they are under 1.7e−38 of the maximum).
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -42,11 +42,12 @@ fn exp_nonpositive(x: f32) -> f32 {
     f32::from_bits(((n as i32 + 127) as u32) << 23) * p
 }
 
-/// (max, index of its first occurrence).
+/// (max, index of its first occurrence, whether any logit is NaN or +∞).
 #[inline(always)]
-fn argmax_of(row: &[f32]) -> (f32, usize) {
+fn argmax_of(row: &[f32]) -> (f32, usize, bool) {
     let mut best = [f32::NEG_INFINITY; LANES];
     let mut at = [0u32; LANES];
+    let mut bad = [false; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail_start = row.len() - chunks.remainder().len();
     for (c, chunk) in chunks.enumerate() {
@@ -54,18 +55,31 @@ fn argmax_of(row: &[f32]) -> (f32, usize) {
             let better = chunk[i] > best[i];
             best[i] = if better { chunk[i] } else { best[i] };
             at[i] = if better { (c * LANES + i) as u32 } else { at[i] };
+            bad[i] |= chunk[i].is_nan() | (chunk[i] == f32::INFINITY);
         }
     }
+    let tail = &row[tail_start..];
+    let bad = bad.iter().any(|&b| b) || tail.iter().any(|x| x.is_nan() || *x == f32::INFINITY);
     let mut max = (f32::NEG_INFINITY, usize::MAX);
-    for (value, index) in best.iter().zip(at).map(|(&v, i)| (v, i as usize)).chain(row[tail_start..].iter().copied().zip(tail_start..)) {
+    for (value, index) in best.iter().zip(at).map(|(&v, i)| (v, i as usize)).chain(tail.iter().copied().zip(tail_start..)) {
         if value > max.0 || (value == max.0 && index < max.1) {
             max = (value, index);
         }
     }
-    (max.0, if max.1 == usize::MAX { 0 } else { max.1 })
+    (max.0, if max.1 == usize::MAX { 0 } else { max.1 }, bad)
 }
 
-/// (Σ e, Σ e·d, Σ e·d²) with d = x − max, e = exp(d).
+/// One logit's terms (e, e·d, e·d²), d = x − max, e = exp(d). d is floored at −87, so a
+/// masked logit (−∞, or f32::MIN) contributes about 1e−34 to a sum of at least 1 instead
+/// of poisoning it; NaN and +∞ logits are caught by [`argmax_of`] before.
+#[inline(always)]
+fn terms(x: f32, max: f32) -> (f32, f32, f32) {
+    let d = (x - max).max(-87.0);
+    let e = exp_nonpositive(d);
+    (e, e * d, e * d * d)
+}
+
+/// (Σ e, Σ e·d, Σ e·d²) over the row.
 #[inline(always)]
 fn exp_moments(row: &[f32], max: f32) -> (f64, f64, f64) {
     let (mut s0, mut s1, mut s2) = (0f64, 0f64, 0f64);
@@ -75,19 +89,17 @@ fn exp_moments(row: &[f32], max: f32) -> (f64, f64, f64) {
         let tail = chunks.remainder();
         for chunk in chunks {
             for i in 0..LANES {
-                let d = chunk[i] - max;
-                let e = exp_nonpositive(d);
+                let (e, ed, edd) = terms(chunk[i], max);
                 a[i] += e;
-                b[i] += e * d;
-                c[i] += e * d * d;
+                b[i] += ed;
+                c[i] += edd;
             }
         }
         for (i, &x) in tail.iter().enumerate() {
-            let d = x - max;
-            let e = exp_nonpositive(d);
+            let (e, ed, edd) = terms(x, max);
             a[i] += e;
-            b[i] += e * d;
-            c[i] += e * d * d;
+            b[i] += ed;
+            c[i] += edd;
         }
         s0 += a.iter().map(|&v| v as f64).sum::<f64>();
         s1 += b.iter().map(|&v| v as f64).sum::<f64>();
@@ -96,9 +108,13 @@ fn exp_moments(row: &[f32], max: f32) -> (f64, f64, f64) {
     (s0, s1, s2)
 }
 
+/// (max, argmax, exponential moments); the moments are NaN when a logit is NaN or +∞.
 #[inline(always)]
 fn reduce(row: &[f32]) -> (f32, usize, (f64, f64, f64)) {
-    let (max, argmax) = argmax_of(row);
+    let (max, argmax, bad) = argmax_of(row);
+    if bad {
+        return (max, argmax, (f64::NAN, f64::NAN, f64::NAN));
+    }
     (max, argmax, exp_moments(row, max))
 }
 
@@ -132,7 +148,9 @@ fn reduce_dispatch(row: &[f32]) -> (f32, usize, (f64, f64, f64)) {
     reduce(row)
 }
 
-/// Signals of one row of logits for target token `target`.
+/// Signals of one row of logits for target token `target`. Non-finite logits (NaN, +∞)
+/// give non-finite signals, which the caller reports; −∞ logits (masked tokens) are
+/// simply impossible tokens.
 ///
 /// With d_v = x_v − max and s = Σ e^{d_v}: log q_v = d_v − ln s, so
 /// Σ q log q = (Σ e d)/s − ln s and Var_q(log q) = Var_q(d) = (Σ e d²)/s − ((Σ e d)/s)²
@@ -214,15 +232,42 @@ mod tests {
     }
 
     #[test]
+    fn masked_logits_are_impossible_tokens_and_bad_logits_are_not_hidden() {
+        let row = [0.0f32, f32::NEG_INFINITY, 1.0, f32::MIN, -1e30];
+        let got = token_stats(&row, 0);
+        let want = token_stats(&[0.0, 1.0], 0);
+        assert_eq!((got.logprob, got.mean, got.argmax), (want.logprob, want.mean, 2));
+        assert!((got.var - want.var).abs() < 1e-12 && got.var.is_finite());
+        assert_eq!(token_stats(&row, 1).logprob, f64::NEG_INFINITY);
+        let nan = token_stats(&[0.0, f32::NAN, 1.0], 0);
+        assert!(!(nan.mean.is_finite() && nan.var.is_finite()));
+        let inf = token_stats(&[0.0, f32::INFINITY, 1.0], 0);
+        assert!(!(inf.logprob.is_finite() && inf.mean.is_finite()));
+    }
+
+    #[test]
     fn every_instruction_set_gives_the_same_bits() {
         let row: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1013) as f32 * 0.05 - 25.0).collect();
         let portable = reduce(&row);
         assert_eq!(reduce_dispatch(&row), portable);
-        assert_eq!(argmax_of(&[1.0, 3.0, 3.0, 2.0]), (3.0, 1));
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: detected.
+                assert_eq!(unsafe { wide::reduce_avx2(&row) }, portable);
+            }
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") && std::is_x86_feature_detected!("avx512dq") {
+                // SAFETY: detected.
+                assert_eq!(unsafe { wide::reduce_avx512(&row) }, portable);
+            }
+        }
+        assert_eq!(argmax_of(&[1.0, 3.0, 3.0, 2.0]), (3.0, 1, false));
         let mut tied = vec![0.0f32; 40];
         tied[37] = 1.0;
         tied[21] = 1.0;
-        assert_eq!(argmax_of(&tied), (1.0, 21));
+        assert_eq!(argmax_of(&tied), (1.0, 21, false));
+        tied[33] = f32::NAN;
+        assert!(argmax_of(&tied).2);
     }
 
     #[test]

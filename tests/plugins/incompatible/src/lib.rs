@@ -1,6 +1,6 @@
 //! Test plugin built against an incompatible interface: it exports a root module with the
-//! harness's module name and version, but `attacks` returns a different type, as a plugin
-//! built against another interface revision would.
+//! harness's module name and interface version, but `attacks` returns a different type,
+//! as a plugin built against a changed interface whose version was not bumped would.
 
 use abi_stable::{
     StableAbi, declare_root_module_statics, export_root_module,
@@ -24,7 +24,8 @@ impl RootModule for PluginLibRef {
     declare_root_module_statics! {PluginLibRef}
     const BASE_NAME: &'static str = "kdharness_plugin";
     const NAME: &'static str = "kdharness_plugin";
-    const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.1.0");
+    // The harness's own interface version, so that the layout check is what fails.
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(kdharness_plugin_api::INTERFACE_VERSION);
 }
 
 extern "C" fn attacks() -> RVec<u64> {
