@@ -94,6 +94,17 @@ pub fn attack_args(out: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// `attack` on one model (no reference), `extra` appended.
+pub fn one_model_attack(model: &str, onnx: &Path, tokenizer: &Path, members: &Path, nonmembers: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["attack".into(), "--model".into(), format!("{model}={}", onnx.display())];
+    for (flag, path) in [("--tokenizer", tokenizer), ("--members", members), ("--nonmembers", nonmembers), ("--out", out)] {
+        args.push(flag.into());
+        args.push(path.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// Parsed scores.csv rows: (model, attack, sample_id) -> (member, score).
 pub fn read_scores(path: &Path) -> std::collections::BTreeMap<(String, String, String), (bool, f64)> {
     kdharness::report::read_scores(path)

@@ -22,22 +22,15 @@ fn a_split_dataset_is_pinned_and_scores_like_its_source_records() {
     assert_eq!(pinned["source_sha256"].as_str().unwrap().len(), 64);
 
     let out = tmp.path().join("out");
-    let f = |n: &str| fixture(n).display().to_string();
-    kdharness([
-        "attack",
-        "--model",
-        &format!("tiny-llama={}", f("tiny-llama.onnx")),
-        "--tokenizer",
-        &f("tokenizer.json"),
-        "--members",
-        &parts.join("members.jsonl").display().to_string(),
-        "--nonmembers",
-        &parts.join("nonmembers.jsonl").display().to_string(),
-        "--attacks",
-        "loss",
-        "--out",
-        &out.display().to_string(),
-    ])
+    kdharness(one_model_attack(
+        "tiny-llama",
+        &fixture("tiny-llama.onnx"),
+        &fixture("tokenizer.json"),
+        &parts.join("members.jsonl"),
+        &parts.join("nonmembers.jsonl"),
+        &out,
+        &["--attacks", "loss"],
+    ))
     .ok();
     let scores = read_scores(&out.join("scores.csv"));
     assert_eq!(scores.len(), 16);

@@ -57,22 +57,15 @@ fn every_attack_matches_the_reference_through_real_plugins() {
     // tiny-opt as a target (no position_ids input) with its own tokenizer; without a
     // reference model the default attack set leaves `ref` out.
     let out = tmp.path().join("opt");
-    let f = |n: &str| fixture(n).display().to_string();
-    kdharness([
-        "attack",
-        "--model",
-        &format!("tiny-opt={}", f("tiny-opt.onnx")),
-        "--tokenizer",
-        &f("tokenizer-b.json"),
-        "--members",
-        &f("members.jsonl"),
-        "--nonmembers",
-        &f("nonmembers.jsonl"),
-        "--bootstrap",
-        "0",
-        "--out",
-        &out.display().to_string(),
-    ])
+    kdharness(one_model_attack(
+        "tiny-opt",
+        &fixture("tiny-opt.onnx"),
+        &fixture("tokenizer-b.json"),
+        &fixture("members.jsonl"),
+        &fixture("nonmembers.jsonl"),
+        &out,
+        &["--bootstrap", "0"],
+    ))
     .ok();
     let scores = read_scores(&out.join("scores.csv"));
     assert_eq!(scores.len(), 7 * 24);
