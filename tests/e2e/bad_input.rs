@@ -109,3 +109,12 @@ fn tokenizer_truncation_and_padding_settings_are_ignored() {
         assert_close(got, want, 1e-5, &id);
     }
 }
+
+/// The CPU build of ONNX Runtime has no CUDA provider: asking for it is an error, never a
+/// silent fallback to the CPU.
+#[test]
+fn cuda_without_its_provider_is_an_error() {
+    let line = attack_with("--device", "cuda").error_line();
+    assert!(line.contains("the CUDA execution provider is not in this ONNX Runtime build"), "{line}");
+    assert!(line.contains("onnxruntime-gpu"), "{line}");
+}
