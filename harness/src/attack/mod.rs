@@ -151,19 +151,16 @@ pub fn run(
         params: params.as_slice().into(),
     };
     let shuffled: Vec<f64> = (attack.decl.score)(&input).into_result().map_err(|e| fail(e.into()))?.into();
-    if shuffled.len() != samples.len() {
-        return Err(fail(format!("returned {} scores for {} samples", shuffled.len(), samples.len())));
-    }
+    validate_scores(&shuffled, &views).map_err(fail)?;
     let mut scores = vec![0.0; samples.len()];
     for (&i, score) in order.iter().zip(shuffled) {
         scores[i] = score;
     }
-    validate_scores(&scores, samples).map_err(fail)?;
     Ok(scores)
 }
 
-/// A plugin's answer is usable iff it has one finite score per sample.
-pub fn validate_scores(scores: &[f64], samples: &[OwnedSample]) -> Result<(), String> {
+/// A plugin's answer is usable iff it has one finite score per sample it was shown.
+pub fn validate_scores(scores: &[f64], samples: &[SampleView<'_>]) -> Result<(), String> {
     if scores.len() != samples.len() {
         return Err(format!("returned {} scores for {} samples", scores.len(), samples.len()));
     }
@@ -188,7 +185,8 @@ mod tests {
         ) {
             let samples: Vec<OwnedSample> = (0..n).map(|i| OwnedSample { id: format!("s{i}"), ..Default::default() }).collect();
             let usable = scores.len() == n && scores.iter().all(|s| s.is_finite());
-            prop_assert_eq!(validate_scores(&scores, &samples).is_ok(), usable);
+            let views: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
+            prop_assert_eq!(validate_scores(&scores, &views).is_ok(), usable);
         }
     }
 

@@ -107,10 +107,10 @@ pub fn compute_signals(
     let mut order: Vec<usize> = (0..samples.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(samples[i].encoded.len()));
     let mut out: Vec<Option<OwnedSample>> = vec![None; samples.len()];
+    let model = lm.path().to_path_buf();
     for chunk in order.chunks(batch.batch_size.max(1)) {
         let inputs: Vec<Vec<u32>> = chunk.iter().map(|&i| samples[i].encoded.input_ids().collect()).collect();
         let padded = LmBatch::pad(inputs.iter().map(Vec::as_slice), padding, 0);
-        let model = lm.path().to_path_buf();
         let members: Vec<&ScoredSample<'_>> = chunk.iter().map(|&i| &samples[i]).collect();
         let per_row = lm.forward(&padded, |logits, vocab| batch_signals(&members, &padded, logits, vocab, &model))?;
         for (&i, signals) in chunk.iter().zip(per_row) {
