@@ -3,6 +3,7 @@
 //!
 //! One module per pipeline stage, in the order data flows:
 //! - [`data`]: Dolly-schema JSON Lines, prompt templates, sample ids, tokenization.
+//! - [`model`]: the candle training engine's llama / gpt2 / opt decoders (Hugging Face layout).
 //! - [`runtime`]: ONNX Runtime — finding the library, opening causal LMs, forward passes.
 //! - [`score`]: per-sample signals (log-probabilities and distribution statistics of the
 //!   response tokens), computed once per (model, sample set) and cached.
@@ -10,6 +11,7 @@
 //! - [`attack`]: runs attack plugins over signals and validates what they return.
 //! - [`metrics`]: AUC, TPR at low FPR, balanced accuracy, bootstrap intervals.
 //! - [`report`]: `scores.csv`, `summary.csv`, `manifest.json`.
+//! - [`train`]: supervised fine-tuning (AdamW, cosine decay, clipping) of candle models.
 //! - [`cli`]: the `kdharness` command line.
 //!
 //! What it is not: attack formulas live in the plugins under `plugins/`, never here.
@@ -20,8 +22,10 @@ pub mod attack;
 pub mod cli;
 pub mod data;
 pub mod metrics;
+pub mod model;
 pub mod plugins;
 pub mod report;
 pub mod runtime;
 pub mod score;
+pub mod train;
 pub mod util;

@@ -13,6 +13,7 @@ mod cache;
 mod data;
 mod doctor;
 mod metrics;
+mod models;
 mod optimum;
 mod plugins;
 mod reference;

@@ -144,7 +144,7 @@ impl Scoring<'_> {
             let tokens: usize = samples.iter().map(|s| s.encoded.len()).sum();
             info(format!("scoring {name}: {} samples, {tokens} tokens", samples.len()));
             detail(format!("{name} inputs: {}", lm.info().inputs.join(", ")));
-            let bar = progress_bar(samples.len(), &format!("scoring {name}"));
+            let bar = progress_bar(samples.len(), &format!("scoring {name}"), "samples");
             let signals = score::compute_signals(&mut lm, &tokenizer.tokenizer, &samples, self.batch, &mut |n| bar.inc(n as u64));
             bar.finish_and_clear();
             signals

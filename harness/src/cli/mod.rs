@@ -82,12 +82,13 @@ pub(crate) fn detail(message: impl std::fmt::Display) {
 }
 
 /// A progress bar on a terminal (nothing otherwise, and nothing with `-q`).
-pub(crate) fn progress_bar(length: usize, what: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(length: usize, what: &str, unit: &str) -> indicatif::ProgressBar {
     if VERBOSITY.load(Ordering::Relaxed) == 0 {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::with_draw_target(Some(length as u64), indicatif::ProgressDrawTarget::stderr());
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples, {elapsed} (eta {eta})")
+    let template = format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} (eta {{eta}})");
+    let style = indicatif::ProgressStyle::with_template(&template)
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
     bar.set_style(style);

@@ -1,0 +1,458 @@
+//! The training engine's models: llama, gpt2 and opt decoders in candle (SPEC §5.1).
+//!
+//! A [`Model`] is a [`ModelConfig`] plus named weights ([`Params`]) whose names and
+//! layouts are exactly Hugging Face's, so a checkpoint directory (`config.json` +
+//! `model.safetensors`) loads as is and a trained model is usable from transformers.
+//! Each architecture lives in its own file and reads top to bottom like its equations;
+//! [`ops`] holds the differentiable building blocks they share.
+//!
+//! What it is not: scoring runs through ONNX Runtime ([`crate::runtime`]), never here.
+
+pub mod config;
+pub mod generate;
+pub mod gpt2;
+pub mod llama;
+pub mod ops;
+pub mod opt;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use config::{Activation, Arch, ModelConfig, ScratchSpec};
+
+/// What can go wrong with a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A bad or unsupported `config.json`.
+    #[error("{0}")]
+    Config(String),
+    /// A weight file that does not fit the config.
+    #[error("{0}")]
+    Weights(String),
+    /// A file that cannot be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl ModelError {
+    pub(crate) fn io(context: String, source: std::io::Error) -> Self {
+        ModelError::Io { context, source }
+    }
+}
+
+/// How a freshly created weight is filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// N(0, 0.02²), GPT-2's and LLaMA's default.
+    Normal,
+    /// N(0, (0.02/√(2L))²): projections into the residual stream (GPT-2's scaling).
+    Residual,
+    /// All zeros (biases).
+    Zeros,
+    /// All ones (normalisation gains).
+    Ones,
+}
+
+/// One named weight of an architecture.
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    /// The Hugging Face parameter name.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// How a scratch model fills it.
+    pub init: Init,
+}
+
+impl ParamSpec {
+    fn new(name: impl Into<String>, shape: impl Into<Vec<usize>>, init: Init) -> Self {
+        ParamSpec { name: name.into(), shape: shape.into(), init }
+    }
+}
+
+/// Every weight an architecture has, in a fixed order.
+pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
+    match cfg.arch {
+        Arch::Llama => llama::param_specs(cfg),
+        Arch::Gpt2 => gpt2::param_specs(cfg),
+        Arch::Opt => opt::param_specs(cfg),
+    }
+}
+
+/// The name prefix shared by every weight of block `i` (ends with a dot).
+pub fn block_prefix(arch: Arch, i: usize) -> String {
+    match arch {
+        Arch::Llama => format!("model.layers.{i}."),
+        Arch::Gpt2 => format!("transformer.h.{i}."),
+        Arch::Opt => format!("model.decoder.layers.{i}."),
+    }
+}
+
+/// A model's weights by Hugging Face name; each is a trainable candle [`Var`].
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    vars: BTreeMap<String, Var>,
+}
+
+impl Params {
+    /// The weight called `name`.
+    pub fn get(&self, name: &str) -> candle_core::Result<&Tensor> {
+        self.vars
+            .get(name)
+            .map(|v| v.as_tensor())
+            .ok_or_else(|| candle_core::Error::Msg(format!("the model has no weight `{name}`")))
+    }
+
+    /// The weight called `name`, if the model has one (optional biases).
+    pub fn maybe(&self, name: &str) -> Option<&Tensor> {
+        self.vars.get(name).map(|v| v.as_tensor())
+    }
+
+    /// Every weight, by name in sorted order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Var)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Adds (or replaces) a weight.
+    pub fn insert(&mut self, name: impl Into<String>, var: Var) {
+        self.vars.insert(name.into(), var);
+    }
+
+    /// Number of scalar weights.
+    pub fn count(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+}
+
+/// One forward pass's inputs: token ids and positions `[b, s]` (u32) and the additive
+/// attention bias `[b or 1, 1, s, past + s]`.
+pub struct Forward<'a> {
+    /// Token ids.
+    pub ids: &'a Tensor,
+    /// Absolute positions of the tokens.
+    pub positions: &'a Tensor,
+    /// 0 where a query may attend to a key, [`ops::MASKED`] elsewhere.
+    pub bias: &'a Tensor,
+}
+
+/// Keys and values of earlier positions, per layer, for incremental decoding.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// An empty cache for `layers` blocks.
+    pub fn new(layers: usize) -> Self {
+        KvCache { layers: vec![None; layers] }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends this step's keys and values `[b, kv_heads, s, d]` to layer `i` and returns
+    /// all of them.
+    pub fn append(&mut self, i: usize, k: Tensor, v: Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (k, v) = match self.layers[i].take() {
+            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+            None => (k, v),
+        };
+        self.layers[i] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
+    /// Keeps only the given batch rows (finished sequences leave the batch).
+    pub fn select_rows(&mut self, rows: &Tensor) -> candle_core::Result<()> {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(rows, 0)?;
+            *v = v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// `x Wᵀ + b` for a Hugging Face `Linear` weight `[out, in]`.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let y = matmul_last(x, &w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// `x W + b` for a GPT-2 `Conv1D` weight `[in, out]`.
+pub fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    matmul_last(x, w)?.broadcast_add(b)
+}
+
+/// `x · w` over the last axis of `x` (`[.., in] · [in, out]`), as one 2-D matmul.
+fn matmul_last(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let mut dims = x.dims().to_vec();
+    let inner = dims.pop().unwrap_or(1);
+    let rows: usize = dims.iter().product();
+    let y = x.reshape((rows, inner))?.matmul(w)?;
+    dims.push(w.dim(1)?);
+    y.reshape(dims)
+}
+
+/// Rows of `table` `[n, d]` for ids of any shape: `[.., d]`.
+pub fn embed(table: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
+    let mut dims = ids.dims().to_vec();
+    let rows = table.index_select(&ids.flatten_all()?, 0)?;
+    dims.push(table.dim(1)?);
+    rows.reshape(dims)
+}
+
+/// The MLP activation.
+pub fn activate(act: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
+    match act {
+        Activation::Silu => x.silu(),
+        Activation::GeluTanh => x.gelu(),
+        Activation::GeluErf => x.gelu_erf(),
+        Activation::Relu => x.relu(),
+    }
+}
+
+/// A decoder with its weights.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Shape and numerics.
+    pub config: ModelConfig,
+    /// The weights.
+    pub params: Params,
+    device: Device,
+}
+
+/// Names that Hugging Face checkpoints may hold besides parameters (buffers).
+fn is_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias") && name.starts_with("transformer.h.")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with("rotary_emb.inv_freq")
+}
+
+impl Model {
+    /// A model with fresh weights drawn from `seed` (each weight from its own stream, keyed
+    /// by its name, so the draw does not depend on the order weights are created).
+    pub fn scratch(config: ModelConfig, seed: u64, device: &Device) -> Result<Self, ModelError> {
+        let specs = param_specs(&config);
+        let residual_std = 0.02 / (2.0 * config.layers as f64).sqrt();
+        let mut vars = BTreeMap::new();
+        for spec in &specs {
+            let n: usize = spec.shape.iter().product();
+            let values: Vec<f32> = match spec.init {
+                Init::Zeros => vec![0.0; n],
+                Init::Ones => vec![1.0; n],
+                Init::Normal | Init::Residual => {
+                    let std = if spec.init == Init::Normal { 0.02 } else { residual_std };
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(&spec.name));
+                    (0..n).map(|_| (std * standard_normal(&mut rng)) as f32).collect()
+                }
+            };
+            let t = Tensor::from_vec(values, spec.shape.as_slice(), device)?;
+            vars.insert(spec.name.clone(), Var::from_tensor(&t)?);
+        }
+        Ok(Model { config, params: Params { vars }, device: device.clone() })
+    }
+
+    /// Loads a Hugging Face checkpoint directory (`config.json` + `model.safetensors`).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let config = ModelConfig::load(dir)?;
+        let path = dir.join("model.safetensors");
+        if !path.exists() {
+            let sharded = dir.join("model.safetensors.index.json").exists();
+            return Err(ModelError::Weights(format!(
+                "{} not found{}",
+                path.display(),
+                if sharded { " (sharded checkpoints are not supported: merge the shards into one file)" } else { "" }
+            )));
+        }
+        let tensors = candle_core::safetensors::load(&path, device)
+            .map_err(|e| ModelError::Weights(format!("{}: cannot read weights: {e}", path.display())))?;
+        Self::from_tensors(config, tensors, device)
+            .map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))
+    }
+
+    /// Builds a model from named tensors, checking them against the architecture.
+    pub fn from_tensors(
+        config: ModelConfig,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let specs = param_specs(&config);
+        if config.tie_embeddings {
+            // A tied head may be saved as a copy; the embedding is the one trained.
+            tensors.remove("lm_head.weight");
+        }
+        let mut vars = BTreeMap::new();
+        let mut missing = Vec::new();
+        for spec in &specs {
+            let Some(t) = tensors.remove(&spec.name) else {
+                missing.push(spec.name.clone());
+                continue;
+            };
+            if t.dims() != spec.shape.as_slice() {
+                return Err(ModelError::Weights(format!(
+                    "weight `{}` has shape {:?} but the config implies {:?}",
+                    spec.name,
+                    t.dims(),
+                    spec.shape
+                )));
+            }
+            vars.insert(spec.name.clone(), Var::from_tensor(&t.to_dtype(DType::F32)?)?);
+        }
+        if !missing.is_empty() {
+            return Err(ModelError::Weights(format!(
+                "{} weight(s) the config needs are missing: {}",
+                missing.len(),
+                abbreviate(&missing)
+            )));
+        }
+        let mut unexpected: Vec<String> = tensors.into_keys().filter(|n| !is_buffer(n)).collect();
+        if !unexpected.is_empty() {
+            unexpected.sort();
+            return Err(ModelError::Weights(format!(
+                "{} weight(s) do not belong to a {} model with this config: {}",
+                unexpected.len(),
+                config.arch.model_type(),
+                abbreviate(&unexpected)
+            )));
+        }
+        Ok(Model { config, params: Params { vars }, device: device.clone() })
+    }
+
+    /// Writes `config.json` and `model.safetensors` (Hugging Face layout) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(format!("cannot create {}", dir.display()), e))?;
+        let tensors: Vec<(String, Tensor)> =
+            self.params.iter().map(|(n, v)| (n.to_owned(), v.as_tensor().clone())).collect();
+        // transformers refuses safetensors files without this metadata.
+        let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
+        let bytes = safetensors::tensor::serialize(tensors, metadata)
+            .map_err(|e| ModelError::Weights(format!("cannot serialise weights: {e}")))?;
+        let path = dir.join("model.safetensors");
+        crate::util::write_atomic(&path, &bytes)
+            .map_err(|e| ModelError::io(format!("cannot write {}", path.display()), e))?;
+        self.config.save(dir)
+    }
+
+    /// A model made of the chosen blocks of this one, in the given order (a student
+    /// initialised from a subset of a teacher's layers); embeddings and head are copied.
+    pub fn with_blocks(&self, blocks: &[usize]) -> Result<Self, ModelError> {
+        if let Some(&bad) = blocks.iter().find(|&&b| b >= self.config.layers) {
+            return Err(ModelError::Config(format!(
+                "block {bad} does not exist: the model has {} blocks (0..{})",
+                self.config.layers,
+                self.config.layers
+            )));
+        }
+        let config = self.config.with_layers(blocks.len());
+        let arch = config.arch;
+        let mut tensors = HashMap::new();
+        for (name, var) in self.params.iter() {
+            let t = var.as_tensor().copy()?;
+            match (0..self.config.layers).find(|&i| name.starts_with(&block_prefix(arch, i))) {
+                None => {
+                    tensors.insert(name.to_owned(), t);
+                }
+                Some(src) => {
+                    let rest = &name[block_prefix(arch, src).len()..];
+                    for (dst, _) in blocks.iter().enumerate().filter(|(_, b)| **b == src) {
+                        tensors.insert(format!("{}{rest}", block_prefix(arch, dst)), t.clone());
+                    }
+                }
+            }
+        }
+        Self::from_tensors(config, tensors, &self.device)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Logits `[b, s, vocab]`; with a cache, the inputs continue the cached positions.
+    pub fn forward(&self, x: &Forward, cache: Option<&mut KvCache>) -> candle_core::Result<Tensor> {
+        match self.config.arch {
+            Arch::Llama => llama::forward(&self.config, &self.params, x, cache),
+            Arch::Gpt2 => gpt2::forward(&self.config, &self.params, x, cache),
+            Arch::Opt => opt::forward(&self.config, &self.params, x, cache),
+        }
+    }
+
+    /// Logits `[b, s, vocab]` of right-padded rows (positions from 0, causal attention;
+    /// pads come after every real token, so no real token ever sees one).
+    pub fn forward_rows(&self, rows: &[Vec<u32>], pad: u32) -> candle_core::Result<Tensor> {
+        let x = RowBatch::new(rows, pad, &self.device)?;
+        self.forward(&x.as_forward(), None)
+    }
+}
+
+/// Right-padded rows as tensors, for training and evaluation passes.
+pub struct RowBatch {
+    /// `[b, s]` token ids.
+    pub ids: Tensor,
+    /// `[b, s]` positions `0..s`.
+    pub positions: Tensor,
+    /// `[1, 1, s, s]` causal bias.
+    pub bias: Tensor,
+}
+
+impl RowBatch {
+    /// Pads `rows` on the right to the longest one.
+    pub fn new(rows: &[Vec<u32>], pad: u32, device: &Device) -> candle_core::Result<Self> {
+        let s = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let b = rows.len();
+        let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(pad, s - r.len()))).collect();
+        let positions: Vec<u32> = (0..b).flat_map(|_| 0..s as u32).collect();
+        Ok(RowBatch {
+            ids: Tensor::from_vec(ids, (b, s), device)?,
+            positions: Tensor::from_vec(positions, (b, s), device)?,
+            bias: ops::attention_bias(&[vec![1; s]], s, device)?,
+        })
+    }
+
+    /// The batch as forward-pass inputs.
+    pub fn as_forward(&self) -> Forward<'_> {
+        Forward { ids: &self.ids, positions: &self.positions, bias: &self.bias }
+    }
+}
+
+fn abbreviate(names: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut s = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    s
+}
+
+/// FNV-1a: a stable per-weight seed offset.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// One draw from N(0, 1) (Box–Muller; `rand` 0.8 has no normal distribution of its own).
+pub fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.r#gen::<f64>();
+    let u2: f64 = rng.r#gen();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}

@@ -1,0 +1,283 @@
+//! Supervised fine-tuning in candle (SPEC §6): the teacher on the members, the No-KD
+//! baseline student on the public split.
+//!
+//! Response-only next-token cross-entropy, AdamW (weight decay 0.01 on matrices and
+//! embeddings, none on biases and norm gains), cosine decay, global gradient-norm
+//! clipping, one seed for the data order. The last epoch's weights are kept, as the
+//! paper's code does.
+
+mod adamw;
+
+use std::path::Path;
+
+use candle_core::{D, DType, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use adamw::AdamW;
+
+use crate::data::Encoded;
+use crate::model::{Model, ModelError, RowBatch, ops};
+
+/// One training sequence: `ids = prompt ++ response ++ [eos]`; the loss covers the
+/// response and the end-of-sequence token, each predicted from everything before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// The whole sequence.
+    pub ids: Vec<u32>,
+    /// How many leading tokens are prompt (context, never trained on).
+    pub prompt_len: usize,
+}
+
+impl Example {
+    /// A training example from a tokenized record, with `eos` appended when given.
+    pub fn from_encoded(encoded: &Encoded, eos: Option<u32>) -> Self {
+        let ids = encoded.input_ids().chain(eos).collect();
+        Example { ids, prompt_len: encoded.prompt_ids.len() }
+    }
+
+    /// Positions whose next token is trained on (`t` predicts `ids[t + 1]`).
+    pub fn trained_positions(&self) -> std::ops::Range<usize> {
+        self.prompt_len.max(1) - 1..self.ids.len().saturating_sub(1)
+    }
+}
+
+/// Training settings (defaults: the paper's teacher fine-tuning, SPEC §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Sequences per optimiser step.
+    pub batch_size: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip.
+    pub grad_clip: f64,
+    /// Linear warm-up steps before the cosine decay.
+    pub warmup_steps: usize,
+    /// Floor of the cosine schedule, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 5,
+            lr: 5e-5,
+            batch_size: 4,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            warmup_steps: 0,
+            min_lr_ratio: 0.0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate at optimiser step `step` (0-based) of `total`: linear warm-up,
+    /// then `min + (lr − min)·½(1 + cos(π·progress))`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let decay_steps = total.saturating_sub(self.warmup_steps).max(1);
+        let progress = (step - self.warmup_steps) as f64 / decay_steps as f64;
+        let min = self.lr * self.min_lr_ratio;
+        min + (self.lr - min) * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+    }
+}
+
+/// What can stop training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model or its files.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A non-finite loss: the stage stops and the last good checkpoint is kept.
+    #[error("the loss became {loss} at epoch {epoch}, step {step}; try a lower learning rate (the last good checkpoint is kept)")]
+    NonFinite {
+        /// The loss value.
+        loss: f32,
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based step within the run.
+        step: usize,
+    },
+    /// Nothing to train on.
+    #[error("no training example has a token to learn")]
+    NoData,
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Model(ModelError::Candle(e))
+    }
+}
+
+/// The scored positions of a right-padded batch, flattened: row indices into the
+/// `[b·s, vocab]` logits and the tokens they predict.
+pub struct Targets {
+    /// Indices into the flattened `[b·s]` positions.
+    pub rows: Tensor,
+    /// The next token at each of those positions.
+    pub ids: Tensor,
+    /// How many positions.
+    pub count: usize,
+}
+
+impl Targets {
+    /// Collects the trained positions of `batch`, padded to `seq` columns.
+    pub fn new(batch: &[&Example], seq: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
+        let (mut rows, mut ids) = (Vec::new(), Vec::new());
+        for (r, ex) in batch.iter().enumerate() {
+            for t in ex.trained_positions() {
+                rows.push((r * seq + t) as u32);
+                ids.push(ex.ids[t + 1]);
+            }
+        }
+        let count = rows.len();
+        Ok(Targets { rows: Tensor::from_vec(rows, count, device)?, ids: Tensor::from_vec(ids, count, device)?, count })
+    }
+
+    /// The logits `[count, vocab]` at the scored positions of `[b, s, vocab]` logits.
+    pub fn select(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, s, v) = logits.dims3()?;
+        logits.reshape((b * s, v))?.index_select(&self.rows, 0)
+    }
+}
+
+/// Mean next-token cross-entropy over the scored positions: `−Σ log q(y_t) / n`.
+pub fn cross_entropy(scored_logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let logp = ops::log_softmax(scored_logits)?;
+    let picked = logp.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?;
+    picked.neg()?.mean_all()
+}
+
+/// The model's mean response cross-entropy on a batch of examples (pad id 0; padding is
+/// never scored).
+pub fn batch_loss(model: &Model, batch: &[&Example]) -> candle_core::Result<(Tensor, usize)> {
+    let rows: Vec<Vec<u32>> = batch.iter().map(|e| e.ids.clone()).collect();
+    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let targets = Targets::new(batch, seq, model.device())?;
+    let x = RowBatch::new(&rows, 0, model.device())?;
+    let logits = model.forward(&x.as_forward(), None)?;
+    Ok((cross_entropy(&targets.select(&logits)?, &targets.ids)?, targets.count))
+}
+
+/// Token-weighted mean response cross-entropy over many examples, without gradients.
+pub fn evaluate(model: &Model, examples: &[Example], batch_size: usize) -> candle_core::Result<f64> {
+    let (mut total, mut count) = (0.0, 0usize);
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let batch: Vec<&Example> = chunk.iter().collect();
+        let (loss, n) = batch_loss(model, &batch)?;
+        total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * n as f64;
+        count += n;
+    }
+    Ok(if count == 0 { f64::NAN } else { total / count as f64 })
+}
+
+/// Per-epoch record of a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Token-weighted mean training loss over the epoch's steps.
+    pub train_loss: f64,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+}
+
+/// Fine-tunes `model` in place on `examples`; `seed` fixes the data order. Progress shows
+/// on a terminal under `what`; when `checkpoint` is given the model is saved there after
+/// every epoch, so a failure keeps the last good epoch.
+pub fn train(
+    model: &mut Model,
+    examples: &[Example],
+    cfg: &TrainConfig,
+    seed: u64,
+    what: &str,
+    checkpoint: Option<&Path>,
+) -> Result<Vec<EpochLog>, TrainError> {
+    let examples: Vec<&Example> = examples.iter().filter(|e| !e.trained_positions().is_empty()).collect();
+    if examples.is_empty() {
+        return Err(TrainError::NoData);
+    }
+    let batch_size = cfg.batch_size.max(1);
+    let steps_per_epoch = examples.len().div_ceil(batch_size);
+    let total = steps_per_epoch * cfg.epochs;
+    let mut opt = AdamW::new(&model.params, cfg.weight_decay)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let bar = crate::cli::progress_bar(total, what, "steps");
+    let mut logs = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=cfg.epochs {
+        let mut order = examples.clone();
+        order.shuffle(&mut rng);
+        let (mut sum, mut tokens) = (0.0, 0usize);
+        for batch in order.chunks(batch_size) {
+            let (loss, n) = batch_loss(model, batch)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                bar.abandon();
+                return Err(TrainError::NonFinite { loss: value, epoch, step: step + 1 });
+            }
+            let grads = loss.backward()?;
+            opt.step(&model.params, &grads, cfg.lr_at(step, total), cfg.grad_clip)?;
+            sum += value as f64 * n as f64;
+            tokens += n;
+            step += 1;
+            bar.inc(1);
+        }
+        let log = EpochLog { epoch, train_loss: sum / tokens.max(1) as f64, lr: cfg.lr_at(step - 1, total) };
+        crate::cli::detail(format!("{what}: epoch {epoch}: train loss {:.4}", log.train_loss));
+        logs.push(log);
+        if let Some(dir) = checkpoint {
+            model.save(dir)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(logs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_starts_at_lr_and_ends_at_the_floor() {
+        let cfg = TrainConfig { lr: 1.0, warmup_steps: 2, min_lr_ratio: 0.1, ..TrainConfig::default() };
+        assert_eq!(cfg.lr_at(0, 12), 0.5);
+        assert_eq!(cfg.lr_at(1, 12), 1.0);
+        assert_eq!(cfg.lr_at(2, 12), 1.0);
+        // Half-way through the decay: min + (1 − min)/2.
+        assert!((cfg.lr_at(7, 12) - 0.55).abs() < 1e-12);
+        assert!((cfg.lr_at(12, 12) - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn trained_positions_cover_response_and_eos() {
+        let enc = Encoded { prompt_ids: vec![5, 6], response_ids: vec![7, 8] };
+        let ex = Example::from_encoded(&enc, Some(0));
+        assert_eq!(ex.ids, [5, 6, 7, 8, 0]);
+        // Position 1 predicts 7, 2 predicts 8, 3 predicts eos.
+        assert_eq!(ex.trained_positions(), 1..4);
+        let no_prompt = Example::from_encoded(&Encoded { prompt_ids: vec![], response_ids: vec![7, 8] }, None);
+        assert_eq!(no_prompt.trained_positions(), 0..1);
+    }
+
+    #[test]
+    fn cross_entropy_matches_hand_computed_value() {
+        let dev = candle_core::Device::Cpu;
+        let logits = Tensor::new(&[[0f32, 1., 2.], [3., 3., 3.]], &dev).unwrap();
+        let targets = Tensor::new(&[2u32, 0], &dev).unwrap();
+        let z = 1f64 + 1f64.exp() + 2f64.exp();
+        let want = ((z.ln() - 2.0) + 3f64.ln()) / 2.0;
+        let got = cross_entropy(&logits, &targets).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+}
