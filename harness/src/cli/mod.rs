@@ -5,6 +5,7 @@ mod attack;
 mod data;
 mod doctor;
 mod metrics;
+mod model;
 mod plugins;
 
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ enum Command {
     Data(data::DataCommand),
     /// Recompute summary.csv from a scores.csv.
     Metrics(metrics::MetricsArgs),
+    /// Fetch pretrained models; export checkpoints to ONNX.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// List or scaffold plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
@@ -146,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Attack(args) => attack::run(*args),
         Command::Data(command) => data::run(command),
         Command::Metrics(args) => metrics::run(args),
+        Command::Model(command) => model::run(command),
         Command::Plugins(command) => plugins::run(command),
         Command::Doctor(args) => doctor::run(args),
     };

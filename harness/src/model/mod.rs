@@ -14,6 +14,7 @@ pub mod gpt2;
 pub mod llama;
 pub mod ops;
 pub mod opt;
+pub mod smollm2;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

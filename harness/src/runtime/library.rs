@@ -180,41 +180,10 @@ fn fetch(dest: &Path) -> Result<(), RuntimeError> {
         "kdharness: ONNX Runtime {ORT_VERSION} not found; fetching the onnxruntime=={ORT_VERSION} wheel with pip into {} (once)",
         dir.display()
     );
-    let fail = |reason: String| RuntimeError::Fetch { dir: dir.to_path_buf(), reason };
-    let download = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempdir_in(dir)
-        .map_err(|e| fail(format!("cannot create a temporary directory: {e}")))?;
-    let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
-        .arg(format!("onnxruntime=={ORT_VERSION}"))
-        .arg("-d")
-        .arg(download.path())
-        .status()
-        .map_err(|e| fail(format!("cannot run python3 -m pip ({e}); install Python 3 with pip, or set ORT_DYLIB_PATH")))?;
-    if !status.success() {
-        return Err(fail(format!("pip download failed ({status}); set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library")));
-    }
-    let wheel = std::fs::read_dir(download.path())
-        .map_err(|e| fail(e.to_string()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| fail("pip reported success but left no wheel".into()))?;
-    // A wheel is a zip; Python (already required for pip) unpacks the one member we need.
     let member = format!("onnxruntime/capi/{}", library_file_name());
-    let staged = download.path().join(library_file_name());
-    let unzip = "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
-    let status = Command::new("python3")
-        .args(["-c", unzip])
-        .arg(&wheel)
-        .arg(&member)
-        .arg(&staged)
-        .status()
-        .map_err(|e| fail(e.to_string()))?;
-    if !status.success() {
-        return Err(fail(format!("{} has no member {member}", wheel.display())));
-    }
-    std::fs::rename(&staged, dest).map_err(|e| fail(format!("cannot move the library into place: {e}")))?;
+    crate::util::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), true, &member, dest).map_err(|reason| {
+        RuntimeError::Fetch { dir: dir.to_path_buf(), reason: format!("{reason}; or set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library") }
+    })?;
     eprintln!("kdharness: ONNX Runtime {ORT_VERSION} installed at {}", dest.display());
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! builds the process-wide environment once; [`CausalLm`] opens an exported causal LM and
 //! runs forward passes.
 
+pub mod generate;
 mod library;
 mod model;
 
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use library::{LibraryLocation, LibrarySource, ORT_VERSION, cache_location, locate, probe_version};
-pub use model::{CausalLm, LmBatch, ModelInfo, PaddingSide, PastInput};
+pub use model::{CausalLm, LmBatch, ModelInfo, PaddingSide, PastInput, PastState};
 
 /// Everything that can go wrong with the runtime or a model in it.
 #[derive(Debug, thiserror::Error)]

@@ -104,6 +104,18 @@ pub struct CausalLm {
     session: Session,
     info: ModelInfo,
     run_options: RunOptions<HasSelectedOutputs>,
+    run_options_with_cache: RunOptions<HasSelectedOutputs>,
+}
+
+/// Keys and values of earlier positions as the model returned them (`present.*`), to be
+/// fed back as `past_key_values.*`: one row-major `[rows, heads, len, head_dim]` buffer
+/// per cache input, in [`ModelInfo::past`] order.
+#[derive(Clone, Debug, Default)]
+pub struct PastState {
+    /// Cached positions.
+    pub len: usize,
+    /// One buffer per cache input.
+    pub values: Vec<Vec<f32>>,
 }
 
 fn model_error(path: &Path, message: impl Into<String>) -> RuntimeError {
@@ -130,7 +142,9 @@ impl CausalLm {
         let run_options = RunOptions::new()
             .map_err(|e| fail(e.to_string()))?
             .with_outputs(OutputSelector::no_default().with("logits"));
-        Ok(CausalLm { path: path.to_path_buf(), session, info, run_options })
+        let with_cache = info.past.iter().fold(OutputSelector::no_default().with("logits"), |sel, p| sel.with(present_name(&p.name)));
+        let run_options_with_cache = RunOptions::new().map_err(|e| fail(e.to_string()))?.with_outputs(with_cache);
+        Ok(CausalLm { path: path.to_path_buf(), session, info, run_options, run_options_with_cache })
     }
 
     /// Its interface.
@@ -146,34 +160,77 @@ impl CausalLm {
     /// Runs one batch and hands `f` the logits, row-major `[rows, columns, vocab]`, with the
     /// vocabulary size.
     pub fn forward<R>(&mut self, batch: &LmBatch, f: impl FnOnce(&[f32], usize) -> R) -> Result<R, RuntimeError> {
+        let (r, _) = self.run(batch, None, false, f)?;
+        Ok(r)
+    }
+
+    /// Runs one batch that continues `past` (its attention mask covers past and new
+    /// positions) and returns `f`'s result on the logits with the new cache. A model
+    /// without cache inputs recomputes nothing and returns an empty state.
+    pub fn forward_with_past<R>(
+        &mut self,
+        batch: &LmBatch,
+        past: &PastState,
+        f: impl FnOnce(&[f32], usize) -> R,
+    ) -> Result<(R, PastState), RuntimeError> {
+        self.run(batch, Some(past), true, f)
+    }
+
+    fn run<R>(
+        &mut self,
+        batch: &LmBatch,
+        past: Option<&PastState>,
+        want_present: bool,
+        f: impl FnOnce(&[f32], usize) -> R,
+    ) -> Result<(R, PastState), RuntimeError> {
         let path = self.path.clone();
         let fail = |e: String| model_error(&path, format!("forward pass failed: {e}"));
         let (rows, columns) = (batch.rows, batch.columns);
+        let past_len = past.map_or(0, |p| p.len);
         let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
-        let ids = |data: &Vec<i64>| Tensor::from_array(([rows, columns], data.clone())).map(|t| t.into_dyn());
-        feed.push(("input_ids".into(), ids(&batch.input_ids).map_err(|e| fail(e.to_string()))?.into()));
-        feed.push(("attention_mask".into(), ids(&batch.attention_mask).map_err(|e| fail(e.to_string()))?.into()));
+        let ints = |data: &Vec<i64>, cols: usize| Tensor::from_array(([rows, cols], data.clone())).map(|t| t.into_dyn());
+        feed.push(("input_ids".into(), ints(&batch.input_ids, columns).map_err(|e| fail(e.to_string()))?.into()));
+        feed.push((
+            "attention_mask".into(),
+            ints(&batch.attention_mask, batch.attention_mask.len() / rows.max(1)).map_err(|e| fail(e.to_string()))?.into(),
+        ));
         if self.info.has_position_ids {
-            feed.push(("position_ids".into(), ids(&batch.position_ids).map_err(|e| fail(e.to_string()))?.into()));
+            feed.push(("position_ids".into(), ints(&batch.position_ids, columns).map_err(|e| fail(e.to_string()))?.into()));
         }
-        for past in &self.info.past {
-            let empty = Tensor::from_array(([rows, past.heads, 0, past.head_dim], Vec::<f32>::new()))
-                .map_err(|e| fail(e.to_string()))?;
-            feed.push((past.name.clone().into(), empty.into_dyn().into()));
+        for (i, input) in self.info.past.iter().enumerate() {
+            let data = past.and_then(|p| p.values.get(i).cloned()).unwrap_or_default();
+            let t = Tensor::from_array(([rows, input.heads, past_len, input.head_dim], data)).map_err(|e| fail(e.to_string()))?;
+            feed.push((input.name.clone().into(), t.into_dyn().into()));
         }
         if self.info.has_use_cache_branch {
-            let flag = Tensor::from_array(([1usize], vec![false])).map_err(|e| fail(e.to_string()))?;
+            let flag = Tensor::from_array(([1usize], vec![past_len > 0])).map_err(|e| fail(e.to_string()))?;
             feed.push(("use_cache_branch".into(), flag.into_dyn().into()));
         }
-        let outputs = self.session.run_with_options(feed, &self.run_options).map_err(|e| fail(e.to_string()))?;
+        let options = if want_present { &self.run_options_with_cache } else { &self.run_options };
+        let outputs = self.session.run_with_options(feed, options).map_err(|e| fail(e.to_string()))?;
         let logits = outputs.get("logits").ok_or_else(|| fail("the run returned no logits".into()))?;
         let (shape, data) = logits.try_extract_tensor::<f32>().map_err(|e| fail(e.to_string()))?;
         let dims: Vec<i64> = shape.iter().copied().collect();
         if dims.len() != 3 || dims[0] as usize != rows || dims[1] as usize != columns {
             return Err(fail(format!("logits have shape {dims:?}, expected [{rows}, {columns}, vocab]")));
         }
-        Ok(f(data, dims[2] as usize))
+        let result = f(data, dims[2] as usize);
+        let mut state = PastState { len: past_len + columns, values: Vec::new() };
+        if want_present {
+            for input in &self.info.past {
+                let name = present_name(&input.name);
+                let value = outputs.get(name.as_str()).ok_or_else(|| fail(format!("the run returned no `{name}`")))?;
+                let (_, data) = value.try_extract_tensor::<f32>().map_err(|e| fail(e.to_string()))?;
+                state.values.push(data.to_vec());
+            }
+        }
+        Ok((result, state))
     }
+}
+
+/// `past_key_values.{i}.key` → `present.{i}.key`.
+fn present_name(past: &str) -> String {
+    past.replacen("past_key_values.", "present.", 1)
 }
 
 fn tensor_parts(t: &ValueType) -> Option<(TensorElementType, Vec<i64>)> {
