@@ -19,3 +19,4 @@ mod optimum;
 mod plugins;
 mod reference;
 mod smollm2;
+mod training;
