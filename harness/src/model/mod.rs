@@ -9,6 +9,7 @@
 //! What it is not: scoring runs through ONNX Runtime ([`crate::runtime`]), never here.
 
 pub mod config;
+mod fused;
 pub mod generate;
 pub mod gpt2;
 pub mod llama;
@@ -226,8 +227,8 @@ pub fn embed(table: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
 /// The MLP activation.
 pub fn activate(act: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
     match act {
-        Activation::Silu => x.silu(),
-        Activation::GeluTanh => x.gelu(),
+        Activation::Silu => ops::silu(x),
+        Activation::GeluTanh => ops::gelu_tanh(x),
         Activation::GeluErf => x.gelu_erf(),
         Activation::Relu => x.relu(),
     }

@@ -11,8 +11,13 @@ use candle_core::{D, DType, Device, Result, Tensor};
 /// (a left-padding query) gives a uniform distribution instead of NaN.
 pub const MASKED: f32 = f32::MIN;
 
-/// `softmax(x)` over the last dimension: `exp(x − max) / Σ exp(x − max)`.
+/// `softmax(x)` over the last dimension: `exp(x − max) / Σ exp(x − max)` (fused on CPU).
 pub fn softmax(x: &Tensor) -> Result<Tensor> {
+    if super::fused::applies(x) { super::fused::softmax(x) } else { softmax_composite(x) }
+}
+
+/// [`softmax`] from candle primitives (other devices; the fused kernel's reference).
+pub fn softmax_composite(x: &Tensor) -> Result<Tensor> {
     // The shift does not change the value, so it needs no gradient.
     let max = x.max_keepdim(D::Minus1)?.detach();
     let e = x.broadcast_sub(&max)?.exp()?;
@@ -25,6 +30,15 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
     let shifted = x.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     shifted.broadcast_sub(&lse)
+}
+
+/// Per-row cross-entropy `−log softmax(logits)[target]` of `[n, vocab]` logits (fused on
+/// CPU).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if super::fused::applies(logits) {
+        return super::fused::cross_entropy(logits, targets);
+    }
+    log_softmax(logits)?.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?.neg()
 }
 
 /// RMSNorm: `x / sqrt(mean(x²) + eps) · w`.
@@ -40,9 +54,14 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     centred.broadcast_mul(&inv)?.broadcast_mul(weight)?.broadcast_add(bias)
 }
 
-/// GELU, tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+/// GELU, tanh approximation: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))` (fused on CPU).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
-    x.gelu()
+    if super::fused::applies(x) { super::fused::gelu_tanh(x) } else { x.gelu() }
+}
+
+/// SiLU `x·σ(x)` (fused on CPU).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    if super::fused::applies(x) { super::fused::silu(x) } else { x.silu() }
 }
 
 /// `cos` and `sin` tables for rotary embeddings at the given positions:
@@ -140,6 +159,32 @@ mod tests {
         let b = Tensor::new(&[0f32, 1., 0.], &dev).unwrap();
         let s = (2f32 / 3.).sqrt();
         close(&layer_norm(&x.narrow(0, 0, 1).unwrap(), &w, &b, 0.).unwrap(), &[-1. / s, 1., 1. / s], 1e-6);
+    }
+
+    #[test]
+    fn fused_kernels_match_the_composite_forms_in_value_and_gradient() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 3.0, (4, 7, 33), &dev).unwrap())).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (4, 7, 33), &dev).unwrap();
+        type Op = fn(&Tensor) -> Result<Tensor>;
+        let pairs: [(&str, Op, Op); 3] = [
+            ("softmax", super::super::fused::softmax, softmax_composite),
+            ("gelu", super::super::fused::gelu_tanh, |x| x.gelu()),
+            ("silu", super::super::fused::silu, |x| x.silu()),
+        ];
+        for (name, fused, reference) in pairs {
+            let run = |f: Op| {
+                let y = f(x.as_tensor()).unwrap();
+                let loss = (&y * &w).unwrap().sum_all().unwrap();
+                let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), g)
+            };
+            let ((y1, g1), (y2, g2)) = (run(fused), run(reference));
+            let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff(&y1, &y2) < 1e-5, "{name} value {}", diff(&y1, &y2));
+            assert!(diff(&g1, &g2) < 1e-4, "{name} gradient {}", diff(&g1, &g2));
+        }
     }
 
     #[test]

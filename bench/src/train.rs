@@ -1,0 +1,103 @@
+//! Training throughput (SPEC §14): tokens per second of one optimiser step (forward,
+//! backward, AdamW) of the candle training engine at batch 8 × 128, split into its
+//! phases, for the 5.3M-parameter GPT-2 shape and a SmolLM2-shaped student.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::Device;
+use clap::Parser;
+use kdharness::model::{Model, ModelConfig, ScratchSpec};
+use kdharness::train::{AdamW, Example, batch_loss};
+use rand::{Rng, SeedableRng};
+
+#[derive(Parser)]
+struct Args {
+    /// Which shape: `gpt2-5m` (6 × 256, vocab 2048: 5.3M weights) or `smollm2-student`
+    /// (SmolLM2-135M's width and vocabulary, `--layers` blocks).
+    #[arg(long, default_value = "gpt2-5m")]
+    shape: String,
+    /// Blocks of the SmolLM2-shaped student.
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let spec = match args.shape.as_str() {
+        "gpt2-5m" => ScratchSpec {
+            arch: "gpt2".into(),
+            layers: 6,
+            d_model: 256,
+            heads: 8,
+            kv_heads: None,
+            ffn: Some(1024),
+            vocab: 2048,
+            max_positions: args.seq,
+            tie_embeddings: true,
+        },
+        "smollm2-student" => ScratchSpec {
+            arch: "llama".into(),
+            layers: args.layers,
+            d_model: 576,
+            heads: 9,
+            kv_heads: Some(3),
+            ffn: Some(1536),
+            vocab: 49152,
+            max_positions: 8192,
+            tie_embeddings: true,
+        },
+        other => anyhow::bail!("unknown shape `{other}` (gpt2-5m, smollm2-student)"),
+    };
+    let model = Model::scratch(ModelConfig::scratch(&spec)?, 0, &Device::Cpu)?;
+    let vocab = model.config.vocab_size as u32;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    // One prompt token; every other position is trained on.
+    let examples: Vec<Example> = (0..args.batch)
+        .map(|_| Example { ids: (0..args.seq).map(|_| rng.gen_range(0..vocab)).collect(), prompt_len: 1 })
+        .collect();
+    let batch: Vec<&Example> = examples.iter().collect();
+    let mut opt = AdamW::new(&model.params, 0.01)?;
+    let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    for step in 0..=args.steps {
+        let t0 = Instant::now();
+        let (loss, _) = batch_loss(&model, &batch)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        opt.step(&model.params, &grads, 1e-4, 1.0)?;
+        let t3 = Instant::now();
+        if step > 0 {
+            fwd.push((t1 - t0).as_secs_f64());
+            bwd.push((t2 - t1).as_secs_f64());
+            upd.push((t3 - t2).as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (f, b, u) = (median(&mut fwd), median(&mut bwd), median(&mut upd));
+    let total = f + b + u;
+    let tokens = (args.batch * args.seq) as f64;
+    println!(
+        "shape {} ({} weights), batch {} x {}, median of {} steps",
+        args.shape,
+        model.params.count(),
+        args.batch,
+        args.seq,
+        args.steps
+    );
+    println!("forward  {:>8.3} s  ({:>4.1}%)", f, 100.0 * f / total);
+    println!("backward {:>8.3} s  ({:>4.1}%)", b, 100.0 * b / total);
+    println!("AdamW    {:>8.3} s  ({:>4.1}%)", u, 100.0 * u / total);
+    println!("training throughput: {:.0} tokens/s", tokens / total);
+    Ok(())
+}
