@@ -12,6 +12,7 @@
 //! - [`attack`]: runs attack plugins over signals and validates what they return.
 //! - [`metrics`]: AUC, TPR at low FPR, balanced accuracy, bootstrap intervals.
 //! - [`report`]: `scores.csv`, `summary.csv`, `manifest.json`.
+//! - [`distill`]: the KD loop: one student from one teacher by one KD-method plugin.
 //! - [`train`]: supervised fine-tuning (AdamW, cosine decay, clipping) of candle models.
 //! - [`cli`]: the `kdharness` command line.
 //!
@@ -22,6 +23,7 @@
 pub mod attack;
 pub mod cli;
 pub mod data;
+pub mod distill;
 pub mod export;
 pub mod metrics;
 pub mod model;

@@ -4,7 +4,9 @@
 //! one or more plugins. Today a plugin is a membership-inference *attack*: it receives the
 //! per-sample signals the harness computed for one model (and, when it asks, for a
 //! reference model) and returns one score per sample, higher meaning "more likely a
-//! member of the teacher's private training set".
+//! member of the teacher's private training set". A plugin may also be a *KD method*
+//! ([`kd`]): it turns student and teacher logits into a distillation loss and its
+//! gradient.
 //!
 //! Plugin authors never write `extern "C"` code: they implement [`Attack`] on a unit
 //! struct and list it in [`export_plugins!`]. The macro generates the exported root module
@@ -40,6 +42,9 @@
 //! harness computes nothing else. The interface version is independent of the harness's
 //! own version: a harness release that leaves the boundary alone keeps old plugins working.
 #![warn(missing_docs)]
+
+pub mod kd;
+pub mod objectives;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
@@ -173,23 +178,64 @@ pub struct AttackInput<'a> {
 }
 
 impl AttackInput<'_> {
+    /// The parameters, with typed accessors.
+    pub fn params(&self) -> ParamList<'_> {
+        ParamList(self.params.as_slice())
+    }
+
     /// The value of parameter `key`, if given.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|p| p.key.as_str() == key).map(|p| p.value.as_str())
+        self.params().get(key)
     }
 
     /// Parameter `key` parsed as a float, with a message naming it when it is not one.
     pub fn param_f64(&self, key: &str) -> Result<f64, String> {
-        let raw = self.param(key).ok_or_else(|| format!("parameter `{key}` is missing"))?;
-        raw.trim()
-            .parse::<f64>()
-            .map_err(|_| format!("parameter `{key}` must be a number, got `{raw}`"))
+        self.params().f64(key)
     }
 
     /// Parameter `key` as a fraction in (0, 1], e.g. the k of Min-k%.
     pub fn param_fraction(&self, key: &str) -> Result<f64, String> {
-        let k = self.param_f64(key)?;
+        self.params().fraction(key)
+    }
+}
+
+/// A plugin's parameters (defaults filled in), with typed accessors whose errors name the
+/// parameter.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamList<'a>(pub &'a [Param<'a>]);
+
+impl<'a> ParamList<'a> {
+    /// The value of parameter `key`, if given.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.0.iter().find(|p| p.key.as_str() == key).map(|p| p.value.as_str())
+    }
+
+    /// Parameter `key` parsed as a float.
+    pub fn f64(&self, key: &str) -> Result<f64, String> {
+        let raw = self.get(key).ok_or_else(|| format!("parameter `{key}` is missing"))?;
+        raw.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| format!("parameter `{key}` must be a number, got `{raw}`"))
+    }
+
+    /// Parameter `key` as a fraction in (0, 1].
+    pub fn fraction(&self, key: &str) -> Result<f64, String> {
+        let k = self.f64(key)?;
         if k > 0.0 && k <= 1.0 { Ok(k) } else { Err(format!("parameter `{key}` must be in (0, 1], got {k}")) }
+    }
+
+    /// Parameter `key` as a probability in [0, 1].
+    pub fn probability(&self, key: &str) -> Result<f64, String> {
+        let k = self.f64(key)?;
+        if (0.0..=1.0).contains(&k) { Ok(k) } else { Err(format!("parameter `{key}` must be in [0, 1], got {k}")) }
+    }
+
+    /// Parameter `key` as a non-negative whole number.
+    pub fn count(&self, key: &str) -> Result<u32, String> {
+        let raw = self.get(key).ok_or_else(|| format!("parameter `{key}` is missing"))?;
+        raw.trim().parse::<u32>().map_err(|_| format!("parameter `{key}` must be a whole number, got `{raw}`"))
     }
 }
 
@@ -253,8 +299,10 @@ pub struct PluginLib {
     /// The plugin crate's own version.
     pub library_version: RStr<'static>,
     /// The attacks the library provides (panics caught: a panicking list is empty).
-    #[sabi(last_prefix_field)]
     pub attacks: extern "C" fn() -> RVec<AttackDecl>,
+    /// The KD methods the library provides (panics caught likewise).
+    #[sabi(last_prefix_field)]
+    pub kd_methods: extern "C" fn() -> RVec<kd::KdDecl>,
 }
 
 impl RootModule for PluginLibRef {
@@ -296,12 +344,12 @@ extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64
 /// also print a backtrace notice to the user's terminal, so it is replaced once with a
 /// silent one. A plugin library carries its own copy of std, so this touches the plugin
 /// only, never the harness.
-fn silence_panic_messages() {
+pub(crate) fn silence_panic_messages() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| std::panic::set_hook(Box::new(|_| {})));
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -313,21 +361,29 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Runs `list` with panics caught (an empty list then), for [`export_plugins!`].
 #[doc(hidden)]
-pub fn catch_list(list: impl FnOnce() -> Vec<AttackDecl>) -> RVec<AttackDecl> {
+pub fn catch_list<T>(list: impl FnOnce() -> Vec<T>) -> RVec<T> {
     silence_panic_messages();
     RVec::from(catch_unwind(AssertUnwindSafe(list)).unwrap_or_default())
 }
 
-/// Exports the root module of a plugin library.
+/// Exports the root module of a plugin library: its attacks, its KD methods, or both.
 ///
 /// ```text
 /// kdharness_plugin_api::export_plugins!(attacks: [LossAttack, OtherAttack]);
+/// kdharness_plugin_api::export_plugins!(kd: [MyMethod]);
+/// kdharness_plugin_api::export_plugins!(attacks: [LossAttack], kd: [MyMethod]);
 /// ```
 /// The plugin crate must depend on `abi_stable` directly (its export attribute refers to
 /// it by that name).
 #[macro_export]
 macro_rules! export_plugins {
     (attacks: [$($attack:ty),* $(,)?] $(,)?) => {
+        $crate::export_plugins!(attacks: [$($attack),*], kd: []);
+    };
+    (kd: [$($method:ty),* $(,)?] $(,)?) => {
+        $crate::export_plugins!(attacks: [], kd: [$($method),*]);
+    };
+    (attacks: [$($attack:ty),* $(,)?], kd: [$($method:ty),* $(,)?] $(,)?) => {
         #[::abi_stable::export_root_module]
         pub fn kdharness_plugin_root() -> $crate::PluginLibRef {
             use ::abi_stable::prefix_type::PrefixTypeTrait;
@@ -336,9 +392,15 @@ macro_rules! export_plugins {
                     $($crate::AttackDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
                 ])
             }
+            extern "C" fn kd_methods() -> ::abi_stable::std_types::RVec<$crate::kd::KdDecl> {
+                $crate::catch_list(|| ::std::vec![
+                    $($crate::kd::KdDecl::of::<$method>(env!("CARGO_PKG_VERSION"))),*
+                ])
+            }
             $crate::PluginLib {
                 library_version: ::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION")),
                 attacks,
+                kd_methods,
             }
             .leak_into_prefix()
         }

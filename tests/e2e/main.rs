@@ -11,6 +11,7 @@ mod bad_input;
 mod batching;
 mod cache;
 mod data;
+mod distill;
 mod doctor;
 mod export;
 mod metrics;

@@ -52,6 +52,20 @@ pub fn generate(
     cfg: &GenerateConfig,
     rng: &mut impl Rng,
 ) -> candle_core::Result<Vec<Generated>> {
+    generate_mixed(model, None, prompts, cfg, rng)
+}
+
+/// Like [`generate`], but with `mix = Some((teacher, w))` each token comes from the
+/// mixture `(1 − w)·q + w·p` of the model's and the teacher's (temperature-scaled)
+/// distributions (MiniLLM's teacher-mixed sampling); the recorded log-probability is the
+/// mixture's, the distribution that actually produced the token.
+pub fn generate_mixed(
+    model: &Model,
+    mix: Option<(&Model, f64)>,
+    prompts: &[Vec<u32>],
+    cfg: &GenerateConfig,
+    rng: &mut impl Rng,
+) -> candle_core::Result<Vec<Generated>> {
     let device = model.device();
     let b = prompts.len();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
@@ -68,21 +82,30 @@ pub fn generate(
     let mut out = vec![Generated { tokens: vec![], logprobs: vec![] }; b];
     let mut done = vec![false; b];
     let mut cache = KvCache::new(model.config.layers);
+    let mut teacher_cache = mix.map(|(teacher, _)| KvCache::new(teacher.config.layers));
 
     let mut step_ids = rows.clone();
     let mut step_pos: Vec<Vec<u32>> = mask.iter().map(|m| positions(m)).collect();
     for _ in 0..cfg.max_new_tokens {
-        let logits = if cfg.use_cache {
-            forward_step(model, &step_ids, &step_pos, &mask, device, Some(&mut cache))?
-        } else {
-            let pos: Vec<Vec<u32>> = mask.iter().map(|m| positions(m)).collect();
-            forward_step(model, &rows, &pos, &mask, device, None)?
+        let next_logits = |m: &Model, cache: Option<&mut KvCache>| -> candle_core::Result<Vec<Vec<f32>>> {
+            let logits = match cache {
+                Some(cache) if cfg.use_cache => forward_step(m, &step_ids, &step_pos, &mask, device, Some(cache))?,
+                _ => {
+                    let pos: Vec<Vec<u32>> = mask.iter().map(|m| positions(m)).collect();
+                    forward_step(m, &rows, &pos, &mask, device, None)?
+                }
+            };
+            logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()
         };
-        let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?;
-        let last: Vec<Vec<f32>> = last.to_vec2()?;
+        let last = next_logits(model, Some(&mut cache))?;
+        let teacher_last = match (mix, teacher_cache.as_mut()) {
+            (Some((teacher, _)), Some(tc)) => Some(next_logits(teacher, Some(tc))?),
+            _ => None,
+        };
         let mut picked = Vec::with_capacity(b);
         for (r, row_logits) in last.iter().enumerate() {
-            let (token, logprob) = choose(row_logits, cfg.decoding, rng);
+            let mixture = teacher_last.as_ref().zip(mix).map(|(t, (_, w))| (t[r].as_slice(), w));
+            let (token, logprob) = choose(row_logits, mixture, cfg.decoding, rng);
             if !done[r] {
                 out[r].tokens.push(token);
                 out[r].logprobs.push(logprob);
@@ -131,22 +154,36 @@ fn forward_step(
     model.forward(&Forward { ids: &ids, positions: &positions, bias: &bias }, cache)?.detach().contiguous()
 }
 
-/// Picks a token from one row of logits; returns it with its log-probability.
-fn choose(logits: &[f32], decoding: Decoding, rng: &mut impl Rng) -> (u32, f32) {
+/// Picks a token from one row of logits (mixed with a teacher's row when given); returns
+/// it with its log-probability under the distribution it was drawn from.
+fn choose(logits: &[f32], mixture: Option<(&[f32], f64)>, decoding: Decoding, rng: &mut impl Rng) -> (u32, f32) {
     let temperature = match decoding {
         Decoding::Greedy => 1.0,
         Decoding::Sample { temperature } => temperature,
     };
-    let scaled: Vec<f64> = logits.iter().map(|&l| l as f64 / temperature).collect();
-    let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + scaled.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+    let log_softmax = |row: &[f32]| -> Vec<f64> {
+        let scaled: Vec<f64> = row.iter().map(|&l| l as f64 / temperature).collect();
+        let max = scaled.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + scaled.iter().map(|l| (l - max).exp()).sum::<f64>().ln();
+        scaled.into_iter().map(|l| l - lse).collect()
+    };
+    let mut logp = log_softmax(logits);
+    if let Some((teacher, w)) = mixture {
+        let teacher = log_softmax(teacher);
+        for (q, p) in logp.iter_mut().zip(teacher) {
+            *q = ((1.0 - w) * q.exp() + w * p.exp()).ln();
+        }
+    }
     let token = match decoding {
-        Decoding::Greedy => scaled.iter().position(|&l| l == max).unwrap_or(0),
+        Decoding::Greedy => {
+            let max = logp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            logp.iter().position(|&l| l == max).unwrap_or(0)
+        }
         Decoding::Sample { .. } => {
             let mut u: f64 = rng.r#gen();
-            let mut chosen = scaled.len() - 1;
-            for (i, l) in scaled.iter().enumerate() {
-                u -= (l - lse).exp();
+            let mut chosen = logp.len() - 1;
+            for (i, l) in logp.iter().enumerate() {
+                u -= l.exp();
                 if u <= 0.0 {
                     chosen = i;
                     break;
@@ -155,5 +192,5 @@ fn choose(logits: &[f32], decoding: Decoding, rng: &mut impl Rng) -> (u32, f32) 
             chosen
         }
     };
-    (token as u32, (scaled[token] - lse) as f32)
+    (token as u32, logp[token] as f32)
 }

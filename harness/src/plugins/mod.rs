@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
-use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, PluginLibRef};
+use kdharness_plugin_api::kd::{KdDecl, KdInstance};
+use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, Param, PluginLibRef};
 use serde::Serialize;
 
 pub use scaffold::{ScaffoldError, Scaffolded, default_api_path, scaffold};
@@ -83,6 +84,46 @@ impl LoadedAttack {
     }
 }
 
+/// A KD method loaded from a plugin library.
+#[derive(Clone, Debug)]
+pub struct LoadedKd {
+    /// What the plugin declared.
+    pub decl: KdDecl,
+    /// The library it came from.
+    pub library: PathBuf,
+    /// SHA-256 of that library, for manifests.
+    pub library_sha256: String,
+}
+
+impl LoadedKd {
+    /// The method's name.
+    pub fn name(&self) -> &str {
+        self.decl.name.as_str()
+    }
+
+    /// A fresh instance with `params` (defaults filled in for the rest; unknown keys are
+    /// an error naming the accepted ones).
+    pub fn create(&self, params: &[(String, String)]) -> Result<KdInstance, String> {
+        let specs = self.decl.params.as_slice();
+        for (key, _) in params {
+            if !specs.iter().any(|s| s.name.as_str() == *key) {
+                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "KD method `{}` has no parameter `{key}`{} (it accepts: {})",
+                    self.name(),
+                    crate::util::did_you_mean(key, known.iter().copied()),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ));
+            }
+        }
+        let all = kdharness_plugin_api::with_defaults(specs, params);
+        let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
+        (self.decl.create)(all.as_slice().into())
+            .into_result()
+            .map_err(|e| format!("KD method `{}` (plugin {}) refused its parameters: {e}", self.name(), self.library.display()))
+    }
+}
+
 /// A library that could not be used, with one line saying why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Problem {
@@ -102,6 +143,7 @@ impl std::fmt::Display for Problem {
 #[derive(Debug, Default)]
 pub struct Registry {
     attacks: BTreeMap<String, LoadedAttack>,
+    kd_methods: BTreeMap<String, LoadedKd>,
     /// Libraries skipped, and attacks ignored as duplicates.
     pub problems: Vec<Problem>,
     /// The directories searched, in order.
@@ -126,7 +168,7 @@ impl Registry {
     }
 
     fn add_library(&mut self, library: &Path) {
-        let decls = match load_attacks(library) {
+        let (decls, kd_decls) = match load_library(library) {
             Ok(decls) => decls,
             Err(message) => {
                 self.problems.push(Problem { library: library.to_path_buf(), message });
@@ -151,6 +193,32 @@ impl Registry {
             }
             self.attacks.insert(name, LoadedAttack { decl, library: library.to_path_buf(), library_sha256: sha.clone() });
         }
+        for decl in kd_decls {
+            let name = decl.name.as_str().to_string();
+            if let Some(first) = self.kd_methods.get(&name) {
+                self.problems.push(Problem {
+                    library: library.to_path_buf(),
+                    message: format!("KD method `{name}` is already provided by {}; this copy is ignored", first.library.display()),
+                });
+                continue;
+            }
+            self.kd_methods.insert(name, LoadedKd { decl, library: library.to_path_buf(), library_sha256: sha.clone() });
+        }
+    }
+
+    /// The KD method called `name`.
+    pub fn kd_method(&self, name: &str) -> Option<&LoadedKd> {
+        self.kd_methods.get(name)
+    }
+
+    /// KD methods by name.
+    pub fn kd_methods(&self) -> impl Iterator<Item = &LoadedKd> {
+        self.kd_methods.values()
+    }
+
+    /// Names of all KD methods, sorted.
+    pub fn kd_names(&self) -> impl Iterator<Item = &str> {
+        self.kd_methods.keys().map(String::as_str)
     }
 
     /// The attack called `name`.
@@ -184,11 +252,12 @@ fn plugin_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Loads a library's root module and lists its attacks, or says in one line why not.
-pub fn load_attacks(library: &Path) -> Result<Vec<AttackDecl>, String> {
+/// Loads a library's root module and lists its attacks and KD methods, or says in one
+/// line why not.
+pub fn load_library(library: &Path) -> Result<(Vec<AttackDecl>, Vec<KdDecl>), String> {
     let header = lib_header_from_path(library).map_err(|e| condense(&e))?;
     let root = header.init_root_module::<PluginLibRef>().map_err(|e| condense(&e))?;
-    Ok(root.attacks()().into_iter().collect())
+    Ok((root.attacks()().into_iter().collect(), root.kd_methods()().into_iter().collect()))
 }
 
 /// abi_stable's errors are thorough (a layout mismatch prints about a thousand lines);

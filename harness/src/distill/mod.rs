@@ -1,0 +1,480 @@
+//! The distillation loop (SPEC §6, §8): one student trained from one teacher by one KD
+//! method plugin.
+//!
+//! Each step asks the method's [`DataPolicy`] where the sequences come from — the ground
+//! truth, the teacher's cached samples (SeqKD), or the student's own samples, fresh or
+//! from a replay buffer, optionally mixed with the teacher (on-policy methods) — runs the
+//! student (with gradients) and the teacher (without) over the same tokens, hands both
+//! logits to the plugin, and back-propagates the gradient it returns with the surrogate
+//! `Σ student_logits · G`, `G` constant. The logits are lent to the plugin as slices of
+//! candle's own buffers and the gradient is written into ours: nothing crosses the ABI by
+//! copy.
+
+use std::collections::VecDeque;
+use std::path::Path;
+
+use abi_stable::std_types::{RSlice, RSliceMut};
+use candle_core::Tensor;
+use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdInstance};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::model::generate::{Decoding, GenerateConfig, generate, generate_mixed};
+use crate::model::{Model, ModelError, RowBatch};
+use crate::train::{AdamW, Example, Targets, TrainConfig, cross_entropy};
+
+/// Distillation settings: the optimiser's, plus what KD adds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistillConfig {
+    /// Epochs, learning rate, batch size, schedule, clipping.
+    #[serde(flatten)]
+    pub train: TrainConfig,
+    /// Weight of the KD loss; the rest, `1 − kd_ratio`, goes to cross-entropy on the
+    /// step's targets.
+    pub kd_ratio: f64,
+    /// Longest sampled response (teacher or student samples).
+    pub max_new_tokens: usize,
+    /// Sampling temperature (1 = the model's distribution, as the paper).
+    pub temperature: f64,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig { train: TrainConfig::default(), kd_ratio: 1.0, max_new_tokens: 64, temperature: 1.0 }
+    }
+}
+
+/// What can stop a distillation.
+#[derive(Debug, thiserror::Error)]
+pub enum DistillError {
+    /// The student, the teacher or their files.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The KD plugin returned an error (or panicked).
+    #[error("KD method `{method}`: {message}")]
+    Plugin {
+        /// The method.
+        method: String,
+        /// Its message.
+        message: String,
+    },
+    /// A non-finite loss: the last good checkpoint is kept.
+    #[error("KD method `{method}`: the loss became {loss} at step {step}; try a lower learning rate (the last good checkpoint is kept)")]
+    NonFinite {
+        /// The method.
+        method: String,
+        /// The loss.
+        loss: f64,
+        /// 1-based step.
+        step: usize,
+    },
+    /// Bad inputs.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl From<candle_core::Error> for DistillError {
+    fn from(e: candle_core::Error) -> Self {
+        DistillError::Model(ModelError::Candle(e))
+    }
+}
+
+/// One epoch of a distillation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistillEpoch {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean of the method's loss over the epoch's steps.
+    pub train_loss: f64,
+    /// The method's objective on the held-out public data after the epoch.
+    pub val_loss: f64,
+    /// Steps trained on student samples (fresh or replayed).
+    pub on_policy_steps: usize,
+    /// Steps in the epoch.
+    pub steps: usize,
+}
+
+/// The record of one student's distillation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DistillLog {
+    /// The KD method.
+    pub method: String,
+    /// The objective on the held-out public data before training.
+    pub initial_val_loss: f64,
+    /// Per-epoch results.
+    pub epochs: Vec<DistillEpoch>,
+}
+
+impl DistillLog {
+    /// The objective on the held-out data after the last epoch.
+    pub fn final_val_loss(&self) -> f64 {
+        self.epochs.last().map_or(self.initial_val_loss, |e| e.val_loss)
+    }
+}
+
+/// One step's training sequences.
+#[derive(Debug, Clone)]
+pub struct StepData {
+    /// Sequences (prompt, then the response to learn).
+    pub examples: Vec<Example>,
+    /// Per sequence, the log-probability of each response token under the distribution
+    /// that sampled it (on-policy steps only).
+    pub behaviour: Option<Vec<Vec<f32>>>,
+    /// Whether the responses were sampled by the student.
+    pub on_policy: bool,
+}
+
+/// A student sample kept for reuse.
+#[derive(Debug, Clone)]
+struct Replayed {
+    example: Example,
+    behaviour: Vec<f32>,
+}
+
+/// Where each step's sequences come from, with the state that needs: the teacher's
+/// cached samples and the replay buffer.
+pub struct Sampler {
+    rng: ChaCha8Rng,
+    replay: VecDeque<Replayed>,
+    teacher_samples: Option<Vec<Example>>,
+    sampling: GenerateConfig,
+}
+
+impl Sampler {
+    /// A sampler drawing from `seed`; `teacher_samples` are SeqKD's sequences, one per
+    /// training example, in order (see [`teacher_samples`]).
+    pub fn new(seed: u64, cfg: &DistillConfig, eos: Option<u32>, teacher_samples: Option<Vec<Example>>) -> Self {
+        let sampling = GenerateConfig {
+            max_new_tokens: cfg.max_new_tokens,
+            decoding: Decoding::Sample { temperature: cfg.temperature },
+            eos,
+            use_cache: true,
+        };
+        Sampler { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5a4d_504c), replay: VecDeque::new(), teacher_samples, sampling }
+    }
+
+    /// The sequences of one step over training examples `indices` of `train`.
+    pub fn step_data(
+        &mut self,
+        policy: &DataPolicy,
+        train: &[Example],
+        indices: &[usize],
+        student: &Model,
+        teacher: Option<&Model>,
+    ) -> Result<StepData, DistillError> {
+        let on_policy = policy.student_fraction > 0.0 && self.rng.r#gen::<f64>() < policy.student_fraction;
+        if on_policy {
+            let capacity = policy.replay_buffer as usize;
+            if capacity > 0 && self.replay.len() >= indices.len() && self.rng.r#gen::<bool>() {
+                let picked: Vec<Replayed> =
+                    (0..indices.len()).map(|_| self.replay[self.rng.gen_range(0..self.replay.len())].clone()).collect();
+                return Ok(StepData {
+                    behaviour: Some(picked.iter().map(|r| r.behaviour.clone()).collect()),
+                    examples: picked.into_iter().map(|r| r.example).collect(),
+                    on_policy: true,
+                });
+            }
+            let prompts: Vec<Vec<u32>> = indices.iter().map(|&i| train[i].ids[..train[i].prompt_len].to_vec()).collect();
+            let mix = match (teacher, policy.teacher_mix) {
+                (Some(t), w) if w > 0.0 => Some((t, w)),
+                _ => None,
+            };
+            let generated = generate_mixed(student, mix, &prompts, &self.sampling, &mut self.rng)?;
+            let mut data = StepData { examples: Vec::new(), behaviour: Some(Vec::new()), on_policy: true };
+            for (prompt, g) in prompts.into_iter().zip(generated) {
+                let example = Example { prompt_len: prompt.len(), ids: [prompt, g.tokens].concat() };
+                if capacity > 0 {
+                    if self.replay.len() == capacity {
+                        self.replay.pop_front();
+                    }
+                    self.replay.push_back(Replayed { example: example.clone(), behaviour: g.logprobs.clone() });
+                }
+                data.examples.push(example);
+                data.behaviour.as_mut().expect("set above").push(g.logprobs);
+            }
+            return Ok(data);
+        }
+        if policy.teacher_samples {
+            let samples = self.teacher_samples.as_ref().ok_or_else(|| {
+                DistillError::Input("the method trains on teacher samples, but none were generated (no teacher?)".into())
+            })?;
+            return Ok(StepData { examples: indices.iter().map(|&i| samples[i].clone()).collect(), behaviour: None, on_policy: false });
+        }
+        Ok(StepData { examples: indices.iter().map(|&i| train[i].clone()).collect(), behaviour: None, on_policy: false })
+    }
+}
+
+/// SeqKD's training data: one response sampled by the teacher (T = `cfg.temperature`) for
+/// each prompt of `train`, in order. Cached as JSON at `cache` when given: a rerun with
+/// the same file reuses it instead of sampling again.
+pub fn teacher_samples(
+    teacher: &Model,
+    train: &[Example],
+    cfg: &DistillConfig,
+    seed: u64,
+    cache: Option<&Path>,
+) -> Result<Vec<Example>, DistillError> {
+    if let Some(path) = cache
+        && let Ok(text) = std::fs::read_to_string(path)
+        && let Ok(cached) = serde_json::from_str::<Vec<Example>>(&text)
+        && cached.len() == train.len()
+        && cached.iter().zip(train).all(|(c, t)| c.ids[..c.prompt_len] == t.ids[..t.prompt_len])
+    {
+        return Ok(cached);
+    }
+    let sampling = GenerateConfig {
+        max_new_tokens: cfg.max_new_tokens,
+        decoding: Decoding::Sample { temperature: cfg.temperature },
+        eos: teacher.config.eos_token_id,
+        use_cache: true,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7365_716b);
+    let mut out = Vec::with_capacity(train.len());
+    let bar = crate::cli::progress_bar(train.len(), "teacher samples (SeqKD)", "prompts");
+    for chunk in train.chunks(cfg.train.batch_size.max(1)) {
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids[..e.prompt_len].to_vec()).collect();
+        let generated = generate(teacher, &prompts, &sampling, &mut rng)?;
+        for (prompt, g) in prompts.into_iter().zip(generated) {
+            out.push(Example { prompt_len: prompt.len(), ids: [prompt, g.tokens].concat() });
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    if let Some(path) = cache {
+        let text = serde_json::to_string(&out).expect("examples serialise");
+        crate::util::write_atomic(path, text.as_bytes())
+            .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", path.display())))?;
+    }
+    Ok(out)
+}
+
+/// Runs `f` on the values of a contiguous f32 tensor without copying them (CPU), or on a
+/// host copy (other devices).
+fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    if let candle_core::Storage::Cpu(cpu) = &*storage {
+        let all = cpu.as_slice::<f32>()?;
+        let start = layout.start_offset();
+        return Ok(f(&all[start..start + t.elem_count()]));
+    }
+    drop(storage);
+    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// The inputs of one KD step, prepared for the plugin.
+struct Prepared {
+    /// Student logits at the trained positions, `[n, vocab]`, with gradients.
+    student: Tensor,
+    /// Teacher logits at the same positions (detached), when the method uses a teacher.
+    teacher: Option<Tensor>,
+    targets: Targets,
+    sequence: Vec<u32>,
+    behaviour: Vec<f32>,
+}
+
+fn prepare(student: &Model, teacher: Option<&Model>, data: &StepData) -> Result<Prepared, DistillError> {
+    let refs: Vec<&Example> = data.examples.iter().collect();
+    let rows: Vec<Vec<u32>> = data.examples.iter().map(|e| e.ids.clone()).collect();
+    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let device = student.device();
+    let targets = Targets::new(&refs, seq, device)?;
+    let x = RowBatch::new(&rows, 0, device)?;
+    let s = targets.select(&student.forward(&x.as_forward(), None)?)?.contiguous()?;
+    let t = match teacher {
+        Some(t) => Some(targets.select(&t.forward(&x.as_forward(), None)?)?.detach().contiguous()?),
+        None => None,
+    };
+    let mut sequence = Vec::with_capacity(targets.count);
+    let mut behaviour = Vec::new();
+    for (r, ex) in data.examples.iter().enumerate() {
+        let positions = ex.trained_positions();
+        sequence.extend(std::iter::repeat_n(r as u32, positions.len()));
+        if let Some(b) = &data.behaviour {
+            // Response token k is predicted at position prompt_len − 1 + k.
+            let first = ex.prompt_len.max(1) - 1;
+            for p in positions {
+                behaviour.push(b[r].get(p - first).copied().unwrap_or(0.0));
+            }
+        }
+    }
+    Ok(Prepared { student: s, teacher: t, targets, sequence, behaviour })
+}
+
+/// Calls the plugin on prepared logits; returns its loss and the gradient buffer.
+fn call_method(
+    method: &mut KdInstance,
+    name: &str,
+    p: &Prepared,
+    on_policy: bool,
+    progress: f64,
+) -> Result<(f64, Vec<f32>), DistillError> {
+    let n = p.targets.count;
+    let vocab = p.student.dim(1)?;
+    let targets: Vec<u32> = p.targets.ids.to_vec1()?;
+    let mask = vec![1f32; n];
+    let mut grad = vec![0f32; n * vocab];
+    let result = with_host_slice(&p.student, |student| -> Result<_, candle_core::Error> {
+        let mut call = |teacher: &[f32]| {
+            let batch = KdBatch {
+                positions: n as u32,
+                vocab: vocab as u32,
+                student_logits: RSlice::from_slice(student),
+                teacher_logits: RSlice::from_slice(teacher),
+                targets: RSlice::from_slice(&targets),
+                mask: RSlice::from_slice(&mask),
+                sequence: RSlice::from_slice(&p.sequence),
+                behaviour_logprob: RSlice::from_slice(&p.behaviour),
+                on_policy,
+                progress,
+            };
+            method.loss_and_grad(&batch, RSliceMut::from_mut_slice(&mut grad)).into_result()
+        };
+        match &p.teacher {
+            Some(t) => with_host_slice(t, call),
+            None => Ok(call(&[])),
+        }
+    })??;
+    let out = result.map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
+    if grad.iter().any(|g| !g.is_finite()) {
+        return Err(DistillError::Plugin { method: name.into(), message: "returned a non-finite gradient".into() });
+    }
+    Ok((out.loss, grad))
+}
+
+/// Distils `student` in place with `method` (named `name`) on the public examples
+/// `train`, reporting the method's objective on `val` before and after every epoch.
+/// `teacher` is required unless the method's policy says it uses none.
+#[allow(clippy::too_many_arguments)]
+pub fn distill(
+    student: &mut Model,
+    teacher: Option<&Model>,
+    method: &mut KdInstance,
+    name: &str,
+    train: &[Example],
+    val: &[Example],
+    cfg: &DistillConfig,
+    seed: u64,
+    teacher_sample_cache: Option<&Path>,
+    checkpoint: Option<&Path>,
+) -> Result<DistillLog, DistillError> {
+    let plugin = |e: abi_stable::std_types::RString| DistillError::Plugin { method: name.into(), message: e.into() };
+    let train: Vec<Example> = train.iter().filter(|e| !e.trained_positions().is_empty()).cloned().collect();
+    if train.is_empty() {
+        return Err(DistillError::Input("no public example has a token to learn".into()));
+    }
+    let first_policy = method.data_policy(0.0).into_result().map_err(plugin)?;
+    let teacher = if first_policy.uses_teacher {
+        Some(teacher.ok_or_else(|| DistillError::Input(format!("KD method `{name}` needs a teacher")))?)
+    } else {
+        None
+    };
+    if let Some(t) = teacher
+        && t.config.vocab_size != student.config.vocab_size
+    {
+        return Err(DistillError::Input(format!(
+            "teacher and student vocabularies differ ({} vs {} logits); distillation compares distributions token by token",
+            t.config.vocab_size, student.config.vocab_size
+        )));
+    }
+    let samples = match (first_policy.teacher_samples, teacher) {
+        (true, Some(t)) => Some(teacher_samples(t, &train, cfg, seed, teacher_sample_cache)?),
+        _ => None,
+    };
+    let mut sampler = Sampler::new(seed, cfg, student.config.eos_token_id, samples);
+    let batch_size = cfg.train.batch_size.max(1);
+    let steps_per_epoch = train.len().div_ceil(batch_size);
+    let total = steps_per_epoch * cfg.train.epochs;
+    let mut opt = AdamW::new(&student.params, cfg.train.weight_decay)?;
+    let mut order_rng = ChaCha8Rng::seed_from_u64(seed);
+    let initial_val_loss = validate(student, teacher, method, name, val, batch_size)?;
+    crate::cli::detail(format!("distill {name}: objective on held-out public data before training: {initial_val_loss:.4}"));
+    let bar = crate::cli::progress_bar(total, &format!("distilling ({name})"), "steps");
+    let mut log = DistillLog { method: name.into(), initial_val_loss, epochs: Vec::new() };
+    let mut step = 0;
+    for epoch in 1..=cfg.train.epochs {
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        order.shuffle(&mut order_rng);
+        let (mut loss_sum, mut on_policy_steps) = (0.0, 0);
+        for indices in order.chunks(batch_size) {
+            let progress = step as f64 / total as f64;
+            let policy = method.data_policy(progress).into_result().map_err(plugin)?;
+            let data = sampler.step_data(&policy, &train, indices, student, teacher)?;
+            let data = StepData { examples: data.examples.into_iter().filter(|e| !e.trained_positions().is_empty()).collect(), ..data };
+            if data.examples.is_empty() {
+                step += 1;
+                continue;
+            }
+            on_policy_steps += data.on_policy as usize;
+            let p = prepare(student, teacher.filter(|_| policy.uses_teacher), &data)?;
+            let (loss, grad) = call_method(method, name, &p, data.on_policy, progress)?;
+            if !loss.is_finite() {
+                bar.abandon();
+                return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
+            }
+            let g = Tensor::from_vec(grad, p.student.shape(), p.student.device())?;
+            let mut surrogate = ((&p.student * &g)?.sum_all()? * cfg.kd_ratio)?;
+            if cfg.kd_ratio < 1.0 {
+                surrogate = (surrogate + (cross_entropy(&p.student, &p.targets.ids)? * (1.0 - cfg.kd_ratio))?)?;
+            }
+            let grads = surrogate.backward()?;
+            opt.step(&student.params, &grads, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
+            loss_sum += loss;
+            step += 1;
+            bar.inc(1);
+        }
+        let val_loss = validate(student, teacher, method, name, val, batch_size)?;
+        method.on_epoch_end(val_loss).into_result().map_err(plugin)?;
+        crate::cli::detail(format!(
+            "distill {name}: epoch {epoch}: train loss {:.4}, held-out objective {val_loss:.4} (start {initial_val_loss:.4})",
+            loss_sum / steps_per_epoch as f64
+        ));
+        log.epochs.push(DistillEpoch {
+            epoch,
+            train_loss: loss_sum / steps_per_epoch as f64,
+            val_loss,
+            on_policy_steps,
+            steps: steps_per_epoch,
+        });
+        if let Some(dir) = checkpoint {
+            student.save(dir)?;
+        }
+    }
+    bar.finish_and_clear();
+    let end = log.final_val_loss();
+    crate::cli::info(format!(
+        "distill {name}: held-out objective {initial_val_loss:.4} -> {end:.4} ({})",
+        if end < initial_val_loss { "lower" } else { "NOT lower" }
+    ));
+    Ok(log)
+}
+
+/// The method's objective on ground-truth `val` examples (token-weighted), no update.
+pub fn validate(
+    student: &Model,
+    teacher: Option<&Model>,
+    method: &mut KdInstance,
+    name: &str,
+    val: &[Example],
+    batch_size: usize,
+) -> Result<f64, DistillError> {
+    let (mut total, mut count) = (0.0, 0usize);
+    for chunk in val.chunks(batch_size.max(1)) {
+        let data = StepData {
+            examples: chunk.iter().filter(|e| !e.trained_positions().is_empty()).cloned().collect(),
+            behaviour: None,
+            on_policy: false,
+        };
+        if data.examples.is_empty() {
+            continue;
+        }
+        let p = prepare(student, teacher, &data)?;
+        let (loss, _) = call_method(method, name, &p, false, 1.0)?;
+        total += loss * p.targets.count as f64;
+        count += p.targets.count;
+    }
+    Ok(if count == 0 { f64::NAN } else { total / count as f64 })
+}
