@@ -233,3 +233,40 @@ fn surrogate_backward_equals_autograd_through_the_same_loss() {
         eprintln!("{objective}: surrogate vs autograd, worst relative difference {worst:.1e}");
     }
 }
+
+#[test]
+fn a_scaffolded_kd_method_trains_a_student_through_the_same_loop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crate_dir = tmp.path().join("tempered");
+    crate::common::kdharness(["plugins", "new", "kd", "tempered_fkl", "--dir", &crate_dir.display().to_string()]).ok();
+    // The scaffold tests share one target dir (the workspace's is locked by `cargo test`).
+    let target = bin_dir().join("../scaffold-test");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the scaffolded KD crate must build");
+    let plugin_dir = target.join("debug");
+
+    let list = crate::common::kdharness(["plugins", "list", "--plugin-dir", &plugin_dir.display().to_string()]);
+    let line = list.ok().stdout.lines().find(|l| l.starts_with("tempered_fkl ")).map(str::to_string).expect(&list.stdout);
+    assert!(line.contains(" kd ") && line.contains("temperature=2.0"), "{line}");
+
+    let registry = Registry::discover(vec![SearchDir { path: plugin_dir, origin: SearchOrigin::PluginDirFlag }]);
+    let mut method = registry.kd_method("tempered_fkl").expect("scaffolded method loads").create(&[]).unwrap();
+    let teacher = teacher();
+    let public = examples("nonmembers.jsonl", "n");
+    let mut student = scratch(1, 32, 21);
+    let before = weights(&student);
+    let log = distill(&mut student, Some(&teacher), &mut method, "tempered_fkl", &public[..9], &public[9..], &cfg(), 3, None, None).unwrap();
+    assert!(log.final_val_loss() < log.initial_val_loss, "{log:?}");
+    assert_ne!(weights(&student), before);
+    // Parameters reach the plugin: a bad one is refused with its message.
+    let err = registry.kd_method("tempered_fkl").unwrap().create(&[("temperature".into(), "-1".into())]).err().unwrap();
+    assert!(err.contains("temperature must be positive"), "{err}");
+    let err = registry.kd_method("tempered_fkl").unwrap().create(&[("temprature".into(), "1".into())]).err().unwrap();
+    assert!(err.contains("did you mean `temperature`"), "{err}");
+}

@@ -32,10 +32,17 @@ fn plugins_list_shows_the_builtins() {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&cells[1..4], &["attack", env!("CARGO_PKG_VERSION"), built_library(lib).to_str().unwrap()], "{line}");
     }
+    for method in ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm", "nokd"] {
+        let lib = format!("kdh_kd_{method}");
+        let line = lines.iter().find(|l| l.split_whitespace().next() == Some(method)).unwrap_or_else(|| panic!("{method} missing:\n{}", run.stdout));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&cells[1..4], &["kd", env!("CARGO_PKG_VERSION"), built_library(&lib).to_str().unwrap()], "{line}");
+    }
     assert!(run.stdout.contains("k=0.2"));
+    assert!(run.stdout.contains("objective=jsd beta=0.9"));
     let json = kdharness(["plugins", "list", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
-    assert_eq!(value["plugins"].as_array().unwrap().len(), 8);
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 8 + 7);
     assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -66,7 +73,7 @@ fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
     let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
     assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
     // Every built-in still loads.
-    assert_eq!(run.stdout.lines().count(), 1 + 8, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1 + 8 + 7, "{}", run.stdout);
 }
 
 #[test]

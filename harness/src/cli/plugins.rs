@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::PluginArgs;
-use crate::plugins::{Registry, default_api_path, scaffold, search_dirs};
+use crate::plugins::{PluginKind, Registry, default_api_path, scaffold, search_dirs};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PluginsCommand {
@@ -25,7 +25,7 @@ pub enum PluginsCommand {
         kind: PluginKind,
         /// The plugin's name (lowercase letters, digits, underscores).
         name: String,
-        /// Where to write the crate (default: ./kdh-attack-NAME).
+        /// Where to write the crate (default: ./kdh-attack-NAME or ./kdh-kd-NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The plugin-api crate to depend on (default: the one this kdharness was built from).
@@ -34,22 +34,15 @@ pub enum PluginsCommand {
     },
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum PluginKind {
-    Attack,
-    Kd,
-}
-
 pub fn run(command: PluginsCommand) -> Result<ExitCode> {
     match command {
         PluginsCommand::List { plugins, json } => list(&plugins, json),
-        PluginsCommand::New { kind: PluginKind::Kd, .. } => {
-            bail!("KD-method plugins arrive with the distillation stage; today only `plugins new attack NAME` is available")
-        }
-        PluginsCommand::New { kind: PluginKind::Attack, name, dir, api_path } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from(format!("kdh-attack-{}", name.replace('_', "-"))));
-            let out = scaffold(&name, &dir, &api_path.unwrap_or_else(default_api_path))?;
-            println!("wrote attack plugin `{name}` to {}", out.dir.display());
+        PluginsCommand::New { kind, name, dir, api_path } => {
+            let word = kind.word();
+            let dir = dir.unwrap_or_else(|| PathBuf::from(format!("kdh-{word}-{}", name.replace('_', "-"))));
+            let out = scaffold(kind, &name, &dir, &api_path.unwrap_or_else(default_api_path))?;
+            let what = if word == "kd" { "KD-method" } else { "attack" };
+            println!("wrote {what} plugin `{name}` to {}", out.dir.display());
             println!("next: cd {} && cargo build --release", out.dir.display());
             println!("then: kdharness plugins list --plugin-dir {}", out.dir.join("target/release").display());
             Ok(ExitCode::SUCCESS)
@@ -75,8 +68,20 @@ fn list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
                 })
             })
             .collect();
+        let kd = registry.kd_methods().map(|m| {
+            serde_json::json!({
+                "name": m.name(),
+                "kind": "kd",
+                "version": m.decl.version.as_str(),
+                "source": m.library,
+                "sha256": m.library_sha256,
+                "params": m.decl.params.iter().map(|p| serde_json::json!({"name": p.name.as_str(), "default": p.default.as_str(), "help": p.help.as_str()})).collect::<Vec<_>>(),
+                "description": m.decl.description.as_str(),
+            })
+        });
+        let plugins: Vec<serde_json::Value> = attacks.into_iter().chain(kd).collect();
         let problems: Vec<_> = registry.problems.iter().collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": attacks, "problems": problems}))?);
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": plugins, "problems": problems}))?);
     } else {
         let rows: Vec<[String; 5]> = registry
             .attacks()
@@ -84,6 +89,10 @@ fn list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
                 let params: Vec<String> = a.decl.params.iter().map(|p| format!("{}={}", p.name, p.default)).collect();
                 [a.name().to_string(), "attack".into(), a.decl.version.to_string(), a.library.display().to_string(), params.join(" ")]
             })
+            .chain(registry.kd_methods().map(|m| {
+                let params: Vec<String> = m.decl.params.iter().map(|p| format!("{}={}", p.name, p.default)).collect();
+                [m.name().to_string(), "kd".into(), m.decl.version.to_string(), m.library.display().to_string(), params.join(" ")]
+            }))
             .collect();
         let header = ["NAME", "KIND", "VERSION", "SOURCE", "PARAMS"];
         let widths: Vec<usize> =

@@ -12,7 +12,7 @@ use kdharness_plugin_api::kd::{KdDecl, KdInstance};
 use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, Param, PluginLibRef};
 use serde::Serialize;
 
-pub use scaffold::{ScaffoldError, Scaffolded, default_api_path, scaffold};
+pub use scaffold::{PluginKind, ScaffoldError, Scaffolded, default_api_path, scaffold};
 
 /// Plugin libraries are files named `libkdh_*.so` (`kdh_*.dll`, `libkdh_*.dylib`): the
 /// prefix keeps unrelated shared objects in a directory from being loaded.

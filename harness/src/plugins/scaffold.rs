@@ -4,8 +4,29 @@
 use std::path::{Path, PathBuf};
 
 const CARGO_TOML: &str = include_str!("../../../plugins/template/Cargo.toml.in");
-const LIB_RS: &str = include_str!("../../../plugins/template/src/lib.rs.in");
-const README: &str = include_str!("../../../plugins/template/README.md.in");
+const ATTACK_RS: &str = include_str!("../../../plugins/template/src/lib.rs.in");
+const ATTACK_README: &str = include_str!("../../../plugins/template/README.md.in");
+const KD_RS: &str = include_str!("../../../plugins/template/src/kd.rs.in");
+const KD_README: &str = include_str!("../../../plugins/template/README.kd.md.in");
+
+/// What a scaffolded plugin provides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginKind {
+    /// A membership-inference attack.
+    Attack,
+    /// A KD method.
+    Kd,
+}
+
+impl PluginKind {
+    /// The word used in crate and library names.
+    pub fn word(self) -> &'static str {
+        match self {
+            PluginKind::Attack => "attack",
+            PluginKind::Kd => "kd",
+        }
+    }
+}
 
 /// Where this build's plugin-api crate lives (the scaffold depends on it by path).
 pub fn default_api_path() -> PathBuf {
@@ -37,8 +58,8 @@ pub struct Scaffolded {
     pub library_file: String,
 }
 
-/// Writes an attack plugin crate named after `name` into `dir`.
-pub fn scaffold(name: &str, dir: &Path, api_path: &Path) -> Result<Scaffolded, ScaffoldError> {
+/// Writes a plugin crate of `kind` named after `name` into `dir`.
+pub fn scaffold(kind: PluginKind, name: &str, dir: &Path, api_path: &Path) -> Result<Scaffolded, ScaffoldError> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !valid {
@@ -51,24 +72,29 @@ pub fn scaffold(name: &str, dir: &Path, api_path: &Path) -> Result<Scaffolded, S
     if !api.join("Cargo.toml").is_file() {
         return Err(ScaffoldError::NoApi(api));
     }
-    let lib_name = format!("{}attack_{name}", super::LIBRARY_PREFIX);
+    let word = kind.word();
+    let lib_name = format!("{}{word}_{name}", super::LIBRARY_PREFIX);
     let library_file = format!("{}{lib_name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let struct_name: String = name
         .split('_')
         .filter(|p| !p.is_empty())
         .map(|p| p[..1].to_ascii_uppercase() + &p[1..])
         .collect::<String>()
-        + "Attack";
+        + if kind == PluginKind::Kd { "Kd" } else { "Attack" };
     let fill = |template: &str| {
         template
-            .replace("{{crate_name}}", &format!("kdh-attack-{}", name.replace('_', "-")))
+            .replace("{{crate_name}}", &format!("kdh-{word}-{}", name.replace('_', "-")))
             .replace("{{lib_name}}", &lib_name)
             .replace("{{library_file}}", &library_file)
             .replace("{{api_path}}", &api.to_string_lossy().replace('\\', "/"))
             .replace("{{struct_name}}", &struct_name)
             .replace("{{name}}", name)
     };
-    for (relative, template) in [("Cargo.toml", CARGO_TOML), ("src/lib.rs", LIB_RS), ("README.md", README)] {
+    let (lib_rs, readme) = match kind {
+        PluginKind::Attack => (ATTACK_RS, ATTACK_README),
+        PluginKind::Kd => (KD_RS, KD_README),
+    };
+    for (relative, template) in [("Cargo.toml", CARGO_TOML), ("src/lib.rs", lib_rs), ("README.md", readme)] {
         let path = dir.join(relative);
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(path.parent().expect("has a parent"))?;
@@ -86,7 +112,7 @@ mod tests {
     #[test]
     fn fills_every_placeholder() {
         let tmp = tempfile::tempdir().unwrap();
-        let out = scaffold("my_attack2", &tmp.path().join("p"), &default_api_path()).unwrap();
+        let out = scaffold(PluginKind::Attack, "my_attack2", &tmp.path().join("p"), &default_api_path()).unwrap();
         assert_eq!(out.library_file, format!("{}kdh_attack_my_attack2{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
         for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
             let text = std::fs::read_to_string(out.dir.join(file)).unwrap();
@@ -94,7 +120,7 @@ mod tests {
         }
         let lib = std::fs::read_to_string(out.dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct MyAttack2Attack;") && lib.contains("const NAME: &'static str = \"my_attack2\";"));
-        assert!(matches!(scaffold("Bad-Name", &tmp.path().join("q"), &default_api_path()), Err(ScaffoldError::BadName(_))));
-        assert!(matches!(scaffold("ok", &out.dir, &default_api_path()), Err(ScaffoldError::Exists(_))));
+        assert!(matches!(scaffold(PluginKind::Kd, "Bad-Name", &tmp.path().join("q"), &default_api_path()), Err(ScaffoldError::BadName(_))));
+        assert!(matches!(scaffold(PluginKind::Kd, "ok", &out.dir, &default_api_path()), Err(ScaffoldError::Exists(_))));
     }
 }
