@@ -97,11 +97,39 @@ pub struct DistillEpoch {
     pub steps: usize,
 }
 
+/// Where a distillation's training time went, in seconds summed over its steps
+/// (validation excluded).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StepTiming {
+    /// Generating student samples (on-policy steps; SeqKD's teacher samples are made once,
+    /// before training, and not counted).
+    pub sampling: f64,
+    /// Student and teacher forward passes.
+    pub forward: f64,
+    /// The KD plugin's `loss_and_grad`, including access to the logits.
+    pub plugin: f64,
+    /// Back-propagation of the surrogate.
+    pub backward: f64,
+    /// The AdamW update.
+    pub optimizer: f64,
+    /// Trained positions (tokens whose logits entered the loss).
+    pub tokens: usize,
+}
+
+impl StepTiming {
+    /// Total seconds.
+    pub fn total(&self) -> f64 {
+        self.sampling + self.forward + self.plugin + self.backward + self.optimizer
+    }
+}
+
 /// The record of one student's distillation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DistillLog {
     /// The KD method.
     pub method: String,
+    /// Where the training time went.
+    pub timing: StepTiming,
     /// The objective on the held-out public data before training.
     pub initial_val_loss: f64,
     /// Per-epoch results.
@@ -393,7 +421,8 @@ pub fn distill(
     let initial_val_loss = validate(student, teacher, method, name, val, batch_size)?;
     crate::cli::detail(format!("distill {name}: objective on held-out public data before training: {initial_val_loss:.4}"));
     let bar = crate::cli::progress_bar(total, &format!("distilling ({name})"), "steps");
-    let mut log = DistillLog { method: name.into(), initial_val_loss, epochs: Vec::new() };
+    let mut log = DistillLog { method: name.into(), timing: StepTiming::default(), initial_val_loss, epochs: Vec::new() };
+    let clock = std::time::Instant::now;
     let mut step = 0;
     for epoch in 1..=cfg.train.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -402,15 +431,23 @@ pub fn distill(
         for indices in order.chunks(batch_size) {
             let progress = step as f64 / total as f64;
             let policy = method.data_policy(progress).into_result().map_err(plugin)?;
+            let t0 = clock();
             let data = sampler.step_data(&policy, &train, indices, student, teacher)?;
+            log.timing.sampling += t0.elapsed().as_secs_f64();
             let data = StepData { examples: data.examples.into_iter().filter(|e| !e.trained_positions().is_empty()).collect(), ..data };
             if data.examples.is_empty() {
                 step += 1;
                 continue;
             }
             on_policy_steps += data.on_policy as usize;
+            let t0 = clock();
             let p = prepare(student, teacher.filter(|_| policy.uses_teacher), &data)?;
+            let t1 = clock();
             let (loss, grad) = call_method(method, name, &p, data.on_policy, progress)?;
+            let t2 = clock();
+            log.timing.forward += (t1 - t0).as_secs_f64();
+            log.timing.plugin += (t2 - t1).as_secs_f64();
+            log.timing.tokens += p.targets.count;
             if !loss.is_finite() {
                 bar.abandon();
                 return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
@@ -420,8 +457,12 @@ pub fn distill(
             if cfg.kd_ratio < 1.0 {
                 surrogate = (surrogate + (cross_entropy(&p.student, &p.targets.ids)? * (1.0 - cfg.kd_ratio))?)?;
             }
+            let t0 = clock();
             let grads = surrogate.backward()?;
+            let t1 = clock();
             opt.step(&student.params, &grads, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
+            log.timing.backward += (t1 - t0).as_secs_f64();
+            log.timing.optimizer += t1.elapsed().as_secs_f64();
             loss_sum += loss;
             step += 1;
             bar.inc(1);
