@@ -4,7 +4,7 @@
 
 use candle_core::{D, Device, Tensor};
 use kdharness::data::{Template, TokenLimits, TokenizerFile, encode, load_jsonl};
-use kdharness::distill::{DistillConfig, Sampler, distill, teacher_samples};
+use kdharness::distill::{DistillConfig, Sampler, StudentPlan, distill, stage, teacher_samples};
 use kdharness::model::{Model, ModelConfig, ScratchSpec};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
 use kdharness::train::{Example, TrainConfig, train};
@@ -61,45 +61,45 @@ fn cfg() -> DistillConfig {
 }
 
 #[test]
-fn every_method_lowers_its_objective_on_held_out_public_data() {
+fn the_distill_stage_trains_every_method_lowers_its_objective_and_reproduces() {
     let registry = registry();
     let teacher = teacher();
     let public = examples("nonmembers.jsonl", "n");
     let (train_set, val) = public.split_at(9);
-    let dir = tempfile::tempdir().unwrap();
     let methods = ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm", "nokd"];
-    for name in methods {
-        let loaded = registry.kd_method(name).unwrap_or_else(|| panic!("plugin `{name}` not found: {:?}", registry.problems));
-        let mut method = loaded.create(&[]).unwrap();
-        let mut student = scratch(1, 32, 21);
-        let cache = dir.path().join("seqkd.json");
-        let log = distill(&mut student, Some(&teacher), &mut method, name, train_set, val, &cfg(), 3, Some(&cache), None).unwrap();
+    let plans = || -> Vec<StudentPlan> {
+        methods
+            .iter()
+            .map(|m| StudentPlan { method: m.to_string(), params: vec![], student: "tiny".into(), init: scratch(1, 32, 21) })
+            .collect()
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let logs = stage(&registry, &teacher, &plans(), train_set, val, &cfg(), 3, a.path()).unwrap();
+    for (name, log) in methods.iter().zip(&logs) {
         eprintln!("{name}: held-out objective {:.4} -> {:.4}", log.initial_val_loss, log.final_val_loss());
-        assert!(log.final_val_loss() < log.initial_val_loss, "{name}: {:?}", log);
-        if ["gkd", "imitkd", "minillm"].contains(&name) {
-            assert!(log.epochs.iter().map(|e| e.on_policy_steps).sum::<usize>() > 0, "{name} never sampled from the student");
+        assert!(log.final_val_loss() < log.initial_val_loss, "{name}: {log:?}");
+        let on_policy: usize = log.epochs.iter().map(|e| e.on_policy_steps).sum();
+        match *name {
+            "gkd" | "imitkd" | "minillm" => assert!(on_policy > 0, "{name} never sampled from the student"),
+            "kd" | "seqkd" | "nokd" => assert_eq!(on_policy, 0, "{name}"),
+            _ => {}
         }
-        if name == "kd" {
-            assert!(log.epochs.iter().all(|e| e.on_policy_steps == 0));
-        }
+        let dir = a.path().join(format!("{name}-tiny"));
+        assert!(dir.join("model.safetensors").is_file() && dir.join("config.json").is_file() && dir.join("distill_log.json").is_file());
     }
-}
-
-#[test]
-fn one_seed_gives_identical_students() {
-    let registry = registry();
-    let teacher = teacher();
-    let public = examples("nonmembers.jsonl", "n");
-    let (train_set, val) = public.split_at(9);
-    for name in ["gkd", "minillm"] {
-        let run = || {
-            let mut method = registry.kd_method(name).unwrap().create(&[]).unwrap();
-            let mut student = scratch(1, 32, 21);
-            distill(&mut student, Some(&teacher), &mut method, name, train_set, val, &cfg(), 9, None, None).unwrap();
-            weights(&student)
-        };
-        assert_eq!(run(), run(), "{name}: two runs with one seed differ");
+    assert!(a.path().join("teacher_samples.json").is_file(), "SeqKD's samples are cached");
+    // The same seed, in another directory and in another order: byte-identical students.
+    let mut reversed = plans();
+    reversed.reverse();
+    stage(&registry, &teacher, &reversed, train_set, val, &cfg(), 3, b.path()).unwrap();
+    for name in methods {
+        let file = |root: &std::path::Path| std::fs::read(root.join(format!("{name}-tiny/model.safetensors"))).unwrap();
+        assert!(file(a.path()) == file(b.path()), "{name}: two runs with one seed differ");
     }
+    // An unknown method is named, with a suggestion.
+    let bad = vec![StudentPlan { method: "minilm".into(), params: vec![], student: "tiny".into(), init: scratch(1, 32, 21) }];
+    let err = stage(&registry, &teacher, &bad, train_set, val, &cfg(), 3, b.path()).unwrap_err().to_string();
+    assert!(err.contains("did you mean `minillm`"), "{err}");
 }
 
 #[test]

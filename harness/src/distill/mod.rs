@@ -493,6 +493,77 @@ pub fn distill(
     Ok(log)
 }
 
+/// One student to distil in a stage: a KD method (with parameter overrides) and the
+/// student's initial weights, named by its size.
+pub struct StudentPlan {
+    /// The KD method's plugin name.
+    pub method: String,
+    /// Parameter overrides (the rest take the plugin's defaults).
+    pub params: Vec<(String, String)>,
+    /// The student size's name (e.g. `small`), part of the output directory's name.
+    pub student: String,
+    /// The student's initial weights (scratch, or blocks of a pretrained model).
+    pub init: Model,
+}
+
+impl StudentPlan {
+    /// `METHOD-STUDENT`, the student's name in outputs.
+    pub fn name(&self) -> String {
+        format!("{}-{}", self.method, self.student)
+    }
+}
+
+/// The distill stage: one student per plan from one teacher on the public examples, each
+/// saved to `out/NAME/` (Hugging Face layout) with its `distill_log.json`. Each student's
+/// seed is derived from `seed` and its name, so results do not depend on the plans'
+/// order. SeqKD's teacher samples are made once and shared (`out/teacher_samples.json`).
+#[allow(clippy::too_many_arguments)]
+pub fn stage(
+    registry: &crate::plugins::Registry,
+    teacher: &Model,
+    plans: &[StudentPlan],
+    train: &[Example],
+    val: &[Example],
+    cfg: &DistillConfig,
+    seed: u64,
+    out: &Path,
+) -> Result<Vec<DistillLog>, DistillError> {
+    let mut logs = Vec::new();
+    for plan in plans {
+        let name = plan.name();
+        let loaded = registry.kd_method(&plan.method).ok_or_else(|| {
+            DistillError::Input(format!(
+                "no KD method `{}` is loaded{} (loaded: {})",
+                plan.method,
+                crate::util::did_you_mean(&plan.method, registry.kd_names()),
+                registry.kd_names().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
+        let mut student = plan.init.clone_weights()?;
+        let dir = out.join(&name);
+        let student_seed = seed ^ crate::util::stable_hash(&name);
+        let log = distill(
+            &mut student,
+            Some(teacher),
+            &mut method,
+            &plan.method,
+            train,
+            val,
+            cfg,
+            student_seed,
+            Some(&out.join("teacher_samples.json")),
+            Some(&dir),
+        )?;
+        student.save(&dir)?;
+        let text = serde_json::to_string_pretty(&log).expect("logs serialise");
+        crate::util::write_atomic(&dir.join("distill_log.json"), text.as_bytes())
+            .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", dir.display())))?;
+        logs.push(log);
+    }
+    Ok(logs)
+}
+
 /// The method's objective on ground-truth `val` examples (token-weighted), no update.
 pub fn validate(
     student: &Model,

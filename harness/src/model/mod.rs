@@ -265,7 +265,7 @@ impl Model {
                 Init::Ones => vec![1.0; n],
                 Init::Normal | Init::Residual => {
                     let std = if spec.init == Init::Normal { 0.02 } else { residual_std };
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(&spec.name));
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::util::stable_hash(&spec.name));
                     (0..n).map(|_| (std * standard_normal(&mut rng)) as f32).collect()
                 }
             };
@@ -386,6 +386,13 @@ impl Model {
         Self::from_tensors(config, tensors, &self.device)
     }
 
+    /// An independent copy (new variables with the same values): training the copy leaves
+    /// this model unchanged. (`Clone` shares the variables.)
+    pub fn clone_weights(&self) -> Result<Self, ModelError> {
+        let tensors = self.params.iter().map(|(n, v)| Ok((n.to_owned(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?;
+        Self::from_tensors(self.config.clone(), tensors, &self.device)
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -447,10 +454,6 @@ fn abbreviate(names: &[String]) -> String {
     s
 }
 
-/// FNV-1a: a stable per-weight seed offset.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
 
 /// One draw from N(0, 1) (Box–Muller; `rand` 0.8 has no normal distribution of its own).
 pub fn standard_normal(rng: &mut impl Rng) -> f64 {
