@@ -11,6 +11,8 @@
 //! - [`plugins`]: discovery and loading of attack plugins through `kdharness-plugin-api`.
 //! - [`attack`]: runs attack plugins over signals and validates what they return.
 //! - [`metrics`]: AUC, TPR at low FPR, balanced accuracy, bootstrap intervals.
+//! - [`memorize`]: greedy extraction of responses, member vs non-member rates, teacher overlap.
+//! - [`utility`]: ROUGE-L of generations against references.
 //! - [`report`]: `scores.csv`, `summary.csv`, `manifest.json`.
 //! - [`distill`]: the KD loop: one student from one teacher by one KD-method plugin.
 //! - [`train`]: supervised fine-tuning (AdamW, cosine decay, clipping) of candle models.
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod data;
 pub mod distill;
 pub mod export;
+pub mod memorize;
 pub mod metrics;
 pub mod model;
 pub mod plugins;
@@ -33,3 +36,4 @@ pub mod runtime;
 pub mod score;
 pub mod train;
 pub mod util;
+pub mod utility;

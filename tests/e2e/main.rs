@@ -14,6 +14,7 @@ mod data;
 mod distill;
 mod doctor;
 mod export;
+mod memorize;
 mod metrics;
 mod models;
 mod optimum;

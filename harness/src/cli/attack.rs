@@ -85,7 +85,7 @@ pub struct AttackArgs {
 }
 
 /// A count that must be positive.
-fn at_least_one(raw: &str) -> Result<usize, String> {
+pub(super) fn at_least_one(raw: &str) -> Result<usize, String> {
     match raw.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("expected a whole number of at least 1, got `{raw}`")),
@@ -93,7 +93,7 @@ fn at_least_one(raw: &str) -> Result<usize, String> {
 }
 
 /// `NAME=PATH`, or a bare path named after its file stem.
-fn parse_model(spec: &str) -> Result<(String, PathBuf)> {
+pub(super) fn parse_model(spec: &str) -> Result<(String, PathBuf)> {
     let (name, path) = match spec.split_once('=') {
         Some((name, path)) => (name.to_string(), PathBuf::from(path)),
         None => {

@@ -4,6 +4,7 @@
 mod attack;
 mod data;
 mod doctor;
+mod memorize;
 mod metrics;
 mod model;
 mod plugins;
@@ -35,6 +36,8 @@ enum Command {
     /// Prepare datasets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Greedy extraction of members' responses (memorization.csv) and utility (ROUGE-L).
+    Memorize(Box<memorize::MemorizeArgs>),
     /// Recompute summary.csv from a scores.csv.
     Metrics(metrics::MetricsArgs),
     /// Fetch pretrained models; export checkpoints to ONNX.
@@ -149,6 +152,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attack(args) => attack::run(*args),
         Command::Data(command) => data::run(command),
+        Command::Memorize(args) => memorize::run(*args),
         Command::Metrics(args) => metrics::run(args),
         Command::Model(command) => model::run(command),
         Command::Plugins(command) => plugins::run(command),

@@ -242,6 +242,49 @@ pub fn summarize(rows: &[ScoreRow], role_of: impl Fn(&str) -> ModelRole + Sync, 
         .collect()
 }
 
+/// The columns of `memorization.csv`.
+pub const MEMORIZATION_HEADER: [&str; 9] = ["model", "sample_id", "category", "member", "matched", "compared", "ratio", "exact_prefix", "extracted"];
+
+/// Writes `memorization.csv` atomically.
+pub fn write_memorization(path: &Path, rows: &[crate::memorize::MemorizationRow]) -> Result<(), ReportError> {
+    write_csv(
+        path,
+        &MEMORIZATION_HEADER,
+        rows.iter().map(|r| {
+            vec![
+                r.model.clone(),
+                r.sample_id.clone(),
+                r.category.clone(),
+                (r.member as u8).to_string(),
+                r.matched.to_string(),
+                r.compared.to_string(),
+                fmt_f64(r.ratio),
+                r.exact_prefix.to_string(),
+                (r.extracted as u8).to_string(),
+            ]
+        }),
+    )
+}
+
+/// Summary rows (no attack, no operating point) for memorization and utility aggregates.
+pub fn aggregate_rows(model: &str, role: &ModelRole, category: &str, aggregates: &[crate::memorize::Aggregate]) -> Vec<SummaryRow> {
+    aggregates
+        .iter()
+        .map(|a| SummaryRow {
+            model: model.into(),
+            role: role.clone(),
+            category: category.into(),
+            attack: String::new(),
+            metric: a.metric,
+            value: a.value,
+            ci: a.ci,
+            n_members: a.n_members,
+            n_nonmembers: a.n_nonmembers,
+            operating_point: None,
+        })
+        .collect()
+}
+
 /// Writes `summary.csv` atomically.
 pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<(), ReportError> {
     write_csv(

@@ -1,0 +1,108 @@
+//! Memorization and utility through `kdharness memorize`: a model trained to memorize the
+//! members reproduces them, an untrained one does not; ONNX Runtime's greedy decoding
+//! honours no_repeat_ngram.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use kdharness::runtime::generate::{GreedyConfig, banned_tokens, greedy};
+use kdharness::runtime::{CausalLm, Runtime, SessionOptions};
+use kdharness::train::{TrainConfig, train};
+
+use crate::common::{fixture, kdharness};
+use crate::distill::{examples, scratch};
+
+/// A tiny llama fine-tuned until it memorizes the members, exported once per test run:
+/// (its ONNX file, the untrained model's ONNX file).
+pub fn memorizer() -> &'static (PathBuf, PathBuf) {
+    static MODELS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let untrained = scratch(2, 64, 11);
+        let raw = dir.join("untrained.onnx");
+        kdharness::export::export(&untrained, &raw).unwrap();
+        let mut model = scratch(2, 64, 11);
+        let cfg = TrainConfig { epochs: 80, lr: 3e-3, batch_size: 4, warmup_steps: 5, ..TrainConfig::default() };
+        train(&mut model, &examples("members.jsonl", "m"), &cfg, 5, "memorizer", None).unwrap();
+        let path = dir.join("memorizer.onnx");
+        kdharness::export::export(&model, &path).unwrap();
+        (path, raw)
+    })
+}
+
+#[test]
+fn a_model_trained_to_memorize_reproduces_members_not_nonmembers() {
+    let (teacher, untrained) = memorizer();
+    let out = tempfile::tempdir().unwrap();
+    let run = kdharness([
+        "memorize".to_string(),
+        "--model".into(),
+        format!("teacher={}", teacher.display()),
+        "--model".into(),
+        format!("untrained={}", untrained.display()),
+        "--teacher".into(),
+        "teacher".into(),
+        "--tokenizer".into(),
+        fixture("tokenizer.json").display().to_string(),
+        "--members".into(),
+        fixture("members.jsonl").display().to_string(),
+        "--nonmembers".into(),
+        fixture("nonmembers.jsonl").display().to_string(),
+        "--bootstrap".into(),
+        "200".into(),
+        "--out".into(),
+        out.path().display().to_string(),
+    ]);
+    run.ok();
+    let text = std::fs::read_to_string(out.path().join("memorization.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next().unwrap(), "model,sample_id,category,member,matched,compared,ratio,exact_prefix,extracted");
+    assert_eq!(lines.count(), 2 * 24);
+
+    let summary = std::fs::read_to_string(out.path().join("summary.csv")).unwrap();
+    let value = |model: &str, metric: &str| -> (f64, String) {
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("{model},")) && l.split(',').nth(4) == Some("all") && l.split(',').nth(6) == Some(metric))
+            .unwrap_or_else(|| panic!("no {model} {metric} row:\n{summary}"));
+        let cells: Vec<&str> = line.split(',').collect();
+        (cells[7].parse().unwrap(), cells[8].to_string())
+    };
+    let (member, ci_low) = value("teacher", "mem_rate_member");
+    let (nonmember, _) = value("teacher", "mem_rate_nonmember");
+    eprintln!("teacher: member rate {member}, non-member rate {nonmember}");
+    assert!(member > 0.6, "member rate {member}");
+    assert!(nonmember < 0.2, "non-member rate {nonmember}");
+    assert!(!ci_low.is_empty(), "rates carry bootstrap intervals");
+    assert!(value("teacher", "mem_gap").0 > 0.4);
+    assert!(value("teacher", "exact_extraction_member").0 > 0.3);
+    assert!(value("untrained", "mem_rate_member").0 < 0.1);
+    // Per-sample denominators, utility and teacher overlap are there too.
+    assert!(value("teacher", "mem_rate_member_per_sample").0 >= member);
+    let (rouge, _) = value("teacher", "rouge_l");
+    assert!((0.0..=100.0).contains(&rouge));
+    for r in ["0.5", "0.6", "0.7", "0.8", "0.9"] {
+        value("untrained", &format!("teacher_overlap_{r}"));
+    }
+    assert!(!summary.lines().any(|l| l.starts_with("teacher,") && l.contains("teacher_overlap")));
+}
+
+#[test]
+fn greedy_decoding_through_onnx_runtime_honours_no_repeat_ngram() {
+    let (_, untrained) = memorizer();
+    let mut lm = CausalLm::open(Runtime::get(None).unwrap(), untrained, SessionOptions { threads: 1, ..Default::default() }).unwrap();
+    let prompts = vec![vec![5u32, 6, 7], vec![9u32]];
+    let plain = greedy(&mut lm, &prompts, &GreedyConfig { max_new_tokens: 40, eos: None, no_repeat_ngram: 0, use_cache: true }).unwrap();
+    // An untrained model loops; with n = 2 no bigram of prompt + generation repeats.
+    let repeats = |seq: &[u32], n: usize| (n..=seq.len()).any(|end| banned_tokens(&seq[..end - 1], n).contains(&seq[end - 1]));
+    let full = |p: &[u32], g: &[u32]| [p, g].concat();
+    assert!(plain.iter().zip(&prompts).any(|(g, p)| repeats(&full(p, g), 2)), "expected the untrained model to repeat itself");
+    for use_cache in [true, false] {
+        let cfg = GreedyConfig { max_new_tokens: 40, eos: None, no_repeat_ngram: 2, use_cache };
+        let out = greedy(&mut lm, &prompts, &cfg).unwrap();
+        for (g, p) in out.iter().zip(&prompts) {
+            assert_eq!(g.len(), 40);
+            assert!(!repeats(&full(p, g), 2), "a bigram repeats: {g:?}");
+        }
+    }
+}
