@@ -13,6 +13,7 @@
 //! - [`metrics`]: AUC, TPR at low FPR, balanced accuracy, bootstrap intervals.
 //! - [`memorize`]: greedy extraction of responses, member vs non-member rates, teacher overlap.
 //! - [`utility`]: ROUGE-L of generations against references.
+//! - [`blocks`]: MoPe and per-block perturbation risk (weights perturbed per transformer block).
 //! - [`report`]: `scores.csv`, `summary.csv`, `manifest.json`.
 //! - [`distill`]: the KD loop: one student from one teacher by one KD-method plugin.
 //! - [`train`]: supervised fine-tuning (AdamW, cosine decay, clipping) of candle models.
@@ -23,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod attack;
+pub mod blocks;
 pub mod cli;
 pub mod data;
 pub mod distill;

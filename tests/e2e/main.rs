@@ -9,6 +9,7 @@ mod common;
 
 mod bad_input;
 mod batching;
+mod blocks;
 mod cache;
 mod data;
 mod distill;

@@ -27,6 +27,7 @@ fn plugins_list_shows_the_builtins() {
         ("minkpp", "kdh_attack_minkpp"),
         ("minkpp_paper", "kdh_attack_minkpp"),
         ("ref", "kdh_attack_ref"),
+        ("mope", "kdh_attack_mope"),
     ] {
         let line = lines.iter().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{}", run.stdout));
         let cells: Vec<&str> = line.split_whitespace().collect();
@@ -42,7 +43,7 @@ fn plugins_list_shows_the_builtins() {
     assert!(run.stdout.contains("objective=jsd beta=0.9"));
     let json = kdharness(["plugins", "list", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
-    assert_eq!(value["plugins"].as_array().unwrap().len(), 8 + 7);
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 9 + 7);
     assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -73,7 +74,7 @@ fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
     let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
     assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
     // Every built-in still loads.
-    assert_eq!(run.stdout.lines().count(), 1 + 8 + 7, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1 + 9 + 7, "{}", run.stdout);
 }
 
 #[test]
@@ -91,7 +92,7 @@ fn a_panicking_or_misbehaving_plugin_is_an_error_and_the_harness_survives() {
     for want in [
         format!("error: attack `test_panics` (plugin {lib}) failed: panicked: deliberate test panic"),
         format!("error: attack `test_short` (plugin {lib}) failed: returned 23 scores for 24 samples"),
-        "error: 3 attack run(s) failed; the other results were written".to_string(),
+        "error: 3 run(s) failed; the other results were written".to_string(),
     ] {
         assert!(run.stderr.lines().any(|l| l == want), "missing `{want}` in:\n{}", run.stderr);
     }

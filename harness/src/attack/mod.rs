@@ -98,7 +98,12 @@ pub const AVAILABLE_SIGNALS: SignalSet = SignalSet::TOKEN_IDS
     .union(SignalSet::ARGMAX_ID)
     .union(SignalSet::RESPONSE_TEXT)
     .union(SignalSet::ARGMAX_TEXT)
-    .union(SignalSet::REFERENCE);
+    .union(SignalSet::REFERENCE)
+    .union(SignalSet::PERTURBED_LOSS);
+
+/// Signals that cost extra forward passes (MoPe's perturbed losses: `n` per model): attacks
+/// needing them run only when named.
+pub const COSTLY_SIGNALS: SignalSet = SignalSet::PERTURBED_LOSS;
 
 /// Fails early when an attack needs a signal that cannot be provided.
 pub fn check_needs(attack: &LoadedAttack, have_reference: bool) -> Result<(), AttackError> {

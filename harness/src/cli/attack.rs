@@ -13,10 +13,11 @@ use serde_json::json;
 
 use super::{PluginArgs, RuntimeArgs, detail, info, progress_bar, warn};
 use crate::attack::{self, AttackError};
+use crate::blocks::{self, OnnxWeights, Scope};
 use crate::data::{MembershipSets, Record, TokenLimits, TokenizerFile, Template, encode};
 use crate::metrics::Bootstrap;
 use crate::plugins::{LoadedAttack, Registry, search_dirs};
-use crate::report::{self, ModelRole, ScoreRow};
+use crate::report::{self, BlockRow, ModelRole, ScoreRow};
 use crate::runtime::{CausalLm, PaddingSide, Runtime, SessionOptions, default_threads};
 use crate::score::{self, BatchSettings, ScoredSample, SignalCache, SignalSource};
 use crate::util::sha256_file;
@@ -78,6 +79,10 @@ pub struct AttackArgs {
     /// Print the summary as JSON (one object per summary.csv row) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure per-block risk: MoPe with only one transformer block perturbed at a
+    /// time (the `mope` attack's n and sigma), AUC per block in blocks.csv.
+    #[arg(long)]
+    blocks: bool,
     #[command(flatten)]
     plugins: PluginArgs,
     #[command(flatten)]
@@ -113,6 +118,8 @@ struct Scored {
     name: String,
     path: PathBuf,
     sha256: String,
+    /// The signal cache key of this model's signals (perturbed signals extend it).
+    key: String,
     samples: Vec<OwnedSample>,
     source: SignalSource,
     seconds: f64,
@@ -129,13 +136,17 @@ struct Scoring<'a> {
 }
 
 impl Scoring<'_> {
-    fn score(&self, name: &str, path: &Path, tokenizer: &TokenizerFile, template: Template) -> Result<Scored> {
-        let sha256 = sha256_file(path).with_context(|| format!("cannot read model {}", path.display()))?;
-        let samples: Vec<ScoredSample<'_>> = self
-            .records
+    /// Every record, tokenized for `tokenizer` and `template`.
+    fn samples(&self, tokenizer: &TokenizerFile, template: Template) -> Result<Vec<ScoredSample<'_>>, crate::data::DataError> {
+        self.records
             .iter()
             .map(|(record, _)| Ok(ScoredSample { record, encoded: encode(&tokenizer.tokenizer, template, self.limits, record)? }))
-            .collect::<Result<_, crate::data::DataError>>()?;
+            .collect()
+    }
+
+    fn score(&self, name: &str, path: &Path, tokenizer: &TokenizerFile, template: Template) -> Result<Scored> {
+        let sha256 = sha256_file(path).with_context(|| format!("cannot read model {}", path.display()))?;
+        let samples = self.samples(tokenizer, template)?;
         let runtime = format!("onnxruntime {} {:?}", self.runtime.library.version, self.session.device);
         let key = score::cache_key(&runtime, &sha256, &tokenizer.sha256, template, self.limits, &samples);
         let (signals, source, seconds) = self.cache.get_or_compute(name, &key, || {
@@ -153,8 +164,55 @@ impl Scoring<'_> {
             SignalSource::Computed => info(format!("scored {name} in {seconds:.2}s")),
             SignalSource::Cache => info(format!("signals of {name} loaded from cache")),
         }
-        Ok(Scored { name: name.into(), path: path.into(), sha256, samples: signals, source, seconds })
+        Ok(Scored { name: name.into(), path: path.into(), sha256, key, samples: signals, source, seconds })
     }
+
+    /// The model's signals with `perturbed_loss` filled: `n` losses per sample under
+    /// seeded noise of scale `sigma` on the weights in `scope` (cached like other signals).
+    #[allow(clippy::too_many_arguments)]
+    fn perturbed(
+        &self,
+        scored: &Scored,
+        tokenizer: &TokenizerFile,
+        template: Template,
+        weights: &OnnxWeights,
+        blocks: Option<&BTreeMap<usize, Vec<usize>>>,
+        scope: Scope,
+        (n, sigma, seed): (usize, f64, u64),
+    ) -> Result<Vec<OwnedSample>> {
+        let key = crate::util::sha256_bytes(format!("{}/perturbed/{scope}/{n}/{sigma}/{seed}", scored.key).as_bytes());
+        let label = format!("{} ({scope}, {n} perturbations)", scored.name);
+        let samples = self.samples(tokenizer, template)?;
+        let (losses, _, _) = self.cache.get_or_compute(&label, &key, || {
+            let mut per_sample = vec![Vec::with_capacity(n); samples.len()];
+            for draw in 0..n {
+                let overrides = blocks::perturbed(weights, blocks, scope, sigma, seed, draw);
+                let mut lm = blocks::open_perturbed(self.runtime, &scored.path, self.session, overrides)?;
+                let signals = score::compute_signals(&mut lm, &tokenizer.tokenizer, &samples, self.batch, &mut |_| {})?;
+                for (losses, s) in per_sample.iter_mut().zip(signals) {
+                    losses.push(-kdharness_plugin_api::mean(&s.target_logprob));
+                }
+            }
+            Ok(per_sample.into_iter().map(|perturbed_loss| OwnedSample { perturbed_loss, ..Default::default() }).collect())
+        })?;
+        Ok(scored
+            .samples
+            .iter()
+            .zip(losses)
+            .map(|(s, l)| OwnedSample { perturbed_loss: l.perturbed_loss, ..s.clone() })
+            .collect())
+    }
+}
+
+/// The draws and noise scale of a MoPe-style attack, from its parameters.
+fn perturbation_params(params: &[(String, String)]) -> Result<(usize, f64)> {
+    let get = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let n: usize = get("n").unwrap_or("10").parse().context("parameter `n` of a perturbation attack must be a whole number")?;
+    let sigma: f64 = get("sigma").unwrap_or("0.01").parse().context("parameter `sigma` of a perturbation attack must be a number")?;
+    if n == 0 || !(sigma >= 0.0 && sigma.is_finite()) {
+        bail!("perturbation attacks need n >= 1 and sigma >= 0 (got n = {n}, sigma = {sigma})");
+    }
+    Ok((n, sigma))
 }
 
 pub fn run(args: AttackArgs) -> Result<ExitCode> {
@@ -209,11 +267,27 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     let mut rows: Vec<ScoreRow> = Vec::new();
     let mut failures: Vec<AttackError> = Vec::new();
     let mut scored_models = Vec::new();
+    let mut block_rows: Vec<BlockRow> = Vec::new();
+    let mut block_failures: Vec<String> = Vec::new();
     for (name, path) in &models {
         let scored = scoring.score(name, path, &tokenizer, args.template)?;
+        let weights = if plan.iter().any(|(a, _)| a.decl.needs.contains(SignalSet::PERTURBED_LOSS)) || args.blocks {
+            Some(OnnxWeights::read(path)?)
+        } else {
+            None
+        };
         for (a, params) in &plan {
+            let perturbed;
+            let samples = if a.decl.needs.contains(SignalSet::PERTURBED_LOSS) {
+                let (n, sigma) = perturbation_params(params)?;
+                let weights = weights.as_ref().expect("read above");
+                perturbed = scoring.perturbed(&scored, &tokenizer, args.template, weights, None, Scope::All, (n, sigma, args.seed))?;
+                &perturbed
+            } else {
+                &scored.samples
+            };
             for (label, reference) in attack_runs(a, &scored_references) {
-                match attack::run(a, &scored.samples, reference, params) {
+                match attack::run(a, samples, reference, params) {
                     Ok(scores) => {
                         detail(format!("{name}: {label} done"));
                         rows.extend(records.iter().zip(scores).map(|((record, member), score)| ScoreRow {
@@ -232,6 +306,17 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
                 }
             }
         }
+        if args.blocks {
+            let weights = weights.as_ref().expect("read above");
+            // A model that cannot be cut into blocks loses only its per-block rows.
+            match block_sweep(&scoring, &registry, &plan, &scored, &tokenizer, args.template, weights, args.seed) {
+                Ok(rows) => block_rows.extend(rows),
+                Err(e) => {
+                    eprintln!("error: per-block risk of {name}: {e:#}");
+                    block_failures.push(format!("{name}: {e:#}"));
+                }
+            }
+        }
         scored_models.push(scored);
     }
 
@@ -241,6 +326,9 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
     let summary = report::summarize(&rows, |_| role.clone(), bootstrap);
     report::write_scores(&args.out.join("scores.csv"), &rows)?;
     report::write_summary(&args.out.join("summary.csv"), &summary)?;
+    if args.blocks {
+        report::write_blocks(&args.out.join("blocks.csv"), &block_rows)?;
+    }
 
     let file = |path: &Path| -> Result<serde_json::Value> {
         Ok(json!({ "path": path, "sha256": sha256_file(path).with_context(|| format!("cannot read {}", path.display()))? }))
@@ -271,7 +359,8 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
             "name": a.name(), "version": a.decl.version.as_str(), "library": a.library,
             "sha256": a.library_sha256, "params": params.iter().cloned().collect::<BTreeMap<_, _>>(),
         })).collect::<Vec<_>>(),
-        "failures": failures.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+        "failures": failures.iter().map(|f| f.to_string()).chain(block_failures.iter().cloned()).collect::<Vec<_>>(),
+        "perturbation_seed": args.seed,
         "seconds": started.elapsed().as_secs_f64(),
     });
     crate::util::write_atomic(&args.out.join("manifest.json"), serde_json::to_string_pretty(&manifest)?.as_bytes())
@@ -283,12 +372,48 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
         print_summary(&summary);
     }
     info(format!("wrote {} and {}", args.out.join("scores.csv").display(), args.out.join("summary.csv").display()));
-    if failures.is_empty() {
+    if failures.is_empty() && block_failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: {} attack run(s) failed; the other results were written", failures.len());
+        eprintln!("error: {} run(s) failed; the other results were written", failures.len() + block_failures.len());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// Per-block risk of one model: for every block, the `mope` attack's AUC with only that
+/// block's weights perturbed.
+#[allow(clippy::too_many_arguments)]
+fn block_sweep(
+    scoring: &Scoring<'_>,
+    registry: &Registry,
+    plan: &Plan<'_>,
+    scored: &Scored,
+    tokenizer: &TokenizerFile,
+    template: Template,
+    weights: &OnnxWeights,
+    seed: u64,
+) -> Result<Vec<BlockRow>> {
+    let (mope, params) = match plan.iter().find(|(a, _)| a.name() == "mope") {
+        Some((a, p)) => (*a, p.clone()),
+        None => {
+            let a = registry.attack("mope").context("--blocks needs the `mope` attack plugin, which is not loaded")?;
+            (a, attack::complete_params(a, &[])?)
+        }
+    };
+    let (n, sigma) = perturbation_params(&params)?;
+    let blocks = weights.blocks()?;
+    let members: Vec<bool> = scoring.records.iter().map(|(_, m)| *m).collect();
+    let mut rows = Vec::new();
+    for &block in blocks.keys() {
+        let samples = scoring.perturbed(scored, tokenizer, template, weights, Some(&blocks), Scope::Block(block), (n, sigma, seed))?;
+        let scores = attack::run(mope, &samples, &[], &params)?;
+        let (m, nm): (Vec<(f64, bool)>, Vec<(f64, bool)>) = scores.into_iter().zip(members.iter().copied()).partition(|(_, member)| *member);
+        let (m, nm): (Vec<f64>, Vec<f64>) = (m.into_iter().map(|x| x.0).collect(), nm.into_iter().map(|x| x.0).collect());
+        let auc = crate::metrics::auc(&crate::metrics::roc_points(&m, &nm), m.len(), nm.len());
+        detail(format!("{}: block {block}: mope AUC {auc:.3}", scored.name));
+        rows.push(BlockRow { model: scored.name.clone(), block, attack: "mope".into(), auc });
+    }
+    Ok(rows)
 }
 
 /// Attacks with their completed parameters, in the order they run.
@@ -303,7 +428,11 @@ fn plan_attacks<'r>(
     have_reference: bool,
 ) -> Result<Plan<'r>> {
     let attacks: Vec<&LoadedAttack> = if requested.is_empty() {
-        registry.attacks().filter(|a| attack::check_needs(a, have_reference).is_ok()).collect()
+        registry
+            .attacks()
+            .filter(|a| attack::check_needs(a, have_reference).is_ok())
+            .filter(|a| a.decl.needs.0 & attack::COSTLY_SIGNALS.0 == 0)
+            .collect()
     } else {
         attack::resolve(registry, requested)?
     };

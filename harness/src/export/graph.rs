@@ -106,6 +106,7 @@ impl Graph {
             data_type: data_type::FLOAT,
             name: name.into(),
             raw_data,
+            ..Default::default()
         });
         name.into()
     }
@@ -126,6 +127,7 @@ impl Graph {
             data_type: data_type::INT64,
             name: name.clone(),
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
         });
         name
     }

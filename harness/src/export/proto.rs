@@ -1,4 +1,5 @@
-//! The subset of the ONNX protobuf schema (`onnx.proto3`) the exporter writes, declared
+//! The subset of the ONNX protobuf schema (`onnx.proto3`) the exporter writes (and the
+//! per-block perturbation reads), declared
 //! with prost's derive so that no protoc and no Python are needed. Field numbers are the
 //! schema's; fields we never write are omitted (protobuf readers skip absent fields).
 
@@ -97,10 +98,16 @@ pub struct TensorProto {
     pub dims: Vec<i64>,
     #[prost(int32, tag = "2")]
     pub data_type: i32,
+    /// Values stored as repeated floats instead of `raw_data` (read, never written).
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
     #[prost(string, tag = "8")]
     pub name: String,
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    /// 1 when the values live in an external file (read, never written).
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -242,6 +242,28 @@ pub fn summarize(rows: &[ScoreRow], role_of: impl Fn(&str) -> ModelRole + Sync, 
         .collect()
 }
 
+/// One row of `blocks.csv`: an attack's AUC with one block perturbed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockRow {
+    /// The model.
+    pub model: String,
+    /// The transformer block.
+    pub block: usize,
+    /// The attack (`mope`).
+    pub attack: String,
+    /// Its AUC.
+    pub auc: f64,
+}
+
+/// Writes `blocks.csv` atomically.
+pub fn write_blocks(path: &Path, rows: &[BlockRow]) -> Result<(), ReportError> {
+    write_csv(
+        path,
+        &["model", "block", "attack", "auc"],
+        rows.iter().map(|r| vec![r.model.clone(), r.block.to_string(), r.attack.clone(), fmt_f64(r.auc)]),
+    )
+}
+
 /// The columns of `memorization.csv`.
 pub const MEMORIZATION_HEADER: [&str; 9] = ["model", "sample_id", "category", "member", "matched", "compared", "ratio", "exact_prefix", "extracted"];
 

@@ -125,6 +125,17 @@ fn model_error(path: &Path, message: impl Into<String>) -> RuntimeError {
 impl CausalLm {
     /// Opens `path` and checks that its inputs and outputs follow the conventions.
     pub fn open(runtime: &Runtime, path: &Path, options: SessionOptions) -> Result<CausalLm, RuntimeError> {
+        Self::open_with_initializers(runtime, path, options, Vec::new())
+    }
+
+    /// Like [`CausalLm::open`], with some initializers replaced by the given values
+    /// (`(name, shape, values)`): the same graph with other weights (perturbations).
+    pub fn open_with_initializers(
+        runtime: &Runtime,
+        path: &Path,
+        options: SessionOptions,
+        overrides: Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<CausalLm, RuntimeError> {
         if !path.is_file() {
             return Err(model_error(path, "no such model file"));
         }
@@ -136,6 +147,10 @@ impl CausalLm {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                 .map_err(|e| fail(e.to_string()))?;
+        }
+        for (name, dims, values) in overrides {
+            let value = Tensor::from_array((dims, values)).map_err(|e| fail(e.to_string()))?.into_dyn();
+            builder = builder.with_initializer(&name, value).map_err(|e| fail(format!("cannot override `{name}`: {e}")))?;
         }
         let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
         let info = inspect(path, &session)?;

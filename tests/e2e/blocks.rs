@@ -1,0 +1,76 @@
+//! MoPe and per-block risk through `kdharness attack`: σ = 0 gives scores of exactly 0,
+//! noise is seeded (reruns are identical), blocks.csv has one row per block, and exports
+//! whose weight names hide the block get a clear error while everything else is written.
+
+use crate::common::{fixture, kdharness, one_model_attack, read_scores};
+use crate::memorize::memorizer;
+
+fn mope_args(model: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    one_model_attack(
+        "m",
+        model,
+        &fixture("tokenizer.json"),
+        &fixture("members.jsonl"),
+        &fixture("nonmembers.jsonl"),
+        out,
+        &[&["--attacks", "mope,loss", "--bootstrap", "0"], extra].concat(),
+    )
+}
+
+#[test]
+fn mope_is_zero_without_noise_and_seeded_with_it() {
+    let (model, _) = memorizer();
+    let tmp = tempfile::tempdir().unwrap();
+    let zero = tmp.path().join("zero");
+    kdharness(mope_args(model, &zero, &["--param", "mope.sigma=0", "--param", "mope.n=2"])).ok();
+    let scores = read_scores(&zero.join("scores.csv"));
+    let mope: Vec<f64> = scores.iter().filter(|(k, _)| k.1 == "mope").map(|(_, v)| v.1).collect();
+    assert_eq!(mope.len(), 24);
+    assert!(mope.iter().all(|&s| s == 0.0), "σ = 0 must give exactly 0: {mope:?}");
+
+    // With noise: members of a memorizing model are hurt more; a rerun (fresh cache) is
+    // identical, a different seed is not.
+    let runs: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let out = tmp.path().join(name);
+            let seed = if *name == "c" { "1" } else { "0" };
+            kdharness(mope_args(model, &out, &["--param", "mope.sigma=0.05", "--param", "mope.n=3", "--seed", seed, "--blocks"])).ok();
+            std::fs::read_to_string(out.join("scores.csv")).unwrap()
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1], "same seed, same perturbations");
+    assert_ne!(runs[0], runs[2], "another seed draws other noise");
+    let scores = read_scores(&tmp.path().join("a/scores.csv"));
+    let mean = |member: bool| {
+        let v: Vec<f64> = scores.iter().filter(|(k, v)| k.1 == "mope" && v.0 == member).map(|(_, v)| v.1).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    eprintln!("mean MoPe score: members {}, non-members {}", mean(true), mean(false));
+    assert!(mean(true) > mean(false), "noise should raise the members' loss more");
+
+    let blocks = std::fs::read_to_string(tmp.path().join("a/blocks.csv")).unwrap();
+    let lines: Vec<&str> = blocks.lines().collect();
+    assert_eq!(lines[0], "model,block,attack,auc");
+    assert_eq!(lines.len(), 1 + 2, "{blocks}");
+    for (i, line) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(&cells[..3], &["m", &i.to_string(), "mope"]);
+        let auc: f64 = cells[3].parse().unwrap();
+        assert!((0.0..=1.0).contains(&auc));
+    }
+}
+
+#[test]
+fn an_export_without_block_names_gets_a_clear_error_and_keeps_its_other_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let run = kdharness(mope_args(&fixture("optimum/llama/model.onnx"), &out, &["--param", "mope.n=1", "--blocks"]));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("anonymous names (e.g. `onnx::MatMul_") && run.stderr.contains("kdharness model export"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"));
+    // Whole-model MoPe needs no block names: its scores were written.
+    let scores = read_scores(&out.join("scores.csv"));
+    assert_eq!(scores.iter().filter(|(k, _)| k.1 == "mope").count(), 24);
+    assert_eq!(std::fs::read_to_string(out.join("blocks.csv")).unwrap().lines().count(), 1);
+}
