@@ -44,6 +44,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     }
     let names: Vec<&str> = registry.attack_names().collect();
     println!("attacks loaded: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    let methods: Vec<&str> = registry.kd_names().collect();
+    println!("KD methods loaded: {}", if methods.is_empty() { "none".to_string() } else { methods.join(", ") });
     for problem in &registry.problems {
         println!("problem: {problem}");
     }
