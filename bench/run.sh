@@ -4,7 +4,9 @@
 #      GPT-2 shape and a SmolLM2-shaped 4-block student;
 #   2. KD steps with the teacher's forward pass, for forward KL and an on-policy method,
 #      with the share of the KD plugin's call;
-#   3. scoring through ONNX Runtime: the real SmolLM2-135M-Instruct, fetched from PyPI and
+#   3. greedy generation through ONNX Runtime with and without the KV cache, and one
+#      per-block perturbation sweep on a quickstart-sized teacher;
+#   4. scoring through ONNX Runtime: the real SmolLM2-135M-Instruct, fetched from PyPI and
 #      exported by kdharness (signals vs the bare forward pass).
 #   bench/run.sh [--batch 8] [--seq 128] [--threads 2] [--iters 3]   (options go to scoring)
 set -euo pipefail
@@ -23,4 +25,6 @@ if [ ! -f "$model" ]; then
   dir=$(target/release/kdharness model fetch smollm2-135m)
   target/release/kdharness model export --from "$dir" --to "$model"
 fi
+echo "== greedy generation (KV cache vs recomputation) and one per-block sweep =="
+target/release/kdharness-bench-generate --smollm2 "$model"
 exec target/release/kdharness-bench --model "$model" "$@"

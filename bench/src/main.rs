@@ -13,6 +13,9 @@ use kdharness::runtime::{CausalLm, LmBatch, PaddingSide, Runtime, SessionOptions
 use kdharness::score::{BatchSettings, ScoredSample, batch_signals, compute_signals};
 use rand::{Rng, SeedableRng};
 
+mod common;
+use common::id_tokenizer;
+
 #[derive(Parser)]
 struct Args {
     /// An ONNX causal LM (optimum conventions).
@@ -38,17 +41,6 @@ fn at_least(min: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
         Ok(n) if n >= min => Ok(n),
         _ => Err(format!("expected a whole number of at least {min}, got `{raw}`")),
     }
-}
-
-/// A tokenizer whose vocabulary covers every id, so argmax ids decode like a real one.
-fn id_tokenizer(vocab: usize) -> Result<tokenizers::Tokenizer> {
-    let words = (0..vocab).map(|i| (format!("t{i} "), i as u32)).collect();
-    let model = tokenizers::models::wordlevel::WordLevel::builder()
-        .vocab(words)
-        .unk_token("t0 ".into())
-        .build()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(tokenizers::Tokenizer::new(model))
 }
 
 /// Fastest of `iters` runs after one warm-up (the least disturbed by the rest of the
