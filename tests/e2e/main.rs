@@ -21,5 +21,6 @@ mod models;
 mod optimum;
 mod plugins;
 mod reference;
+mod report;
 mod smollm2;
 mod training;

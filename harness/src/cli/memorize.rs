@@ -1,6 +1,6 @@
 //! `kdharness memorize`: greedy extraction of members' responses from ONNX models
 //! (SPEC §9.1), plus the utility of the generations on non-members (SPEC §9.3). Writes
-//! `memorization.csv`, `summary.csv` and `manifest.json`.
+//! `memorization.csv`, `utility.csv`, `summary.csv` and `manifest.json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use super::{RuntimeArgs, info, progress_bar};
 use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
 use crate::memorize::{self, DEFAULT_K, MemorizationRow, MemorizeSettings};
 use crate::metrics::Bootstrap;
-use crate::report::{self, ModelRole, SummaryRow};
+use crate::report::{self, ModelRole, SummaryRow, UtilityRow};
 use crate::runtime::{CausalLm, Runtime, SessionOptions, default_threads};
 
 #[derive(clap::Args, Debug)]
@@ -105,6 +105,7 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
     let mut summary: Vec<SummaryRow> = Vec::new();
     let mut per_model: Vec<(String, Vec<MemorizationRow>)> = Vec::new();
     let mut model_info = Vec::new();
+    let mut all_utility: Vec<UtilityRow> = Vec::new();
     for (name, path) in &models {
         let t0 = Instant::now();
         let mut lm = CausalLm::open(runtime, path, SessionOptions { device: args.runtime.device, threads })?;
@@ -123,7 +124,11 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
                 summary.extend(report::aggregate_rows(name, &role, category, &memorize::aggregates(&cut, args.k, bootstrap, &stream)));
             }
         }
-        summary.extend(report::aggregate_rows(name, &role, "all", &[utility_of(&tokenizer, &encoded, &generations, eos)?]));
+        let utility = utility_of(name, &tokenizer, &encoded, &generations, eos)?;
+        let rouge = utility.iter().map(|u| u.rouge_l).sum::<f64>() / utility.len().max(1) as f64;
+        let aggregate = memorize::Aggregate { metric: "rouge_l", value: rouge, ci: None, n_members: 0, n_nonmembers: utility.len() };
+        summary.extend(report::aggregate_rows(name, &role, "all", &[aggregate]));
+        all_utility.extend(utility);
         model_info.push(json!({ "name": name, "path": path, "sha256": crate::util::sha256_file(path)?, "role": role, "seconds": t0.elapsed().as_secs_f64() }));
         all_rows.extend(rows.iter().cloned());
         per_model.push((name.clone(), rows));
@@ -138,6 +143,7 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     report::write_memorization(&args.out.join("memorization.csv"), &all_rows)?;
+    report::write_utility(&args.out.join("utility.csv"), &all_utility)?;
     report::write_summary(&args.out.join("summary.csv"), &summary)?;
     let manifest = json!({
         "kdharness_version": env!("CARGO_PKG_VERSION"),
@@ -176,14 +182,15 @@ fn role_of(name: &str, teacher: Option<&str>) -> ModelRole {
     ModelRole { role: role.into(), ..Default::default() }
 }
 
-/// Mean ROUGE-L F ×100 of the non-members' generations (cut at the end-of-sequence token,
-/// special tokens dropped) against their reference responses.
+/// ROUGE-L F ×100 of each non-member's generation (cut at the end-of-sequence token,
+/// special tokens dropped) against its reference response.
 fn utility_of(
+    model: &str,
     tokenizer: &TokenizerFile,
     encoded: &[(&Record, bool, Encoded)],
     generations: &[Vec<u32>],
     eos: Option<u32>,
-) -> Result<memorize::Aggregate> {
+) -> Result<Vec<UtilityRow>> {
     let mut scores = Vec::new();
     for ((record, member, _), generated) in encoded.iter().zip(generations) {
         if *member {
@@ -191,8 +198,7 @@ fn utility_of(
         }
         let end = generated.iter().position(|&t| Some(t) == eos).unwrap_or(generated.len());
         let text = tokenizer.tokenizer.decode(&generated[..end], true).map_err(|e| anyhow::anyhow!("cannot decode a generation: {e}"))?;
-        scores.push(crate::utility::rouge_l(&text, &record.response));
+        scores.push(UtilityRow { model: model.into(), sample_id: record.id.clone(), rouge_l: crate::utility::rouge_l(&text, &record.response) });
     }
-    let value = if scores.is_empty() { f64::NAN } else { scores.iter().sum::<f64>() / scores.len() as f64 };
-    Ok(memorize::Aggregate { metric: "rouge_l", value, ci: None, n_members: 0, n_nonmembers: scores.len() })
+    Ok(scores)
 }

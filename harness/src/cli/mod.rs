@@ -8,6 +8,7 @@ mod memorize;
 mod metrics;
 mod model;
 mod plugins;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     /// List or scaffold plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Rebuild summary.csv, comparisons.csv, figures and report.html of a run directory
+    /// from its per-sample results (no model is run).
+    Report(report::ReportArgs),
     /// Show the ONNX Runtime library, its execution providers, and the plugin search path.
     Doctor(doctor::DoctorArgs),
 }
@@ -156,6 +160,7 @@ pub fn main() -> ExitCode {
         Command::Metrics(args) => metrics::run(args),
         Command::Model(command) => model::run(command),
         Command::Plugins(command) => plugins::run(command),
+        Command::Report(args) => report::run(args),
         Command::Doctor(args) => doctor::run(args),
     };
     match result {

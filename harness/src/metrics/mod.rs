@@ -2,6 +2,10 @@
 //! score means "member". AUC is reported as computed, never flipped; `auc_flipped` is a
 //! metric of its own.
 
+mod stats;
+
+pub use stats::{PairedTest, average_ranks, paired_auc_test, spearman};
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;

@@ -1,6 +1,7 @@
-//! Output tables (SPEC §11): `scores.csv` (one row per model × attack × sample) and
-//! `summary.csv` (one row per model × attack × category × metric), both tidy long format
-//! with a fixed column order.
+//! Outputs (SPEC §11): the tables — `scores.csv` (one row per model × attack × sample),
+//! `summary.csv` (one row per model × attack × category × metric), `memorization.csv`,
+//! `utility.csv`, `blocks.csv`, `comparisons.csv`, all tidy long format with a fixed column
+//! order — and, in [`render`], [`figures`] and `html`, the report built from them.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -9,6 +10,12 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{self, Bootstrap, Metrics};
+
+pub mod figures;
+mod html;
+pub mod render;
+
+pub use render::{ModelEntry, ReportData, UtilityRow, render_run};
 
 /// Columns of `scores.csv`.
 pub const SCORES_HEADER: [&str; 6] = ["model", "attack", "sample_id", "category", "member", "score"];
@@ -382,4 +389,119 @@ mod tests {
         assert_eq!((tpr0.value, tpr0.operating_point), (0.5, Some((0.0, 3.0))));
         assert_eq!(fmt_f64(f64::INFINITY), "inf");
     }
+}
+
+/// Reads a CSV file whose first line must be `header`; yields each record with its line.
+fn read_rows(path: &Path, header: &[&str]) -> Result<Vec<(u64, csv::StringRecord)>, ReportError> {
+    let read = |e: csv::Error| ReportError::Read { path: path.to_path_buf(), message: e.to_string() };
+    let mut reader = csv::Reader::from_path(path).map_err(read)?;
+    let found: Vec<String> = reader.headers().map_err(read)?.iter().map(str::to_owned).collect();
+    if found != header {
+        return Err(ReportError::Parse {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("expected the header `{}`, found `{}`", header.join(","), found.join(",")),
+        });
+    }
+    reader
+        .records()
+        .map(|r| {
+            let r = r.map_err(read)?;
+            Ok((r.position().map(|p| p.line()).unwrap_or(0), r))
+        })
+        .collect()
+}
+
+/// Parses field `i` of a record, naming file, line and column on failure.
+fn field<T: std::str::FromStr>(path: &Path, line: u64, record: &csv::StringRecord, header: &[&str], i: usize) -> Result<T, ReportError> {
+    record[i].parse().map_err(|_| ReportError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message: format!("`{}` has an unreadable value `{}`", header[i], &record[i]),
+    })
+}
+
+fn flag(path: &Path, line: u64, value: &str, column: &str) -> Result<bool, ReportError> {
+    match value {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        other => Err(ReportError::Parse { path: path.to_path_buf(), line, message: format!("`{column}` must be 1 or 0, found `{other}`") }),
+    }
+}
+
+/// Reads `memorization.csv`.
+pub fn read_memorization(path: &Path) -> Result<Vec<crate::memorize::MemorizationRow>, ReportError> {
+    let h = &MEMORIZATION_HEADER;
+    read_rows(path, h)?
+        .into_iter()
+        .map(|(line, r)| {
+            Ok(crate::memorize::MemorizationRow {
+                model: r[0].into(),
+                sample_id: r[1].into(),
+                category: r[2].into(),
+                member: flag(path, line, &r[3], "member")?,
+                matched: field(path, line, &r, h, 4)?,
+                compared: field(path, line, &r, h, 5)?,
+                ratio: field(path, line, &r, h, 6)?,
+                exact_prefix: field(path, line, &r, h, 7)?,
+                extracted: flag(path, line, &r[8], "extracted")?,
+            })
+        })
+        .collect()
+}
+
+/// The columns of `utility.csv`.
+pub const UTILITY_HEADER: [&str; 3] = ["model", "sample_id", "rouge_l"];
+
+/// Writes `utility.csv` atomically.
+pub fn write_utility(path: &Path, rows: &[render::UtilityRow]) -> Result<(), ReportError> {
+    write_csv(path, &UTILITY_HEADER, rows.iter().map(|r| vec![r.model.clone(), r.sample_id.clone(), fmt_f64(r.rouge_l)]))
+}
+
+/// Reads `utility.csv`.
+pub fn read_utility(path: &Path) -> Result<Vec<render::UtilityRow>, ReportError> {
+    read_rows(path, &UTILITY_HEADER)?
+        .into_iter()
+        .map(|(line, r)| Ok(render::UtilityRow { model: r[0].into(), sample_id: r[1].into(), rouge_l: field(path, line, &r, &UTILITY_HEADER, 2)? }))
+        .collect()
+}
+
+/// Reads `blocks.csv`.
+pub fn read_blocks(path: &Path) -> Result<Vec<BlockRow>, ReportError> {
+    let h = ["model", "block", "attack", "auc"];
+    read_rows(path, &h)?
+        .into_iter()
+        .map(|(line, r)| Ok(BlockRow { model: r[0].into(), block: field(path, line, &r, &h, 1)?, attack: r[2].into(), auc: field(path, line, &r, &h, 3)? }))
+        .collect()
+}
+
+/// Reads `canaries.csv` (`sample_id,repetitions`): canary records and how often each
+/// appears among the members.
+pub fn read_canaries(path: &Path) -> Result<Vec<(String, usize)>, ReportError> {
+    let h = ["sample_id", "repetitions"];
+    read_rows(path, &h)?.into_iter().map(|(line, r)| Ok((r[0].to_string(), field(path, line, &r, &h, 1)?))).collect()
+}
+
+/// The columns of `comparisons.csv`.
+pub const COMPARISONS_HEADER: [&str; 9] = ["kind", "a", "b", "attack", "value", "ci_low", "ci_high", "p_value", "n"];
+
+/// Writes `comparisons.csv` atomically.
+pub fn write_comparisons(path: &Path, rows: &[render::ComparisonRow]) -> Result<(), ReportError> {
+    write_csv(
+        path,
+        &COMPARISONS_HEADER,
+        rows.iter().map(|r| {
+            vec![
+                r.kind.to_string(),
+                r.a.clone(),
+                r.b.clone(),
+                r.attack.clone(),
+                fmt_f64(r.value),
+                r.ci.map(|c| fmt_f64(c.0)).unwrap_or_default(),
+                r.ci.map(|c| fmt_f64(c.1)).unwrap_or_default(),
+                fmt_f64(r.p_value),
+                r.n.to_string(),
+            ]
+        }),
+    )
 }

@@ -1,0 +1,140 @@
+//! `kdharness report RUN_DIR`: a run directory made by the real commands (attack with MoPe
+//! and per-block risk, memorize) on exported models with assigned roles is turned into
+//! summary.csv, comparisons.csv, nine figures (PNG + SVG) and a self-contained
+//! report.html — and again, identically, after every model file is deleted.
+
+use std::path::Path;
+
+use candle_core::Device;
+use kdharness::model::Model;
+
+use crate::common::{fixture, kdharness};
+use crate::memorize::memorizer;
+
+const FIGURES: [&str; 9] = [
+    "fig1_student_auc",
+    "fig2_baseline_auc",
+    "fig3_roc",
+    "fig4_auc_by_method",
+    "fig5_blocks",
+    "fig6_membership_vs_memorization",
+    "fig7_memorization",
+    "fig8_privacy_vs_utility",
+    "fig9_canary_exposure",
+];
+
+/// (name, role, kd_method, student, onnx path)
+fn models(dir: &Path) -> Vec<(String, &'static str, &'static str, &'static str, String)> {
+    // Copies, so that the test can delete every model file.
+    let (teacher, untrained) = memorizer();
+    let (t, u) = (dir.join("teacher.onnx"), dir.join("untrained.onnx"));
+    std::fs::copy(teacher, &t).unwrap();
+    std::fs::copy(untrained, &u).unwrap();
+    let mut out = vec![
+        ("teacher".to_string(), "teacher", "", "", t.display().to_string()),
+        ("nokd-small".to_string(), "nokd", "", "small", u.display().to_string()),
+    ];
+    for (hf, method, size) in [("llama", "kd", "small"), ("opt", "seqkd", "small"), ("llama-tied", "kd", "tiny"), ("gpt2", "seqkd", "tiny")] {
+        let path = dir.join(format!("{hf}.onnx"));
+        kdharness::export::export(&Model::load(&fixture(&format!("hf/{hf}")), &Device::Cpu).unwrap(), &path).unwrap();
+        out.push((format!("{method}-{size}"), "student", method, size, path.display().to_string()));
+    }
+    out
+}
+
+/// The test's directory: a temporary one, or KDHARNESS_KEEP_REPORT to look at the result.
+struct TmpRoot(std::path::PathBuf);
+
+impl TmpRoot {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+#[test]
+fn report_renders_every_table_figure_and_page_without_the_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("KDHARNESS_KEEP_REPORT").map(std::path::PathBuf::from);
+    let tmp_path = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let tmp = TmpRoot(tmp_path);
+    let models_dir = tmp.path().join("models");
+    std::fs::create_dir_all(&models_dir).unwrap();
+    let run = tmp.path().join("run");
+    let models = models(&models_dir);
+    let common = |cmd: &str| -> Vec<String> {
+        let mut args = vec![cmd.to_string()];
+        for (name, _, _, _, path) in &models {
+            args.extend(["--model".into(), format!("{name}={path}")]);
+        }
+        for (flag, f) in [("--tokenizer", "tokenizer.json"), ("--members", "members.jsonl"), ("--nonmembers", "nonmembers.jsonl")] {
+            args.extend([flag.into(), fixture(f).display().to_string()]);
+        }
+        args.extend(["--out".into(), run.display().to_string(), "--bootstrap".into(), "100".into()]);
+        args
+    };
+    let mut attack = common("attack");
+    attack.extend(["--attacks", "loss,zlib,mink,minkpp,mope", "--param", "mope.n=2", "--param", "mope.sigma=0.02", "--blocks"].map(String::from));
+    kdharness(attack).ok();
+    let mut memorize = common("memorize");
+    memorize.extend(["--teacher", "teacher"].map(String::from));
+    kdharness(memorize).ok();
+    // The roles an eval run would record, and four canaries repeated 1, 2, 4, 8 times.
+    let roles: Vec<serde_json::Value> = models
+        .iter()
+        .map(|(name, role, method, size, _)| serde_json::json!({"name": name, "role": {"role": role, "kd_method": method, "student": size}}))
+        .collect();
+    let manifest = serde_json::json!({"models": roles, "bootstrap": {"resamples": 100, "seed": 3}, "memorization": {"k": 32}});
+    std::fs::write(run.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    std::fs::write(run.join("canaries.csv"), "sample_id,repetitions\nm0,1\nm1,2\nm2,4\nm3,8\n").unwrap();
+
+    let first = kdharness(["report".to_string(), run.display().to_string()]);
+    first.ok();
+    let read = |f: &str| std::fs::read_to_string(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let summary = read("summary.csv");
+    for metric in ["auc", "tpr_at_fpr_0.01", "mem_rate_member", "mem_gap", "rouge_l", "teacher_overlap_0.5"] {
+        assert!(summary.lines().any(|l| l.split(',').nth(6) == Some(metric)), "no {metric} rows");
+    }
+    assert!(summary.lines().any(|l| l.starts_with("kd-small,student,kd,small,all,loss,auc,")), "roles are applied");
+    let comparisons = read("comparisons.csv");
+    assert_eq!(comparisons.lines().next().unwrap(), "kind,a,b,attack,value,ci_low,ci_high,p_value,n");
+    assert!(comparisons.lines().any(|l| l.starts_with("paired_auc,teacher,kd-small,loss,")), "{comparisons}");
+    assert!(comparisons.lines().any(|l| l.starts_with("spearman,mean_auc,mem_rate_member,")), "{comparisons}");
+
+    for fig in FIGURES {
+        let png = run.join(format!("figures/{fig}.png"));
+        assert!(std::fs::metadata(&png).map(|m| m.len() > 5_000).unwrap_or(false), "{fig}.png missing or empty");
+        assert!(run.join(format!("figures/{fig}.svg")).is_file(), "{fig}.svg missing");
+    }
+    let svg = |fig: &str| read(&format!("figures/{fig}.svg"));
+    // Axis labels and model/method names are text in the SVGs.
+    for (fig, needles) in [
+        ("fig1_student_auc", vec!["students (small): AUC", "kd", "seqkd", "loss", "minkpp"]),
+        ("fig2_baseline_auc", vec!["teacher (teacher)", "nokd-small (nokd)", "zlib"]),
+        ("fig3_roc", vec!["FPR", "TPR", "teacher", "seqkd-tiny"]),
+        ("fig4_auc_by_method", vec!["AUC", "kd", "seqkd"]),
+        ("fig5_blocks", vec!["transformer block", "AUC", "teacher"]),
+        ("fig6_membership_vs_memorization", vec!["Spearman", "mean AUC", "member rate", "teacher"]),
+        ("fig7_memorization", vec!["member rate", "gap", "kd", "small", "tiny"]),
+        ("fig8_privacy_vs_utility", vec!["ROUGE-L", "mean AUC", "nokd-small"]),
+        ("fig9_canary_exposure", vec!["repetitions", "teacher (teacher)", "students (small), mean"]),
+    ] {
+        let text = svg(fig);
+        for needle in needles {
+            assert!(text.contains(needle), "{fig}.svg lacks `{needle}`");
+        }
+    }
+    let html = read("report.html");
+    assert_eq!(html.matches("<svg").count(), 9, "every figure inline");
+    // Self-contained: nothing to fetch (the SVG namespace URI is a name, not a request).
+    for fetch in ["<script", " src=", "href=\"http", "@import", "url(", "<link"] {
+        assert!(!html.contains(fetch), "report.html would fetch something: `{fetch}`");
+    }
+    assert!(html.contains("Membership inference") && html.contains("kd-small") && html.contains("manifest.json"));
+
+    // Without any model file the report is rebuilt from the results, identically.
+    std::fs::remove_dir_all(&models_dir).unwrap();
+    let before: Vec<String> = ["summary.csv", "comparisons.csv", "figures/fig1_student_auc.svg", "report.html"].iter().map(|f| read(f)).collect();
+    kdharness(["report".to_string(), run.display().to_string()]).ok();
+    let after: Vec<String> = ["summary.csv", "comparisons.csv", "figures/fig1_student_auc.svg", "report.html"].iter().map(|f| read(f)).collect();
+    assert!(before == after, "re-rendering changed the outputs");
+}
