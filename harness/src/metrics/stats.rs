@@ -14,9 +14,9 @@ pub struct PairedTest {
     pub difference: f64,
     /// 95% percentile interval of the bootstrapped difference.
     pub ci: (f64, f64),
-    /// Two-sided bootstrap p-value of "no difference": twice the smaller tail share of
-    /// replicates on either side of 0 (at most 1; with `resamples` replicates it cannot be
-    /// below `1 / resamples`).
+    /// Two-sided bootstrap p-value of "no difference": twice the smaller tail of
+    /// replicates on either side of 0, counted as `(tail + 1) / (resamples + 1)` so that a
+    /// finite bootstrap never claims p = 0 (at most 1).
     pub p_value: f64,
     /// Replicates drawn.
     pub resamples: usize,
@@ -58,9 +58,9 @@ pub fn paired_auc_test(
         diffs.push(auc_of(&am, &an) - auc_of(&bm, &bn));
     }
     diffs.sort_by(f64::total_cmp);
-    let below = diffs.iter().filter(|&&d| d <= 0.0).count() as f64 / resamples as f64;
-    let above = diffs.iter().filter(|&&d| d >= 0.0).count() as f64 / resamples as f64;
-    let p_value = (2.0 * below.min(above)).min(1.0);
+    let below = diffs.iter().filter(|&&d| d <= 0.0).count();
+    let above = diffs.iter().filter(|&&d| d >= 0.0).count();
+    let p_value = (2.0 * (below.min(above) + 1) as f64 / (resamples + 1) as f64).min(1.0);
     PairedTest { difference, ci: (percentile(&diffs, 2.5), percentile(&diffs, 97.5)), p_value, resamples }
 }
 
@@ -238,5 +238,7 @@ mod tests {
         let chance_n = [0.6, 0.3, 0.7, 0.1, 0.5];
         let big = paired_auc_test(&[9.0, 8.0, 7.0, 9.5], &[1.0, 2.0, 0.5, 1.5, 2.5], &chance_m, &chance_n, Bootstrap { resamples: 500, seed: 0 }, "y");
         assert!(big.difference > 0.4 && big.ci.0 > 0.0 && big.p_value < 0.05, "{big:?}");
+        // Every replicate above 0: p is the smallest a 500-draw bootstrap can give.
+        assert_eq!(big.p_value, 2.0 / 501.0);
     }
 }
