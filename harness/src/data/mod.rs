@@ -2,6 +2,8 @@
 //! into the exact token layout that scoring uses (SPEC §4, §7.2.1).
 
 mod split;
+pub mod synth;
+pub mod vocab;
 mod template;
 
 use std::fmt;
