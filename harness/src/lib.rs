@@ -17,6 +17,7 @@
 //! - [`report`]: `scores.csv`, `summary.csv`, `manifest.json`.
 //! - [`distill`]: the KD loop: one student from one teacher by one KD-method plugin.
 //! - [`train`]: supervised fine-tuning (AdamW, cosine decay, clipping) of candle models.
+//! - [`config`] and [`eval`]: experiment configs and the resumable `kdharness eval` pipeline.
 //! - [`cli`]: the `kdharness` command line.
 //!
 //! What it is not: attack formulas live in the plugins under `plugins/`, never here.
@@ -25,9 +26,11 @@
 
 pub mod attack;
 pub mod blocks;
+pub mod config;
 pub mod cli;
 pub mod data;
 pub mod distill;
+pub mod eval;
 pub mod export;
 pub mod memorize;
 pub mod metrics;

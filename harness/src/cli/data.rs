@@ -11,6 +11,23 @@ use crate::util::{sha256_file, write_atomic};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum DataCommand {
+    /// Generate the synthetic dataset (SPEC §4): fictional private records over seven
+    /// categories, plus canaries (listed in F.canaries.csv with how often an eval repeats
+    /// each among the members).
+    Synth {
+        /// Output JSONL file.
+        #[arg(long, value_name = "F.jsonl")]
+        out: PathBuf,
+        /// Ordinary records.
+        #[arg(long, default_value_t = 600)]
+        n: usize,
+        /// Canaries per repetition count (1, 2, 4, 8).
+        #[arg(long, default_value_t = 2)]
+        canaries: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Split a Dolly-schema JSONL file (ids r{i}) into members.jsonl (the teacher's private
     /// set), public.jsonl (the students' KD data) and nonmembers.jsonl, plus split.json.
     Split {
@@ -32,7 +49,10 @@ pub enum DataCommand {
 }
 
 pub fn run(command: DataCommand) -> Result<ExitCode> {
-    let DataCommand::Split { input, nonmember_count, mode, seed, out } = command;
+    let (input, nonmember_count, mode, seed, out) = match command {
+        DataCommand::Synth { out, n, canaries, seed } => return synth(&out, n, canaries, seed),
+        DataCommand::Split { input, nonmember_count, mode, seed, out } => (input, nonmember_count, mode, seed, out),
+    };
     let records = load_jsonl(&input, "r")?;
     check_unique_ids(&records)?;
     let parts = split(&records, mode, nonmember_count, seed, &input)?;
@@ -61,5 +81,23 @@ pub fn run(command: DataCommand) -> Result<ExitCode> {
         parts.nonmembers.len(),
         out.display()
     ));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synth(out: &std::path::Path, n: usize, canaries: usize, seed: u64) -> Result<ExitCode> {
+    let s = crate::data::synth::synthesize(n, canaries, seed);
+    let mut text = String::new();
+    for r in s.records.iter().chain(s.canaries.iter().map(|c| &c.0)) {
+        text.push_str(&serde_json::to_string(&r.to_json())?);
+        text.push('\n');
+    }
+    write_atomic(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut csv = String::from("sample_id,repetitions\n");
+    for (c, reps) in &s.canaries {
+        csv.push_str(&format!("{},{reps}\n", c.id));
+    }
+    let sidecar = out.with_extension("canaries.csv");
+    write_atomic(&sidecar, csv.as_bytes()).with_context(|| format!("cannot write {}", sidecar.display()))?;
+    info(format!("wrote {} records and {} canaries to {} ({})", s.records.len(), s.canaries.len(), out.display(), sidecar.display()));
     Ok(ExitCode::SUCCESS)
 }

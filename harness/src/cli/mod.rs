@@ -4,6 +4,7 @@
 mod attack;
 mod data;
 mod doctor;
+mod eval;
 mod memorize;
 mod metrics;
 mod model;
@@ -32,6 +33,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run an experiment end to end (default: the embedded quickstart): data, teacher,
+    /// students, export, attacks, memorization, per-block risk, report.
+    Eval(Box<eval::EvalArgs>),
     /// Run membership-inference attacks on ONNX models and write scores.csv + summary.csv.
     Attack(Box<attack::AttackArgs>),
     /// Prepare datasets.
@@ -153,7 +157,28 @@ pub fn main() -> ExitCode {
         },
         Ordering::Relaxed,
     );
-    let result = match cli.command {
+    let result = dispatch(cli.command);
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            // One line: the outermost context first, then its causes.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a `kdharness` command line in-process (the eval pipeline's scoring stages run the
+/// `attack` and `memorize` commands this way, so both paths are one code path).
+pub(crate) fn run_args(args: &[String]) -> anyhow::Result<ExitCode> {
+    let cli = Cli::try_parse_from(std::iter::once("kdharness".to_string()).chain(args.iter().cloned()))
+        .map_err(|e| anyhow::anyhow!("internal command line rejected: {}", e.to_string().lines().next().unwrap_or_default()))?;
+    dispatch(cli.command)
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Eval(args) => eval::run(*args),
         Command::Attack(args) => attack::run(*args),
         Command::Data(command) => data::run(command),
         Command::Memorize(args) => memorize::run(*args),
@@ -162,13 +187,5 @@ pub fn main() -> ExitCode {
         Command::Plugins(command) => plugins::run(command),
         Command::Report(args) => report::run(args),
         Command::Doctor(args) => doctor::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            // One line: the outermost context first, then its causes.
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
     }
 }

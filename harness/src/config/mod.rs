@@ -1,0 +1,405 @@
+//! Experiment configs (SPEC §13): one TOML file describes a whole `kdharness eval` run —
+//! data, teacher, students, KD methods, attacks, memorization, per-block risk. Unknown keys
+//! are errors naming the file, the line and the nearest valid key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{SplitMode, Template};
+use crate::model::ScratchSpec;
+use crate::train::TrainConfig;
+
+/// The embedded default (`kdharness eval` with no config).
+pub const QUICKSTART: &str = include_str!("../../../configs/quickstart.toml");
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The run's name (its directory under `reports/` by default).
+    pub name: String,
+    /// The one seed: data, initialisation, sampling, perturbations, bootstrap.
+    #[serde(default)]
+    pub seed: u64,
+    /// Dataset, split, tokenizer.
+    pub data: DataConfig,
+    /// The teacher.
+    pub teacher: TeacherConfig,
+    /// Student sizes (each is distilled by every method).
+    pub students: Vec<StudentConfig>,
+    /// KD methods and their training.
+    pub distill: DistillSection,
+    /// Attacks and their parameters.
+    pub attacks: AttackSection,
+    /// Memorization and utility.
+    #[serde(default)]
+    pub memorize: MemorizeSection,
+    /// Per-block risk.
+    #[serde(default)]
+    pub blocks: BlocksSection,
+}
+
+/// Where the data comes from and how it is split and tokenized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `synthetic`, or a Dolly-schema JSONL file (relative to the config's directory).
+    pub source: String,
+    /// Ordinary records to generate (synthetic data).
+    #[serde(default = "default_records")]
+    pub synthetic_records: usize,
+    /// Canaries per repetition count (1, 2, 4, 8), forced into the members (synthetic).
+    #[serde(default = "default_canaries")]
+    pub canaries_per_count: usize,
+    /// Records held out as non-members (the first ones, with the paper's split).
+    pub nonmember_count: usize,
+    /// `paper` or `random`.
+    #[serde(default)]
+    pub split: SplitMode,
+    /// Prompt template.
+    #[serde(default)]
+    pub template: Template,
+    /// Longer prompts keep their last tokens.
+    #[serde(default = "default_prompt_tokens")]
+    pub max_prompt_tokens: usize,
+    /// Longer responses are cut.
+    #[serde(default = "default_response_tokens")]
+    pub max_response_tokens: usize,
+    /// `train` (byte-level BPE learnt from the data), `teacher` (the pretrained teacher's),
+    /// or a tokenizer.json path.
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
+    /// Vocabulary size of a trained tokenizer.
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+}
+
+fn default_records() -> usize {
+    600
+}
+fn default_canaries() -> usize {
+    2
+}
+fn default_prompt_tokens() -> usize {
+    256
+}
+fn default_response_tokens() -> usize {
+    256
+}
+fn default_tokenizer() -> String {
+    "train".into()
+}
+fn default_vocab() -> usize {
+    2048
+}
+
+/// The teacher: a source and its fine-tuning on the members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherConfig {
+    /// `scratch`, `smollm2-135m`, or `hf:DIR` (fine-tuned on the members), or
+    /// `onnx:PATH` (taken as is: scored only).
+    pub source: String,
+    /// Shape of a `scratch` teacher (its vocabulary is the tokenizer's).
+    #[serde(default)]
+    pub shape: Option<Shape>,
+    /// Fine-tuning.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// A from-scratch architecture (the vocabulary comes from the tokenizer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shape {
+    /// llama, gpt2 or opt.
+    pub arch: String,
+    /// Blocks.
+    pub layers: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads (llama).
+    #[serde(default)]
+    pub kv_heads: Option<usize>,
+    /// MLP width.
+    #[serde(default)]
+    pub ffn: Option<usize>,
+    /// Context length.
+    #[serde(default = "default_positions")]
+    pub max_positions: usize,
+}
+
+fn default_positions() -> usize {
+    512
+}
+
+impl Shape {
+    /// The scratch spec with the tokenizer's vocabulary.
+    pub fn spec(&self, vocab: usize) -> ScratchSpec {
+        ScratchSpec {
+            arch: self.arch.clone(),
+            layers: self.layers,
+            d_model: self.d_model,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            ffn: self.ffn,
+            vocab,
+            max_positions: self.max_positions,
+            tie_embeddings: true,
+        }
+    }
+}
+
+/// One student size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentConfig {
+    /// The size's name (`small`, `tiny`, …), part of every student's name.
+    pub name: String,
+    /// A from-scratch shape, or
+    #[serde(default)]
+    pub shape: Option<Shape>,
+    /// the teacher's blocks at these indices (pretrained teachers).
+    #[serde(default)]
+    pub teacher_blocks: Option<Vec<usize>>,
+}
+
+/// The KD methods and how students are trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillSection {
+    /// KD-method plugins to run (every student size each).
+    pub methods: Vec<String>,
+    /// Also train the No-KD baseline (SFT on the public split) per size.
+    #[serde(default = "default_true")]
+    pub nokd: bool,
+    /// Optimiser settings of every student.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// Weight of the KD loss (the rest is cross-entropy on the step's targets).
+    #[serde(default = "default_kd_ratio")]
+    pub kd_ratio: f64,
+    /// Longest sampled response.
+    #[serde(default = "default_new_tokens")]
+    pub max_new_tokens: usize,
+    /// Sampling temperature.
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    /// Share of the public split held out to validate (and to drive DistiLLM's schedule).
+    #[serde(default = "default_validation")]
+    pub validation_fraction: f64,
+    /// Per-method parameter overrides: `[distill.params.gkd] lambda = "0.5"`.
+    #[serde(default)]
+    pub params: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_kd_ratio() -> f64 {
+    1.0
+}
+fn default_new_tokens() -> usize {
+    64
+}
+fn default_temperature() -> f64 {
+    1.0
+}
+fn default_validation() -> f64 {
+    0.1
+}
+
+/// Attacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackSection {
+    /// Attack plugins to run (`ref` needs `reference`).
+    pub names: Vec<String>,
+    /// The reference model of the `ref` attack: the name of a model of the run (e.g.
+    /// `nokd-small`).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Parameters, `"ATTACK.KEY" = "VALUE"` (e.g. `"mope.sigma" = "0.01"`).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Bootstrap resamples for intervals.
+    #[serde(default = "default_bootstrap")]
+    pub bootstrap: usize,
+    /// Sequences per forward pass.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_bootstrap() -> usize {
+    1000
+}
+fn default_batch() -> usize {
+    8
+}
+
+/// Memorization and utility.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorizeSection {
+    /// Run it.
+    pub enabled: bool,
+    /// Compared tokens (the paper's K).
+    pub k: usize,
+    /// Generated tokens (at least K).
+    pub max_new_tokens: usize,
+    /// Hugging Face's no_repeat_ngram_size (0 off; the paper used 6).
+    pub no_repeat_ngram: usize,
+}
+
+impl Default for MemorizeSection {
+    fn default() -> Self {
+        MemorizeSection { enabled: true, k: crate::memorize::DEFAULT_K, max_new_tokens: crate::memorize::DEFAULT_K, no_repeat_ngram: 0 }
+    }
+}
+
+/// Per-block risk (MoPe with one block perturbed; n and σ are the `mope` attack's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlocksSection {
+    /// Run it.
+    pub enabled: bool,
+}
+
+impl Default for BlocksSection {
+    fn default() -> Self {
+        BlocksSection { enabled: true }
+    }
+}
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where a config came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// Its file (`None` for the embedded quickstart).
+    pub path: Option<PathBuf>,
+    /// Its text (recorded in the manifest).
+    pub text: String,
+}
+
+impl Loaded {
+    /// Resolves a path written in the config against the config's directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        match (&self.path, p.is_absolute()) {
+            (Some(file), false) => file.parent().unwrap_or(Path::new(".")).join(p),
+            _ => p,
+        }
+    }
+}
+
+/// Reads and checks a config file, or the embedded quickstart when `path` is `None`.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let (text, label) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| ConfigError(format!("cannot read config {}: {e}", p.display())))?,
+            p.display().to_string(),
+        ),
+        None => (QUICKSTART.to_string(), "configs/quickstart.toml (embedded)".to_string()),
+    };
+    let config = parse(&text, &label)?;
+    Ok(Loaded { config, path: path.map(Path::to_path_buf), text })
+}
+
+/// Parses config text; `label` names it in errors.
+pub fn parse(text: &str, label: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|e| ConfigError(explain(&e, text, label)))?;
+    validate(&config).map_err(|m| ConfigError(format!("{label}: {m}")))?;
+    Ok(config)
+}
+
+/// One line: `FILE:LINE: message`, plus the nearest valid key for an unknown one.
+fn explain(e: &toml::de::Error, text: &str, label: &str) -> String {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().trim().replace('\n', " ");
+    let mut out = match line {
+        Some(l) => format!("{label}:{l}: {message}"),
+        None => format!("{label}: {message}"),
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((unknown, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        out.push_str(&crate::util::did_you_mean(unknown, candidates.iter().copied()));
+    }
+    out
+}
+
+fn validate(c: &Config) -> Result<(), String> {
+    let source = c.teacher.source.as_str();
+    let known_source = source == "scratch" || source == "smollm2-135m" || source.starts_with("hf:") || source.starts_with("onnx:");
+    if !known_source {
+        return Err(format!("teacher.source `{source}` must be scratch, smollm2-135m, hf:DIR or onnx:PATH"));
+    }
+    if source == "scratch" && c.teacher.shape.is_none() {
+        return Err("a scratch teacher needs [teacher.shape]".into());
+    }
+    if c.students.is_empty() {
+        return Err("[[students]] must list at least one student size".into());
+    }
+    for s in &c.students {
+        if s.shape.is_some() == s.teacher_blocks.is_some() {
+            return Err(format!("student `{}` needs exactly one of `shape` or `teacher_blocks`", s.name));
+        }
+        if s.name.is_empty() || s.name.contains(['/', ',', ':', ' ']) {
+            return Err(format!("student name `{}` must be non-empty and free of '/', ',', ':' and spaces", s.name));
+        }
+    }
+    if c.distill.methods.iter().any(|m| m == "nokd") {
+        return Err("list the No-KD baseline with `nokd = true`, not among distill.methods".into());
+    }
+    if !(0.0..1.0).contains(&c.distill.validation_fraction) {
+        return Err(format!("distill.validation_fraction must be in [0, 1), got {}", c.distill.validation_fraction));
+    }
+    if c.attacks.names.iter().any(|a| a == "ref") && c.attacks.reference.is_none() {
+        return Err("the `ref` attack needs attacks.reference (the name of a model of the run, e.g. nokd-small)".into());
+    }
+    if c.memorize.max_new_tokens < c.memorize.k {
+        return Err(format!("memorize.max_new_tokens ({}) must be at least memorize.k ({})", c.memorize.max_new_tokens, c.memorize.k));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut seen = 0;
+        for name in ["smoke", "quickstart", "smollm2", "paper-gpt2", "paper-opt"] {
+            let path = dir.join(format!("{name}.toml"));
+            let loaded = load(Some(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(loaded.config.name, name);
+            seen += 1;
+        }
+        assert_eq!(seen, 5);
+        assert_eq!(load(None).unwrap().config.name, "quickstart");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line_and_the_nearest_key() {
+        let text = QUICKSTART.replacen("nonmember_count", "nonmember_cuont", 1);
+        let err = parse(&text, "q.toml").unwrap_err().to_string();
+        let line = QUICKSTART.lines().position(|l| l.contains("nonmember_count")).unwrap() + 1;
+        assert!(err.starts_with(&format!("q.toml:{line}: unknown field `nonmember_cuont`")), "{err}");
+        assert!(err.contains("did you mean `nonmember_count`"), "{err}");
+        let err = parse(&QUICKSTART.replacen("[memorize]", "[memorise]", 1), "q.toml").unwrap_err().to_string();
+        assert!(err.contains("did you mean `memorize`"), "{err}");
+    }
+}
