@@ -14,6 +14,7 @@ mod cache;
 mod data;
 mod distill;
 mod doctor;
+mod eval;
 mod export;
 mod memorize;
 mod metrics;
