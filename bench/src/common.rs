@@ -12,3 +12,17 @@ pub fn id_tokenizer(vocab: usize) -> Result<tokenizers::Tokenizer> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(tokenizers::Tokenizer::new(model))
 }
+
+/// `n` empty records (the benchmarks feed token ids directly; records only name samples).
+pub fn records(n: usize) -> Vec<kdharness::data::Record> {
+    (0..n)
+        .map(|i| kdharness::data::Record {
+            id: format!("b{i}"),
+            instruction: String::new(),
+            context: String::new(),
+            response: String::new(),
+            category: "bench".into(),
+            origin: kdharness::data::Origin { file: "bench".into(), line: i + 1 },
+        })
+        .collect()
+}

@@ -10,8 +10,8 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Parser;
 use kdharness::blocks::{OnnxWeights, Scope, open_perturbed, perturbed};
-use kdharness::data::{Encoded, Origin, Record};
-use kdharness::model::{Model, ModelConfig, ScratchSpec};
+use kdharness::data::Encoded;
+use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::runtime::generate::{GreedyConfig, greedy};
 use kdharness::runtime::{CausalLm, Runtime, SessionOptions};
 use kdharness::score::{BatchSettings, ScoredSample, compute_signals};
@@ -46,18 +46,17 @@ fn main() -> Result<()> {
     let runtime = Runtime::get(None)?;
     let options = SessionOptions { threads: args.threads, ..Default::default() };
     // The quickstart teacher's shape: llama, 4 blocks of width 128, vocabulary 2048.
-    let spec = ScratchSpec {
+    let spec = Shape {
         arch: "llama".into(),
         layers: 4,
         d_model: 128,
         heads: 4,
         kv_heads: Some(2),
         ffn: Some(344),
-        vocab: 2048,
         max_positions: 512,
         tie_embeddings: true,
     };
-    let teacher = Model::scratch(ModelConfig::scratch(&spec)?, 0, &Device::Cpu)?;
+    let teacher = Model::scratch(ModelConfig::scratch(&spec, 2048)?, 0, &Device::Cpu)?;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("teacher.onnx");
     kdharness::export::export(&teacher, &path)?;
@@ -76,16 +75,7 @@ fn main() -> Result<()> {
     }
 
     // One per-block sweep: 100 members + 100 non-members of 16 + 48 tokens.
-    let records: Vec<Record> = (0..200)
-        .map(|i| Record {
-            id: format!("s{i}"),
-            instruction: String::new(),
-            context: String::new(),
-            response: String::new(),
-            category: "bench".into(),
-            origin: Origin { file: "bench".into(), line: i + 1 },
-        })
-        .collect();
+    let records = common::records(200);
     let samples: Vec<ScoredSample<'_>> = records
         .iter()
         .map(|record| ScoredSample {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Parser;
 use kdharness::distill::{DistillConfig, distill};
-use kdharness::model::{Model, ModelConfig, ScratchSpec};
+use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
 use kdharness::train::{Example, TrainConfig};
 use rand::{Rng, SeedableRng};
@@ -32,18 +32,17 @@ struct Args {
 }
 
 fn gpt2(layers: usize) -> Result<Model> {
-    let spec = ScratchSpec {
+    let spec = Shape {
         arch: "gpt2".into(),
         layers,
         d_model: 256,
         heads: 8,
         kv_heads: None,
         ffn: Some(1024),
-        vocab: 2048,
         max_positions: 256,
         tie_embeddings: true,
     };
-    Ok(Model::scratch(ModelConfig::scratch(&spec)?, layers as u64, &Device::Cpu)?)
+    Ok(Model::scratch(ModelConfig::scratch(&spec, 2048)?, layers as u64, &Device::Cpu)?)
 }
 
 fn main() -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use kdharness::data::{Encoded, Origin, Record};
+use kdharness::data::Encoded;
 use kdharness::runtime::{CausalLm, LmBatch, PaddingSide, Runtime, SessionOptions};
 use kdharness::score::{BatchSettings, ScoredSample, batch_signals, compute_signals};
 use rand::{Rng, SeedableRng};
@@ -69,16 +69,7 @@ fn main() -> Result<()> {
     let sequences: Vec<Vec<u32>> =
         (0..args.batch).map(|_| (0..args.seq).map(|_| rng.gen_range(0..vocab as u32)).collect()).collect();
     // One prompt token, the rest scored: (seq − 1) signal positions per sequence.
-    let records: Vec<Record> = (0..args.batch)
-        .map(|i| Record {
-            id: format!("b{i}"),
-            instruction: String::new(),
-            context: String::new(),
-            response: String::new(),
-            category: "bench".into(),
-            origin: Origin { file: "bench".into(), line: i + 1 },
-        })
-        .collect();
+    let records = common::records(args.batch);
     let samples: Vec<ScoredSample<'_>> = records
         .iter()
         .zip(&sequences)

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::Device;
 use clap::Parser;
-use kdharness::model::{Model, ModelConfig, ScratchSpec};
+use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::train::{AdamW, Example, batch_loss};
 use rand::{Rng, SeedableRng};
 
@@ -31,32 +31,30 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let spec = match args.shape.as_str() {
-        "gpt2-5m" => ScratchSpec {
+    let (spec, vocab) = match args.shape.as_str() {
+        "gpt2-5m" => (Shape {
             arch: "gpt2".into(),
             layers: 6,
             d_model: 256,
             heads: 8,
             kv_heads: None,
             ffn: Some(1024),
-            vocab: 2048,
             max_positions: args.seq,
             tie_embeddings: true,
-        },
-        "smollm2-student" => ScratchSpec {
+        }, 2048),
+        "smollm2-student" => (Shape {
             arch: "llama".into(),
             layers: args.layers,
             d_model: 576,
             heads: 9,
             kv_heads: Some(3),
             ffn: Some(1536),
-            vocab: 49152,
             max_positions: 8192,
             tie_embeddings: true,
-        },
+        }, 49152),
         other => anyhow::bail!("unknown shape `{other}` (gpt2-5m, smollm2-student)"),
     };
-    let model = Model::scratch(ModelConfig::scratch(&spec)?, 0, &Device::Cpu)?;
+    let model = Model::scratch(ModelConfig::scratch(&spec, vocab)?, 0, &Device::Cpu)?;
     let vocab = model.config.vocab_size as u32;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // One prompt token; every other position is trained on.

@@ -5,7 +5,7 @@
 use candle_core::{D, Device, Tensor};
 use kdharness::data::{Template, TokenLimits, TokenizerFile, encode, load_jsonl};
 use kdharness::distill::{DistillConfig, Sampler, StudentPlan, distill, stage, teacher_samples};
-use kdharness::model::{Model, ModelConfig, ScratchSpec};
+use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
 use kdharness::train::{Example, TrainConfig, train};
 use kdharness_plugin_api::kd::DataPolicy;
@@ -22,18 +22,17 @@ pub fn examples(file: &str, prefix: &str) -> Vec<Example> {
 }
 
 pub fn scratch(layers: usize, d: usize, seed: u64) -> Model {
-    let spec = ScratchSpec {
+    let spec = Shape {
         arch: "llama".into(),
         layers,
         d_model: d,
         heads: 4,
         kv_heads: Some(2),
         ffn: Some(2 * d),
-        vocab: 300,
         max_positions: 512,
         tie_embeddings: true,
     };
-    Model::scratch(ModelConfig::scratch(&spec).unwrap(), seed, &Device::Cpu).unwrap()
+    Model::scratch(ModelConfig::scratch(&spec, 300).unwrap(), seed, &Device::Cpu).unwrap()
 }
 
 /// A teacher fine-tuned on the members (so it has something to teach).

@@ -2,34 +2,13 @@
 //! (their loss falls far below the non-members'), and one seed gives bit-identical weights.
 
 use candle_core::Device;
-use kdharness::data::{Template, TokenLimits, TokenizerFile, encode, load_jsonl};
-use kdharness::model::{Model, ModelConfig, ScratchSpec};
-use kdharness::train::{Example, TrainConfig, evaluate, train};
+use kdharness::model::Model;
+use kdharness::train::{TrainConfig, evaluate, train};
 
-use crate::common::fixture;
-
-fn examples(file: &str, prefix: &str) -> Vec<Example> {
-    let tok = TokenizerFile::load(&fixture("tokenizer.json")).unwrap();
-    load_jsonl(&fixture(file), prefix)
-        .unwrap()
-        .iter()
-        .map(|r| Example::from_encoded(&encode(&tok.tokenizer, Template::Alpaca, TokenLimits::default(), r).unwrap(), Some(0)))
-        .collect()
-}
+use crate::distill::{examples, scratch};
 
 fn tiny_llama(seed: u64) -> Model {
-    let spec = ScratchSpec {
-        arch: "llama".into(),
-        layers: 2,
-        d_model: 64,
-        heads: 4,
-        kv_heads: Some(2),
-        ffn: Some(128),
-        vocab: 300,
-        max_positions: 512,
-        tie_embeddings: true,
-    };
-    Model::scratch(ModelConfig::scratch(&spec).unwrap(), seed, &Device::Cpu).unwrap()
+    scratch(2, 64, seed)
 }
 
 fn weights(model: &Model) -> Vec<(String, Vec<f32>)> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{SplitMode, Template};
-use crate::model::ScratchSpec;
+pub use crate::model::Shape;
 use crate::train::TrainConfig;
 
 /// The embedded default (`kdharness eval` with no config).
@@ -108,50 +108,6 @@ pub struct TeacherConfig {
     /// Fine-tuning.
     #[serde(default)]
     pub train: TrainConfig,
-}
-
-/// A from-scratch architecture (the vocabulary comes from the tokenizer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Shape {
-    /// llama, gpt2 or opt.
-    pub arch: String,
-    /// Blocks.
-    pub layers: usize,
-    /// Residual width.
-    pub d_model: usize,
-    /// Attention heads.
-    pub heads: usize,
-    /// Key/value heads (llama).
-    #[serde(default)]
-    pub kv_heads: Option<usize>,
-    /// MLP width.
-    #[serde(default)]
-    pub ffn: Option<usize>,
-    /// Context length.
-    #[serde(default = "default_positions")]
-    pub max_positions: usize,
-}
-
-fn default_positions() -> usize {
-    512
-}
-
-impl Shape {
-    /// The scratch spec with the tokenizer's vocabulary.
-    pub fn spec(&self, vocab: usize) -> ScratchSpec {
-        ScratchSpec {
-            arch: self.arch.clone(),
-            layers: self.layers,
-            d_model: self.d_model,
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            ffn: self.ffn,
-            vocab,
-            max_positions: self.max_positions,
-            tie_embeddings: true,
-        }
-    }
 }
 
 /// One student size.

@@ -176,7 +176,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     if cfg.distill.nokd {
         methods.push("nokd".into());
     }
-    let teacher = if p.wanted("distill") || !p.opts.only.is_empty() { Some(Model::load(&teacher_dir, &Device::Cpu)?) } else { None };
+    let teacher = Model::load(&teacher_dir, &Device::Cpu)?;
     for size in &cfg.students {
         for method in &methods {
             let name = format!("{method}-{}", size.name);
@@ -184,8 +184,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
             let key = key_of(&[&teacher_key, &json_key(&cfg.distill), &json_key(size), method]);
             let dir = p.dir(&format!("models/{name}"));
             p.stage("distill", &dir, &key, |p| {
-                let teacher = teacher.as_ref().context("the teacher is needed to distil")?;
-                let init = initial_student(p.cfg, size, teacher)?;
+                let init = initial_student(p.cfg, size, &teacher)?;
                 let plan = StudentPlan { method: method.clone(), params: params.clone(), student: size.name.clone(), init };
                 let cache = p.dir(&format!("models/teacher_samples-{}.json", &teacher_key[..12]));
                 let mut instance = registry
@@ -201,7 +200,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
                     .map_err(anyhow::Error::msg)?;
                 let mut student = plan.init.clone_weights()?;
                 let seed = p.cfg.seed ^ crate::util::stable_hash(&name);
-                let log = distill::distill(&mut student, Some(teacher), &mut instance, method, train_set, val_set, &distill_cfg, seed, Some(&cache), Some(&dir))?;
+                let log = distill::distill(&mut student, Some(&teacher), &mut instance, method, train_set, val_set, &distill_cfg, seed, Some(&cache), Some(&dir))?;
                 student.save(&dir)?;
                 write_atomic(&dir.join("distill_log.json"), serde_json::to_string_pretty(&log)?.as_bytes())?;
                 std::fs::copy(&tokenizer_path, dir.join("tokenizer.json"))?;
@@ -465,7 +464,7 @@ fn initial_teacher(loaded: &Loaded, vocab: usize) -> Result<Model> {
     match cfg.teacher.source.as_str() {
         "scratch" => {
             let shape = cfg.teacher.shape.as_ref().context("a scratch teacher needs [teacher.shape]")?;
-            Ok(Model::scratch(ModelConfig::scratch(&shape.spec(vocab))?, cfg.seed ^ crate::util::stable_hash("teacher"), &Device::Cpu)?)
+            Ok(Model::scratch(ModelConfig::scratch(shape, vocab)?, cfg.seed ^ crate::util::stable_hash("teacher"), &Device::Cpu)?)
         }
         "smollm2-135m" => Ok(Model::load(&crate::model::smollm2::fetch()?, &Device::Cpu)?),
         source => match source.strip_prefix("hf:") {
@@ -480,8 +479,7 @@ fn initial_student(cfg: &Config, size: &crate::config::StudentConfig, teacher: &
         return Ok(teacher.with_blocks(blocks)?);
     }
     let shape = size.shape.as_ref().context("a student needs `shape` or `teacher_blocks`")?;
-    let spec = shape.spec(teacher.config.vocab_size);
     // Every method of one size starts from the same weights (seeded by the size), so
     // differences between students come from the methods alone.
-    Ok(Model::scratch(ModelConfig::scratch(&spec)?, cfg.seed ^ crate::util::stable_hash(&format!("student/{}", size.name)), &Device::Cpu)?)
+    Ok(Model::scratch(ModelConfig::scratch(shape, teacher.config.vocab_size)?, cfg.seed ^ crate::util::stable_hash(&format!("student/{}", size.name)), &Device::Cpu)?)
 }

@@ -121,11 +121,12 @@ pub struct ModelConfig {
     pub hf: Map<String, Value>,
 }
 
-/// A from-scratch size spec (`scratch:` source, SPEC §5.2).
+/// A from-scratch architecture (`scratch` source, SPEC §5.2); the vocabulary comes from
+/// the tokenizer. Also the `shape` tables of experiment configs.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ScratchSpec {
-    /// The family.
+pub struct Shape {
+    /// The family: llama, gpt2 or opt.
     pub arch: String,
     /// Number of blocks.
     pub layers: usize,
@@ -139,8 +140,6 @@ pub struct ScratchSpec {
     /// MLP width (defaults to 4·d_model, or 8/3·d_model rounded up to 8 for llama).
     #[serde(default)]
     pub ffn: Option<usize>,
-    /// Vocabulary size (usually the tokenizer's).
-    pub vocab: usize,
     /// Position table length / context length.
     #[serde(default = "default_max_positions")]
     pub max_positions: usize,
@@ -150,7 +149,7 @@ pub struct ScratchSpec {
 }
 
 fn default_max_positions() -> usize {
-    1024
+    512
 }
 fn default_true() -> bool {
     true
@@ -312,15 +311,15 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// A from-scratch config in Hugging Face form.
-    pub fn scratch(spec: &ScratchSpec) -> Result<Self, ModelError> {
+    /// A from-scratch config in Hugging Face form, with `vocab` tokens.
+    pub fn scratch(spec: &Shape, vocab: usize) -> Result<Self, ModelError> {
         let arch: Arch = spec.arch.parse()?;
         let d = spec.d_model;
         let hf = match arch {
             Arch::Llama => json!({
                 "architectures": ["LlamaForCausalLM"],
                 "model_type": "llama",
-                "vocab_size": spec.vocab,
+                "vocab_size": vocab,
                 "hidden_size": d,
                 "intermediate_size": spec.ffn.unwrap_or((8 * d / 3).div_ceil(8) * 8),
                 "num_hidden_layers": spec.layers,
@@ -340,7 +339,7 @@ impl ModelConfig {
             Arch::Gpt2 => json!({
                 "architectures": ["GPT2LMHeadModel"],
                 "model_type": "gpt2",
-                "vocab_size": spec.vocab,
+                "vocab_size": vocab,
                 "n_embd": d,
                 "n_layer": spec.layers,
                 "n_head": spec.heads,
@@ -355,7 +354,7 @@ impl ModelConfig {
             Arch::Opt => json!({
                 "architectures": ["OPTForCausalLM"],
                 "model_type": "opt",
-                "vocab_size": spec.vocab,
+                "vocab_size": vocab,
                 "hidden_size": d,
                 "word_embed_proj_dim": d,
                 "num_hidden_layers": spec.layers,
@@ -462,18 +461,8 @@ mod tests {
     #[test]
     fn scratch_configs_round_trip_through_hf_json() {
         for arch in ["llama", "gpt2", "opt"] {
-            let spec = ScratchSpec {
-                arch: arch.into(),
-                layers: 2,
-                d_model: 48,
-                heads: 4,
-                kv_heads: None,
-                ffn: None,
-                vocab: 100,
-                max_positions: 64,
-                tie_embeddings: true,
-            };
-            let cfg = ModelConfig::scratch(&spec).unwrap();
+            let spec = Shape { arch: arch.into(), layers: 2, d_model: 48, heads: 4, kv_heads: None, ffn: None, max_positions: 64, tie_embeddings: true };
+            let cfg = ModelConfig::scratch(&spec, 100).unwrap();
             let again = ModelConfig::from_hf(cfg.hf.clone()).unwrap();
             assert_eq!((again.hidden, again.layers, again.head_dim), (48, 2, 12));
             assert_eq!(again.ffn, if arch == "llama" { 128 } else { 192 });

@@ -24,7 +24,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use config::{Activation, Arch, ModelConfig, ScratchSpec};
+pub use config::{Activation, Arch, ModelConfig, Shape};
 
 /// What can go wrong with a model.
 #[derive(Debug, thiserror::Error)]
