@@ -514,9 +514,8 @@ impl StudentPlan {
 }
 
 /// The distill stage: one student per plan from one teacher on the public examples, each
-/// saved to `out/NAME/` (Hugging Face layout) with its `distill_log.json`. Each student's
-/// seed is derived from `seed` and its name, so results do not depend on the plans'
-/// order. SeqKD's teacher samples are made once and shared (`out/teacher_samples.json`).
+/// saved to `out/NAME/` by [`train_student`]. SeqKD's teacher samples are made once and
+/// shared (`out/teacher_samples.json`).
 #[allow(clippy::too_many_arguments)]
 pub fn stage(
     registry: &crate::plugins::Registry,
@@ -528,40 +527,44 @@ pub fn stage(
     seed: u64,
     out: &Path,
 ) -> Result<Vec<DistillLog>, DistillError> {
-    let mut logs = Vec::new();
-    for plan in plans {
-        let name = plan.name();
-        let loaded = registry.kd_method(&plan.method).ok_or_else(|| {
-            DistillError::Input(format!(
-                "no KD method `{}` is loaded{} (loaded: {})",
-                plan.method,
-                crate::util::did_you_mean(&plan.method, registry.kd_names()),
-                registry.kd_names().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
-        let mut student = plan.init.clone_weights()?;
-        let dir = out.join(&name);
-        let student_seed = seed ^ crate::util::stable_hash(&name);
-        let log = distill(
-            &mut student,
-            Some(teacher),
-            &mut method,
-            &plan.method,
-            train,
-            val,
-            cfg,
-            student_seed,
-            Some(&out.join("teacher_samples.json")),
-            Some(&dir),
-        )?;
-        student.save(&dir)?;
-        let text = serde_json::to_string_pretty(&log).expect("logs serialise");
-        crate::util::write_atomic(&dir.join("distill_log.json"), text.as_bytes())
-            .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", dir.display())))?;
-        logs.push(log);
-    }
-    Ok(logs)
+    let samples = out.join("teacher_samples.json");
+    plans.iter().map(|plan| train_student(registry, teacher, plan, train, val, cfg, seed, &samples, &out.join(plan.name()))).collect()
+}
+
+/// Distils one student: creates its KD method from the registry, trains a copy of the
+/// plan's initial weights, and saves the student (Hugging Face layout) with its
+/// `distill_log.json` into `dir`. Its seed is derived from `seed` and the student's name,
+/// so results do not depend on the order students are made in.
+#[allow(clippy::too_many_arguments)]
+pub fn train_student(
+    registry: &crate::plugins::Registry,
+    teacher: &Model,
+    plan: &StudentPlan,
+    train: &[Example],
+    val: &[Example],
+    cfg: &DistillConfig,
+    seed: u64,
+    teacher_samples: &Path,
+    dir: &Path,
+) -> Result<DistillLog, DistillError> {
+    let name = plan.name();
+    let loaded = registry.kd_method(&plan.method).ok_or_else(|| {
+        DistillError::Input(format!(
+            "no KD method `{}` is loaded{} (loaded: {})",
+            plan.method,
+            crate::util::did_you_mean(&plan.method, registry.kd_names()),
+            registry.kd_names().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
+    let mut student = plan.init.clone_weights()?;
+    let student_seed = seed ^ crate::util::stable_hash(&name);
+    let log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, Some(teacher_samples), Some(dir))?;
+    student.save(dir)?;
+    let text = serde_json::to_string_pretty(&log).expect("logs serialise");
+    crate::util::write_atomic(&dir.join("distill_log.json"), text.as_bytes())
+        .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", dir.display())))?;
+    Ok(log)
 }
 
 /// The method's objective on ground-truth `val` examples (token-weighted), no update.

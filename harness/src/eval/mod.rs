@@ -186,23 +186,8 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
             p.stage("distill", &dir, &key, |p| {
                 let init = initial_student(p.cfg, size, &teacher)?;
                 let plan = StudentPlan { method: method.clone(), params: params.clone(), student: size.name.clone(), init };
-                let cache = p.dir(&format!("models/teacher_samples-{}.json", &teacher_key[..12]));
-                let mut instance = registry
-                    .kd_method(method)
-                    .with_context(|| {
-                        format!(
-                            "no KD method `{method}` is loaded{} (loaded: {})",
-                            crate::util::did_you_mean(method, registry.kd_names()),
-                            registry.kd_names().collect::<Vec<_>>().join(", ")
-                        )
-                    })?
-                    .create(&plan.params)
-                    .map_err(anyhow::Error::msg)?;
-                let mut student = plan.init.clone_weights()?;
-                let seed = p.cfg.seed ^ crate::util::stable_hash(&name);
-                let log = distill::distill(&mut student, Some(&teacher), &mut instance, method, train_set, val_set, &distill_cfg, seed, Some(&cache), Some(&dir))?;
-                student.save(&dir)?;
-                write_atomic(&dir.join("distill_log.json"), serde_json::to_string_pretty(&log)?.as_bytes())?;
+                let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher_key[..12]));
+                distill::train_student(&registry, &teacher, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, &samples, &dir)?;
                 std::fs::copy(&tokenizer_path, dir.join("tokenizer.json"))?;
                 Ok(())
             })?;
