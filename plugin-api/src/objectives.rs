@@ -121,36 +121,26 @@ impl Objective {
     /// The batch loss `Σ mask·d / Σ mask` and its gradient with respect to the student
     /// logits, written into `grad`; `KL(p‖q)` is reported beside it.
     pub fn loss_and_grad(self, batch: &KdBatch<'_>, grad: &mut [f32]) -> KdLoss {
-        let total = batch.mask_total();
         let v = batch.vocab as usize;
-        let (mut loss, mut kl) = (0.0, 0.0);
         let (mut logq, mut logp, mut b) = (vec![0.0; v], vec![0.0; v], vec![0.0; v]);
-        for i in 0..batch.positions as usize {
-            let w = batch.mask[i] as f64;
-            let out = &mut grad[i * v..(i + 1) * v];
-            if w == 0.0 || total == 0.0 {
-                out.fill(0.0);
-                continue;
-            }
+        let (loss, kl) = masked_mean(batch, grad, |i, out, scale| {
             log_softmax(batch.student_row(i), &mut logq);
             log_softmax(batch.teacher_row(i), &mut logp);
             let d = self.row(&logq, &logp, &mut b);
-            loss += w * d;
-            kl += w * logp.iter().zip(&logq).map(|(lp, lq)| if *lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() * (lp - lq) }).sum::<f64>();
-            logits_grad(&logq, &b, w / total, out);
-        }
-        let n = if total == 0.0 { 1.0 } else { total };
-        KdLoss { loss: loss / n, kl: kl / n }
+            let kl = logp.iter().zip(&logq).map(|(lp, lq)| if *lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() * (lp - lq) }).sum::<f64>();
+            logits_grad(&logq, &b, scale, out);
+            (d, kl)
+        });
+        KdLoss { loss, kl }
     }
 }
 
-/// Mean next-token cross-entropy of the student against `batch.targets` (the No-KD
-/// baseline's loss) and its gradient `(q − onehot)·mask/Σ mask`.
-pub fn cross_entropy(batch: &KdBatch<'_>, grad: &mut [f32]) -> KdLoss {
+/// Runs `row(i, grad_row, mask_i / Σ mask)` on every unmasked position (masked rows get a
+/// zero gradient) and returns the mask-weighted means of the two values it reports.
+fn masked_mean(batch: &KdBatch<'_>, grad: &mut [f32], mut row: impl FnMut(usize, &mut [f32], f64) -> (f64, f64)) -> (f64, f64) {
     let total = batch.mask_total();
     let v = batch.vocab as usize;
-    let mut loss = 0.0;
-    let mut logq = vec![0.0; v];
+    let (mut first, mut second) = (0.0, 0.0);
     for i in 0..batch.positions as usize {
         let w = batch.mask[i] as f64;
         let out = &mut grad[i * v..(i + 1) * v];
@@ -158,16 +148,28 @@ pub fn cross_entropy(batch: &KdBatch<'_>, grad: &mut [f32]) -> KdLoss {
             out.fill(0.0);
             continue;
         }
+        let (a, b) = row(i, out, w / total);
+        first += w * a;
+        second += w * b;
+    }
+    let n = if total == 0.0 { 1.0 } else { total };
+    (first / n, second / n)
+}
+
+/// Mean next-token cross-entropy of the student against `batch.targets` (the No-KD
+/// baseline's loss) and its gradient `(q − onehot)·mask/Σ mask`.
+pub fn cross_entropy(batch: &KdBatch<'_>, grad: &mut [f32]) -> KdLoss {
+    let mut logq = vec![0.0; batch.vocab as usize];
+    let (loss, _) = masked_mean(batch, grad, |i, out, scale| {
         log_softmax(batch.student_row(i), &mut logq);
         let t = batch.targets[i] as usize;
-        loss -= w * logq[t];
-        let scale = w / total;
         for (o, lq) in out.iter_mut().zip(&logq) {
             *o = (lq.exp() * scale) as f32;
         }
         out[t] -= scale as f32;
-    }
-    KdLoss { loss: loss / if total == 0.0 { 1.0 } else { total }, kl: f64::NAN }
+        (-logq[t], 0.0)
+    });
+    KdLoss { loss, kl: f64::NAN }
 }
 
 /// `log softmax(z)` in f64.

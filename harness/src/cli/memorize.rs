@@ -14,7 +14,7 @@ use super::{RuntimeArgs, info, progress_bar};
 use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
 use crate::memorize::{self, DEFAULT_K, MemorizationRow, MemorizeSettings};
 use crate::metrics::Bootstrap;
-use crate::report::{self, ModelRole, SummaryRow, UtilityRow};
+use crate::report::{self, ModelEntry, ModelRole, ReportData, UtilityRow};
 use crate::runtime::{CausalLm, Runtime, SessionOptions, default_threads};
 
 #[derive(clap::Args, Debug)]
@@ -102,10 +102,9 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
     let bootstrap = Bootstrap { resamples: args.bootstrap, seed: args.seed };
 
     let mut all_rows: Vec<MemorizationRow> = Vec::new();
-    let mut summary: Vec<SummaryRow> = Vec::new();
-    let mut per_model: Vec<(String, Vec<MemorizationRow>)> = Vec::new();
     let mut model_info = Vec::new();
     let mut all_utility: Vec<UtilityRow> = Vec::new();
+    let mut entries = Vec::new();
     for (name, path) in &models {
         let t0 = Instant::now();
         let mut lm = CausalLm::open(runtime, path, SessionOptions { device: args.runtime.device, threads })?;
@@ -113,33 +112,15 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
         let (rows, generations) = memorize::memorize_model(name, &mut lm, &encoded, &settings, |n| bar.inc(n as u64))?;
         bar.finish_and_clear();
         let role = role_of(name, args.teacher.as_deref());
-        summary.extend(report::aggregate_rows(name, &role, "all", &memorize::aggregates(&rows, args.k, bootstrap, name)));
-        let mut categories: Vec<&str> = rows.iter().map(|r| r.category.as_str()).collect();
-        categories.sort();
-        categories.dedup();
-        for category in categories {
-            let cut: Vec<MemorizationRow> = rows.iter().filter(|r| r.category == category).cloned().collect();
-            if cut.iter().any(|r| r.member) && cut.iter().any(|r| !r.member) {
-                let stream = format!("{name}/{category}");
-                summary.extend(report::aggregate_rows(name, &role, category, &memorize::aggregates(&cut, args.k, bootstrap, &stream)));
-            }
-        }
-        let utility = utility_of(name, &tokenizer, &encoded, &generations, eos)?;
-        let rouge = utility.iter().map(|u| u.rouge_l).sum::<f64>() / utility.len().max(1) as f64;
-        let aggregate = memorize::Aggregate { metric: "rouge_l", value: rouge, ci: None, n_members: 0, n_nonmembers: utility.len() };
-        summary.extend(report::aggregate_rows(name, &role, "all", &[aggregate]));
-        all_utility.extend(utility);
+        all_utility.extend(utility_of(name, &tokenizer, &encoded, &generations, eos)?);
         model_info.push(json!({ "name": name, "path": path, "sha256": crate::util::sha256_file(path)?, "role": role, "seconds": t0.elapsed().as_secs_f64() }));
-        all_rows.extend(rows.iter().cloned());
-        per_model.push((name.clone(), rows));
+        entries.push(ModelEntry { name: name.clone(), role });
+        all_rows.extend(rows);
     }
-    if let Some(teacher) = &args.teacher {
-        let teacher_rows = &per_model.iter().find(|(n, _)| n == teacher).expect("checked above").1;
-        for (name, rows) in per_model.iter().filter(|(n, _)| n != teacher) {
-            let role = role_of(name, Some(teacher));
-            summary.extend(report::aggregate_rows(name, &role, "all", &memorize::teacher_overlap(teacher_rows, rows)));
-        }
-    }
+    // The report computes the aggregates (rates by category, teacher overlap, utility).
+    let data = ReportData { models: entries, memorization: all_rows, utility: all_utility, k: args.k, ..Default::default() };
+    let summary = report::render::summary_rows(&data, bootstrap);
+    let (all_rows, all_utility) = (data.memorization, data.utility);
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     report::write_memorization(&args.out.join("memorization.csv"), &all_rows)?;

@@ -176,7 +176,8 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     if cfg.distill.nokd {
         methods.push("nokd".into());
     }
-    let teacher = Model::load(&teacher_dir, &Device::Cpu)?;
+    // Loaded only when a student still has to be trained (a finished run skips it).
+    let mut teacher: Option<Model> = None;
     for size in &cfg.students {
         for method in &methods {
             let name = format!("{method}-{}", size.name);
@@ -184,10 +185,14 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
             let key = key_of(&[&teacher_key, &json_key(&cfg.distill), &json_key(size), method]);
             let dir = p.dir(&format!("models/{name}"));
             p.stage("distill", &dir, &key, |p| {
-                let init = initial_student(p.cfg, size, &teacher)?;
+                if teacher.is_none() {
+                    teacher = Some(Model::load(&teacher_dir, &Device::Cpu)?);
+                }
+                let teacher = teacher.as_ref().expect("loaded above");
+                let init = initial_student(p.cfg, size, teacher)?;
                 let plan = StudentPlan { method: method.clone(), params: params.clone(), student: size.name.clone(), init };
                 let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher_key[..12]));
-                distill::train_student(&registry, &teacher, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, &samples, &dir)?;
+                distill::train_student(&registry, teacher, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, &samples, &dir)?;
                 std::fs::copy(&tokenizer_path, dir.join("tokenizer.json"))?;
                 Ok(())
             })?;

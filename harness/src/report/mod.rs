@@ -141,27 +141,12 @@ pub fn write_scores(path: &Path, rows: &[ScoreRow]) -> Result<(), ReportError> {
 
 /// Reads a `scores.csv`, naming the line of anything malformed.
 pub fn read_scores(path: &Path) -> Result<Vec<ScoreRow>, ReportError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?;
-    let header = reader.headers().map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?.clone();
-    if header.iter().collect::<Vec<_>>() != SCORES_HEADER {
-        return Err(ReportError::Parse {
-            path: path.to_path_buf(),
-            line: 1,
-            message: format!("expected the header `{}`, found `{}`", SCORES_HEADER.join(","), header.iter().collect::<Vec<_>>().join(",")),
-        });
-    }
     let mut rows = Vec::new();
     let mut seen: HashMap<(String, String, String), u64> = HashMap::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| ReportError::Read { path: path.to_path_buf(), message: e.to_string() })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+    for (line, record) in read_rows(path, &SCORES_HEADER)? {
         let parse = |message: String| ReportError::Parse { path: path.to_path_buf(), line, message };
-        let member = match &record[4] {
-            "1" => true,
-            "0" => false,
-            other => return Err(parse(format!("`member` must be 1 or 0, found `{other}`"))),
-        };
-        let score: f64 = record[5].parse().map_err(|_| parse(format!("`score` must be a number, found `{}`", &record[5])))?;
+        let member = flag(path, line, &record[4], "member")?;
+        let score: f64 = field(path, line, &record, &SCORES_HEADER, 5)?;
         if !score.is_finite() {
             return Err(parse(format!("`score` must be finite, found `{}`", &record[5])));
         }
