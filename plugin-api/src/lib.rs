@@ -55,7 +55,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RSlice, RStr, RString, RVec},
+    std_types::{ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
 /// Which per-sample signals an attack needs; the harness computes only those.
@@ -258,6 +258,22 @@ impl ParamSpec {
     }
 }
 
+/// The weight perturbations an attack asks for (it needs [`SignalSet::PERTURBED_LOSS`]):
+/// `draws` forward passes of the model, each with independent Gaussian noise
+/// `N(0, sigma²)` added to every weight in scope (the whole model, or one transformer
+/// block at a time for the per-block sweep). `SampleView::perturbed_loss[i]` is then the
+/// loss `−mean_t ℓ_t` of the sample under draw `i`. The harness seeds the noise from the
+/// run's seed, the scope, the draw and the weight's name, so two attacks asking for the
+/// same perturbations see the same losses (and they are computed once).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
+pub struct Perturbation {
+    /// Perturbed passes per model and scope (at least 1).
+    pub draws: u32,
+    /// Standard deviation of the noise (finite, at least 0).
+    pub sigma: f64,
+}
+
 /// One attack as the harness sees it across the boundary.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
@@ -274,6 +290,8 @@ pub struct AttackDecl {
     pub params: RSlice<'static, ParamSpec>,
     /// [`Attack::score`], with panics caught.
     pub score: extern "C" fn(&AttackInput<'_>) -> RResult<RVec<f64>, RString>,
+    /// [`Attack::perturbation`] for the given (completed) parameters, with panics caught.
+    pub perturbation: extern "C" fn(RSlice<'_, Param<'_>>) -> RResult<ROption<Perturbation>, RString>,
 }
 
 impl AttackDecl {
@@ -286,6 +304,7 @@ impl AttackDecl {
             needs: A::NEEDS,
             params: RSlice::from_slice(A::PARAMS),
             score: score_shim::<A>,
+            perturbation: perturbation_shim::<A>,
         }
     }
 }
@@ -329,12 +348,28 @@ pub trait Attack: 'static {
     /// One finite score per sample of `input.samples`, in order; higher = more likely a
     /// member.
     fn score(input: &AttackInput<'_>) -> Result<Vec<f64>, String>;
+    /// The weight perturbations this attack needs for `params`, if it needs
+    /// [`SignalSet::PERTURBED_LOSS`] (the harness asks before scoring and fills
+    /// `perturbed_loss` accordingly); `None` otherwise.
+    fn perturbation(params: ParamList<'_>) -> Result<Option<Perturbation>, String> {
+        let _ = params;
+        Ok(None)
+    }
 }
 
 extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64>, RString> {
     silence_panic_messages();
     match catch_unwind(AssertUnwindSafe(|| A::score(input))) {
         Ok(Ok(scores)) => RResult::ROk(RVec::from(scores)),
+        Ok(Err(message)) => RResult::RErr(RString::from(message)),
+        Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
+    }
+}
+
+extern "C" fn perturbation_shim<A: Attack>(params: RSlice<'_, Param<'_>>) -> RResult<ROption<Perturbation>, RString> {
+    silence_panic_messages();
+    match catch_unwind(AssertUnwindSafe(|| A::perturbation(ParamList(params.as_slice())))) {
+        Ok(Ok(p)) => RResult::ROk(p.into()),
         Ok(Err(message)) => RResult::RErr(RString::from(message)),
         Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
     }

@@ -2,7 +2,7 @@
 //! noise is seeded (reruns are identical), blocks.csv has one row per block, and exports
 //! whose weight names hide the block get a clear error while everything else is written.
 
-use crate::common::{fixture, kdharness, one_model_attack, read_scores};
+use crate::common::{built_library, fixture, install, kdharness, one_model_attack, read_scores};
 use crate::memorize::memorizer;
 
 fn mope_args(model: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -73,4 +73,63 @@ fn an_export_without_block_names_gets_a_clear_error_and_keeps_its_other_results(
     let scores = read_scores(&out.join("scores.csv"));
     assert_eq!(scores.iter().filter(|(k, _)| k.1 == "mope").count(), 24);
     assert_eq!(std::fs::read_to_string(out.join("blocks.csv")).unwrap().lines().count(), 1);
+}
+
+/// A perturbation attack written in a plugin crate alone (tests/plugins/sharpness, with
+/// parameters the harness has never heard of) gets the perturbed losses it asks for, in
+/// the whole-model attack and in the per-block sweep. With one draw, its worst case is
+/// the mean: its scores and block AUCs equal MoPe's to the bit, because both asked for the
+/// same perturbations.
+#[test]
+fn a_perturbation_attack_from_a_plugin_crate_alone() {
+    let (model, _) = memorizer();
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    install(&built_library("kdhtest_sharpness"), &plugins, "sharpness");
+    let out = tmp.path().join("out");
+    let params = ["--param", "mope.n=1", "--param", "mope.sigma=0.05", "--param", "sharpness.draws=1", "--param", "sharpness.noise=0.05"];
+    let mut args = one_model_attack(
+        "m",
+        model,
+        &fixture("tokenizer.json"),
+        &fixture("members.jsonl"),
+        &fixture("nonmembers.jsonl"),
+        &out,
+        &[&["--attacks", "mope,sharpness", "--bootstrap", "0", "--blocks"][..], &params].concat(),
+    );
+    args.extend(["--plugin-dir".into(), plugins.display().to_string()]);
+    kdharness(&args).ok();
+    let scores = read_scores(&out.join("scores.csv"));
+    let of = |attack: &str| -> Vec<f64> { scores.iter().filter(|(k, _)| k.1 == attack).map(|(_, v)| v.1).collect() };
+    assert_eq!(of("sharpness").len(), 24);
+    assert_eq!(of("sharpness"), of("mope"));
+    assert!(of("sharpness").iter().any(|&s| s != 0.0), "noise of 0.05 moves the loss");
+
+    let blocks = std::fs::read_to_string(out.join("blocks.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = blocks.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2 * 2, "two blocks × two perturbation attacks: {blocks}");
+    for block in ["0", "1"] {
+        let auc = |attack: &str| rows.iter().find(|r| r[1] == block && r[2] == attack).map(|r| r[3].to_string()).unwrap();
+        assert_eq!(auc("sharpness"), auc("mope"), "block {block}: {blocks}");
+    }
+
+    // With three draws the worst case is at least the mean, and larger somewhere.
+    let out3 = tmp.path().join("out3");
+    let mut args = one_model_attack(
+        "m",
+        model,
+        &fixture("tokenizer.json"),
+        &fixture("members.jsonl"),
+        &fixture("nonmembers.jsonl"),
+        &out3,
+        &["--attacks", "mope,sharpness", "--bootstrap", "0", "--param", "mope.n=3", "--param", "sharpness.draws=3"],
+    );
+    args.extend(["--plugin-dir".into(), plugins.display().to_string()]);
+    kdharness(&args).ok();
+    let scores = read_scores(&out3.join("scores.csv"));
+    let of = |attack: &str| -> Vec<f64> { scores.iter().filter(|(k, _)| k.1 == attack).map(|(_, v)| v.1).collect() };
+    let (worst, mean) = (of("sharpness"), of("mope"));
+    assert!(worst.iter().zip(&mean).all(|(w, m)| w >= m), "max >= mean");
+    assert!(worst.iter().zip(&mean).any(|(w, m)| w > m), "max > mean for some sample");
 }

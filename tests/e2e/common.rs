@@ -21,6 +21,13 @@ pub fn built_library(lib_name: &str) -> PathBuf {
     path
 }
 
+/// Copies a built test plugin into `dir` under the name the plugin search looks for.
+pub fn install(library: &Path, dir: &Path, name: &str) -> PathBuf {
+    let to = dir.join(format!("{}kdh_{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
+    std::fs::copy(library, &to).unwrap();
+    to
+}
+
 pub struct Run {
     pub code: Option<i32>,
     pub stdout: String,

@@ -57,8 +57,9 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
     assert_eq!(manifest["kd_plugins"].as_array().unwrap().len(), 7);
     assert_eq!(manifest["models"].as_array().unwrap().len(), 8);
-    assert!(manifest["models"][0]["onnx_sha256"].as_str().unwrap().len() == 64);
-    assert!(manifest["data"]["members.jsonl"].as_str().unwrap().len() == 64);
+    assert!(manifest["models"][0]["onnx"]["sha256"].as_str().unwrap().len() == 64);
+    assert_eq!(manifest["models"][1]["role"], serde_json::json!({"role": "student", "kd_method": "kd", "student": "tiny"}));
+    assert!(manifest["data"]["members.jsonl"]["sha256"].as_str().unwrap().len() == 64);
     for stage in ["data", "teacher", "distill", "export", "attack", "memorize", "report"] {
         assert!(manifest["stages"][stage]["seconds"].is_number(), "stage {stage} timing missing: {}", manifest["stages"]);
     }

@@ -5,13 +5,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// Puts `library` into `dir` under a plugin file name.
-fn install(library: &Path, dir: &Path, name: &str) -> std::path::PathBuf {
-    let to = dir.join(format!("{}kdh_{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX));
-    std::fs::copy(library, &to).unwrap();
-    to
-}
-
 #[test]
 fn plugins_list_shows_the_builtins() {
     let run = kdharness(["plugins", "list"]);

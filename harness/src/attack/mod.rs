@@ -1,14 +1,17 @@
 //! The attack stage: resolves attack names to loaded plugins, fills in parameters, calls
 //! each plugin on a model's signals, and checks what comes back (one finite score per
 //! sample). A failing attack is an error naming the attack and its library; the caller
-//! decides whether the others go on.
+//! decides whether the others go on. [`stage`] is the whole attack stage: every model
+//! scored, every attack run, the per-block sweep, the output files.
+
+pub mod stage;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kdharness_plugin_api::{AttackInput, OwnedSample, Param, SampleView, SignalSet};
+use kdharness_plugin_api::{AttackInput, OwnedSample, Perturbation, SampleView, SignalSet};
 
-use crate::plugins::{LoadedAttack, Registry};
+use crate::plugins::{LoadedAttack, Params, Registry, UnknownParam};
 use crate::util::did_you_mean;
 
 /// Why an attack cannot be set up or did not produce usable scores.
@@ -25,8 +28,8 @@ pub enum AttackError {
     #[error("parameter `{attack}.{key}` is given twice; keep one")]
     DuplicateParam { attack: String, key: String },
     /// A parameter the attack does not declare.
-    #[error("attack `{attack}` has no parameter `{key}`{suggestion}; it accepts: {accepted}")]
-    UnknownParam { attack: String, key: String, suggestion: String, accepted: String },
+    #[error(transparent)]
+    UnknownParam(#[from] UnknownParam),
     /// The attack needs a reference model and none was given.
     #[error("attack `{attack}` needs a reference model; pass one with --reference NAME=PATH.onnx")]
     NeedsReference { attack: String },
@@ -38,14 +41,23 @@ pub enum AttackError {
     Failed { attack: String, library: PathBuf, message: String },
 }
 
+/// Parameters given for each attack, by attack name, in the order given.
+pub type AttackParams = BTreeMap<String, Vec<(String, String)>>;
+
 /// Parameters per attack, from `ATTACK.KEY=VALUE` strings.
-pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, Vec<(String, String)>>, AttackError> {
-    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for item in raw {
-        let (lhs, value) = item.split_once('=').ok_or_else(|| AttackError::BadParam(item.clone()))?;
+pub fn parse_params(raw: &[String]) -> Result<AttackParams, AttackError> {
+    let pairs = raw.iter().map(|item| item.split_once('=').ok_or_else(|| AttackError::BadParam(item.clone())));
+    params_by_attack(pairs.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Parameters per attack, from `(ATTACK.KEY, VALUE)` pairs (a config's `[attacks.params]`).
+pub fn params_by_attack<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<AttackParams, AttackError> {
+    let mut out = AttackParams::new();
+    for (lhs, value) in pairs {
+        let item = format!("{lhs}={value}");
         let (attack, key) = lhs.split_once('.').ok_or_else(|| AttackError::BadParam(item.clone()))?;
         if attack.is_empty() || key.is_empty() {
-            return Err(AttackError::BadParam(item.clone()));
+            return Err(AttackError::BadParam(item));
         }
         let given = out.entry(attack.to_string()).or_default();
         if given.iter().any(|(k, _)| k == key) {
@@ -73,21 +85,40 @@ pub fn resolve<'r>(registry: &'r Registry, names: &[String]) -> Result<Vec<&'r L
         .collect()
 }
 
-/// The user's parameters checked against the attack's declaration, defaults filled in.
-pub fn complete_params(attack: &LoadedAttack, given: &[(String, String)]) -> Result<Vec<(String, String)>, AttackError> {
-    let specs = attack.decl.params.as_slice();
-    for (key, _) in given {
-        if !specs.iter().any(|s| s.name.as_str() == key) {
-            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-            return Err(AttackError::UnknownParam {
-                attack: attack.name().to_string(),
-                key: key.clone(),
-                suggestion: did_you_mean(key, names.iter().copied()),
-                accepted: if names.is_empty() { "no parameters".into() } else { names.join(", ") },
-            });
+/// An attack ready to run: its completed parameters and, for an attack that reads
+/// perturbed losses, the perturbations it asked for with them.
+#[derive(Debug, Clone)]
+pub struct Planned<'r> {
+    /// The plugin.
+    pub attack: &'r LoadedAttack,
+    /// Its parameters, defaults filled in.
+    pub params: Params,
+    /// What the harness must compute for [`SignalSet::PERTURBED_LOSS`].
+    pub perturbation: Option<Perturbation>,
+}
+
+impl<'r> Planned<'r> {
+    /// Checks the `given` parameters and asks the plugin which perturbations they mean.
+    pub fn new(attack: &'r LoadedAttack, given: &[(String, String)]) -> Result<Planned<'r>, AttackError> {
+        let params = attack.params(given)?;
+        let fail = |message: String| AttackError::Failed { attack: attack.name().into(), library: attack.library.clone(), message };
+        let perturbation: Option<Perturbation> =
+            (attack.decl.perturbation)(params.abi().as_slice().into()).into_result().map_err(|e| fail(e.into()))?.into();
+        match perturbation {
+            None if attack.decl.needs.contains(SignalSet::PERTURBED_LOSS) => {
+                Err(fail("it reads perturbed losses but asked for no perturbation (implement `Attack::perturbation`)".into()))
+            }
+            Some(p) if p.draws == 0 || !(p.sigma >= 0.0 && p.sigma.is_finite()) => {
+                Err(fail(format!("it asked for {} perturbations of scale {}; need at least 1 and a finite scale >= 0", p.draws, p.sigma)))
+            }
+            _ => Ok(Planned { attack, params, perturbation }),
         }
     }
-    Ok(kdharness_plugin_api::with_defaults(specs, given))
+
+    /// The attack's name.
+    pub fn name(&self) -> &str {
+        self.attack.name()
+    }
 }
 
 /// Signals the `attack` command can provide.
@@ -134,7 +165,7 @@ pub fn run(
     attack: &LoadedAttack,
     samples: &[OwnedSample],
     reference: &[OwnedSample],
-    params: &[(String, String)],
+    params: &Params,
 ) -> Result<Vec<f64>, AttackError> {
     let fail = |message: String| AttackError::Failed { attack: attack.name().into(), library: attack.library.clone(), message };
     if !reference.is_empty() && reference.len() != samples.len() {
@@ -147,8 +178,7 @@ pub fn run(
     } else {
         order.iter().map(|&i| reference[i].view()).collect()
     };
-    let params: Vec<Param<'_>> =
-        params.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
+    let params = params.abi();
     let input = AttackInput {
         samples: views.as_slice().into(),
         reference: reference_views.as_slice().into(),

@@ -10,12 +10,15 @@ mod metrics;
 mod model;
 mod plugins;
 mod report;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+use crate::status::{info, warn};
 
 #[derive(Parser, Debug)]
 #[command(name = "kdharness", version, about = "Membership and memorization leakage of LLM knowledge distillation")]
@@ -80,40 +83,22 @@ pub struct RuntimeArgs {
     pub threads: Option<usize>,
 }
 
-static VERBOSITY: AtomicU8 = AtomicU8::new(1);
-
-/// Progress and status lines go to stderr unless `-q`.
-pub(crate) fn info(message: impl std::fmt::Display) {
-    if VERBOSITY.load(Ordering::Relaxed) >= 1 {
-        eprintln!("kdharness: {message}");
+impl PluginArgs {
+    /// The plugins found on the search path (problems with some libraries are warnings).
+    pub fn registry(&self) -> crate::plugins::Registry {
+        crate::plugins::load(&self.plugin_dirs)
     }
 }
 
-/// Extra detail, with `-v`.
-pub(crate) fn detail(message: impl std::fmt::Display) {
-    if VERBOSITY.load(Ordering::Relaxed) >= 2 {
-        eprintln!("kdharness: {message}");
+impl RuntimeArgs {
+    /// The library's runtime settings. `--threads` also bounds rayon's global pool (the
+    /// signal reduction and the training engine's elementwise work).
+    pub fn settings(&self) -> crate::runtime::RuntimeSettings {
+        if let Some(threads) = self.threads {
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
+        }
+        crate::runtime::RuntimeSettings { ort_lib: self.ort_lib.clone(), device: self.device, threads: self.threads }
     }
-}
-
-/// A progress bar on a terminal (nothing otherwise, and nothing with `-q`).
-pub(crate) fn progress_bar(length: usize, what: &str, unit: &str) -> indicatif::ProgressBar {
-    if VERBOSITY.load(Ordering::Relaxed) == 0 {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::with_draw_target(Some(length as u64), indicatif::ProgressDrawTarget::stderr());
-    let template = format!("{{msg}} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{elapsed}} (eta {{eta}})");
-    let style = indicatif::ProgressStyle::with_template(&template)
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(what.to_string());
-    bar
-}
-
-/// Warnings are shown even with `-q`: they are about results.
-pub(crate) fn warn(message: impl std::fmt::Display) {
-    eprintln!("kdharness: warning: {message}");
 }
 
 /// Process-level behaviour of a well-mannered command-line tool.
@@ -147,16 +132,14 @@ fn install_process_handlers() {
 pub fn main() -> ExitCode {
     install_process_handlers();
     let cli = Cli::parse();
-    VERBOSITY.store(
-        if cli.quiet {
-            0
-        } else if cli.verbose {
-            2
-        } else {
-            1
-        },
-        Ordering::Relaxed,
-    );
+    let verbosity = if cli.quiet {
+        0
+    } else if cli.verbose {
+        2
+    } else {
+        1
+    };
+    crate::status::install(Arc::new(terminal::Terminal { verbosity }));
     let result = dispatch(cli.command);
     match result {
         Ok(code) => code,
@@ -166,14 +149,6 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Runs a `kdharness` command line in-process (the eval pipeline's scoring stages run the
-/// `attack` and `memorize` commands this way, so both paths are one code path).
-pub(crate) fn run_args(args: &[String]) -> anyhow::Result<ExitCode> {
-    let cli = Cli::try_parse_from(std::iter::once("kdharness".to_string()).chain(args.iter().cloned()))
-        .map_err(|e| anyhow::anyhow!("internal command line rejected: {}", e.to_string().lines().next().unwrap_or_default()))?;
-    dispatch(cli.command)
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {

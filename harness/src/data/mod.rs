@@ -1,6 +1,7 @@
 //! Data: Dolly-schema JSON Lines records, prompt templates, sample ids and tokenization
 //! into the exact token layout that scoring uses (SPEC §4, §7.2.1).
 
+mod prepare;
 mod split;
 pub mod synth;
 pub mod vocab;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
+pub use prepare::{DataRequest, DataSource, Prepared, TokenizerSource, prepare};
 pub use split::{Split, SplitError, SplitMode, split};
 pub use template::Template;
 

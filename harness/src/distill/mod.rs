@@ -261,7 +261,7 @@ pub fn teacher_samples(
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7365_716b);
     let mut out = Vec::with_capacity(train.len());
-    let bar = crate::cli::progress_bar(train.len(), "teacher samples (SeqKD)", "prompts");
+    let bar = crate::status::progress(train.len(), "teacher samples (SeqKD)", "prompts");
     for chunk in train.chunks(cfg.train.batch_size.max(1)) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids[..e.prompt_len].to_vec()).collect();
         let generated = generate(teacher, &prompts, &sampling, &mut rng)?;
@@ -270,7 +270,7 @@ pub fn teacher_samples(
         }
         bar.inc(chunk.len() as u64);
     }
-    bar.finish_and_clear();
+    bar.finish();
     if let Some(path) = cache {
         let text = serde_json::to_string(&out).expect("examples serialise");
         crate::util::write_atomic(path, text.as_bytes())
@@ -373,6 +373,73 @@ fn call_method(
     Ok((out.loss, grad))
 }
 
+/// The teacher, when the method uses one: it must exist and share the student's vocabulary.
+fn teacher_for<'t>(uses_teacher: bool, teacher: Option<&'t Model>, student: &Model, name: &str) -> Result<Option<&'t Model>, DistillError> {
+    if !uses_teacher {
+        return Ok(None);
+    }
+    let t = teacher.ok_or_else(|| DistillError::Input(format!("KD method `{name}` needs a teacher")))?;
+    if t.config.vocab_size != student.config.vocab_size {
+        return Err(DistillError::Input(format!(
+            "teacher and student vocabularies differ ({} vs {} logits); distillation compares distributions token by token",
+            t.config.vocab_size, student.config.vocab_size
+        )));
+    }
+    Ok(Some(t))
+}
+
+/// One student's distillation in progress: what every step reads and updates.
+struct Run<'a> {
+    student: &'a mut Model,
+    teacher: Option<&'a Model>,
+    method: &'a mut KdInstance,
+    name: &'a str,
+    cfg: &'a DistillConfig,
+    sampler: Sampler,
+    opt: AdamW,
+    timing: StepTiming,
+}
+
+impl Run<'_> {
+    /// One optimiser step on training examples `indices` (step `step` of `total`): the KD
+    /// loss and whether the step trained on student samples, or `None` when none of the
+    /// step's sequences had a token to learn.
+    fn step(&mut self, train: &[Example], indices: &[usize], progress: f64, step: usize, total: usize) -> Result<Option<(f64, bool)>, DistillError> {
+        let (name, cfg, clock) = (self.name, self.cfg, std::time::Instant::now);
+        let policy = self.method.data_policy(progress).into_result().map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
+        let t0 = clock();
+        let data = self.sampler.step_data(&policy, train, indices, self.student, self.teacher)?;
+        self.timing.sampling += t0.elapsed().as_secs_f64();
+        let data = StepData { examples: data.examples.into_iter().filter(|e| !e.trained_positions().is_empty()).collect(), ..data };
+        if data.examples.is_empty() {
+            return Ok(None);
+        }
+        let t0 = clock();
+        let p = prepare(self.student, self.teacher.filter(|_| policy.uses_teacher), &data)?;
+        let t1 = clock();
+        let (loss, grad) = call_method(self.method, name, &p, data.on_policy, progress)?;
+        let t2 = clock();
+        self.timing.forward += (t1 - t0).as_secs_f64();
+        self.timing.plugin += (t2 - t1).as_secs_f64();
+        self.timing.tokens += p.targets.count;
+        if !loss.is_finite() {
+            return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
+        }
+        let g = Tensor::from_vec(grad, p.student.shape(), p.student.device())?;
+        let mut surrogate = ((&p.student * &g)?.sum_all()? * cfg.kd_ratio)?;
+        if cfg.kd_ratio < 1.0 {
+            surrogate = (surrogate + (cross_entropy(&p.student, &p.targets.ids)? * (1.0 - cfg.kd_ratio))?)?;
+        }
+        let t0 = clock();
+        let grads = surrogate.backward()?;
+        let t1 = clock();
+        self.opt.step(&self.student.params, &grads, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
+        self.timing.backward += (t1 - t0).as_secs_f64();
+        self.timing.optimizer += t1.elapsed().as_secs_f64();
+        Ok(Some((loss, data.on_policy)))
+    }
+}
+
 /// Distils `student` in place with `method` (named `name`) on the public examples
 /// `train`, reporting the method's objective on `val` before and after every epoch.
 /// `teacher` is required unless the method's policy says it uses none.
@@ -395,98 +462,58 @@ pub fn distill(
         return Err(DistillError::Input("no public example has a token to learn".into()));
     }
     let first_policy = method.data_policy(0.0).into_result().map_err(plugin)?;
-    let teacher = if first_policy.uses_teacher {
-        Some(teacher.ok_or_else(|| DistillError::Input(format!("KD method `{name}` needs a teacher")))?)
-    } else {
-        None
-    };
-    if let Some(t) = teacher
-        && t.config.vocab_size != student.config.vocab_size
-    {
-        return Err(DistillError::Input(format!(
-            "teacher and student vocabularies differ ({} vs {} logits); distillation compares distributions token by token",
-            t.config.vocab_size, student.config.vocab_size
-        )));
-    }
+    let teacher = teacher_for(first_policy.uses_teacher, teacher, student, name)?;
     let samples = match (first_policy.teacher_samples, teacher) {
         (true, Some(t)) => Some(teacher_samples(t, &train, cfg, seed, teacher_sample_cache)?),
         _ => None,
     };
-    let mut sampler = Sampler::new(seed, cfg, student.config.eos_token_id, samples);
     let batch_size = cfg.train.batch_size.max(1);
     let steps_per_epoch = train.len().div_ceil(batch_size);
     let total = steps_per_epoch * cfg.train.epochs;
-    let mut opt = AdamW::new(&student.params, cfg.train.weight_decay)?;
+    let mut run = Run {
+        sampler: Sampler::new(seed, cfg, student.config.eos_token_id, samples),
+        opt: AdamW::new(&student.params, cfg.train.weight_decay)?,
+        student,
+        teacher,
+        method,
+        name,
+        cfg,
+        timing: StepTiming::default(),
+    };
     let mut order_rng = ChaCha8Rng::seed_from_u64(seed);
-    let initial_val_loss = validate(student, teacher, method, name, val, batch_size)?;
-    crate::cli::detail(format!("distill {name}: objective on held-out public data before training: {initial_val_loss:.4}"));
-    let bar = crate::cli::progress_bar(total, &format!("distilling ({name})"), "steps");
-    let mut log = DistillLog { method: name.into(), timing: StepTiming::default(), initial_val_loss, epochs: Vec::new() };
-    let clock = std::time::Instant::now;
+    let initial_val_loss = validate(run.student, teacher, run.method, name, val, batch_size)?;
+    crate::status::detail(format!("distill {name}: objective on held-out public data before training: {initial_val_loss:.4}"));
+    let bar = crate::status::progress(total, &format!("distilling ({name})"), "steps");
+    let mut epochs = Vec::new();
     let mut step = 0;
     for epoch in 1..=cfg.train.epochs {
         let mut order: Vec<usize> = (0..train.len()).collect();
         order.shuffle(&mut order_rng);
         let (mut loss_sum, mut on_policy_steps) = (0.0, 0);
         for indices in order.chunks(batch_size) {
-            let progress = step as f64 / total as f64;
-            let policy = method.data_policy(progress).into_result().map_err(plugin)?;
-            let t0 = clock();
-            let data = sampler.step_data(&policy, &train, indices, student, teacher)?;
-            log.timing.sampling += t0.elapsed().as_secs_f64();
-            let data = StepData { examples: data.examples.into_iter().filter(|e| !e.trained_positions().is_empty()).collect(), ..data };
-            if data.examples.is_empty() {
-                step += 1;
-                continue;
-            }
-            on_policy_steps += data.on_policy as usize;
-            let t0 = clock();
-            let p = prepare(student, teacher.filter(|_| policy.uses_teacher), &data)?;
-            let t1 = clock();
-            let (loss, grad) = call_method(method, name, &p, data.on_policy, progress)?;
-            let t2 = clock();
-            log.timing.forward += (t1 - t0).as_secs_f64();
-            log.timing.plugin += (t2 - t1).as_secs_f64();
-            log.timing.tokens += p.targets.count;
-            if !loss.is_finite() {
-                bar.abandon();
-                return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
-            }
-            let g = Tensor::from_vec(grad, p.student.shape(), p.student.device())?;
-            let mut surrogate = ((&p.student * &g)?.sum_all()? * cfg.kd_ratio)?;
-            if cfg.kd_ratio < 1.0 {
-                surrogate = (surrogate + (cross_entropy(&p.student, &p.targets.ids)? * (1.0 - cfg.kd_ratio))?)?;
-            }
-            let t0 = clock();
-            let grads = surrogate.backward()?;
-            let t1 = clock();
-            opt.step(&student.params, &grads, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
-            log.timing.backward += (t1 - t0).as_secs_f64();
-            log.timing.optimizer += t1.elapsed().as_secs_f64();
-            loss_sum += loss;
+            let trained = run.step(&train, indices, step as f64 / total as f64, step, total).inspect_err(|_| bar.abandon())?;
             step += 1;
-            bar.inc(1);
+            if let Some((loss, on_policy)) = trained {
+                on_policy_steps += on_policy as usize;
+                loss_sum += loss;
+                bar.inc(1);
+            }
         }
-        let val_loss = validate(student, teacher, method, name, val, batch_size)?;
-        method.on_epoch_end(val_loss).into_result().map_err(plugin)?;
-        crate::cli::detail(format!(
+        let val_loss = validate(run.student, teacher, run.method, name, val, batch_size)?;
+        run.method.on_epoch_end(val_loss).into_result().map_err(plugin)?;
+        crate::status::detail(format!(
             "distill {name}: epoch {epoch}: train loss {:.4}, held-out objective {val_loss:.4} (start {initial_val_loss:.4})",
             loss_sum / steps_per_epoch as f64
         ));
-        log.epochs.push(DistillEpoch {
-            epoch,
-            train_loss: loss_sum / steps_per_epoch as f64,
-            val_loss,
-            on_policy_steps,
-            steps: steps_per_epoch,
-        });
+        epochs.push(DistillEpoch { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_loss, on_policy_steps, steps: steps_per_epoch });
         if let Some(dir) = checkpoint {
-            student.save(dir)?;
+            run.student.save(dir)?;
         }
     }
-    bar.finish_and_clear();
+    let log = DistillLog { method: name.into(), timing: run.timing, initial_val_loss, epochs };
+    bar.finish();
     let end = log.final_val_loss();
-    crate::cli::info(format!(
+    crate::status::info(format!(
         "distill {name}: held-out objective {initial_val_loss:.4} -> {end:.4} ({})",
         if end < initial_val_loss { "lower" } else { "NOT lower" }
     ));
@@ -558,7 +585,7 @@ pub fn train_student(
     })?;
     let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
     let mut student = plan.init.clone_weights()?;
-    let student_seed = seed ^ crate::util::stable_hash(&name);
+    let student_seed = crate::rng::derive(seed, &name);
     let log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, Some(teacher_samples), Some(dir))?;
     student.save(dir)?;
     let text = serde_json::to_string_pretty(&log).expect("logs serialise");

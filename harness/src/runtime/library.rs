@@ -176,15 +176,15 @@ pub fn locate(configured: Option<&Path>) -> Result<LibraryLocation, RuntimeError
 /// Downloads the `onnxruntime` wheel with pip and unpacks the library to `dest`.
 fn fetch(dest: &Path) -> Result<(), RuntimeError> {
     let dir = dest.parent().expect("cache location has a parent");
-    eprintln!(
-        "kdharness: ONNX Runtime {ORT_VERSION} not found; fetching the onnxruntime=={ORT_VERSION} wheel with pip into {} (once)",
+    crate::status::info(format!(
+        "ONNX Runtime {ORT_VERSION} not found; fetching the onnxruntime=={ORT_VERSION} wheel with pip into {} (once)",
         dir.display()
-    );
+    ));
     let member = format!("onnxruntime/capi/{}", library_file_name());
     crate::util::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), true, &member, dest).map_err(|reason| {
         RuntimeError::Fetch { dir: dir.to_path_buf(), reason: format!("{reason}; or set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library") }
     })?;
-    eprintln!("kdharness: ONNX Runtime {ORT_VERSION} installed at {}", dest.display());
+    crate::status::info(format!("ONNX Runtime {ORT_VERSION} installed at {}", dest.display()));
     Ok(())
 }
 

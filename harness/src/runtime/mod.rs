@@ -57,6 +57,26 @@ impl Default for SessionOptions {
     }
 }
 
+/// Which ONNX Runtime library, device and thread count a command runs with.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeSettings {
+    /// The shared library to use (`ORT_DYLIB_PATH` takes precedence; else found or fetched).
+    pub ort_lib: Option<PathBuf>,
+    /// Execution device.
+    pub device: Device,
+    /// Intra-op threads (default: the machine's cores).
+    pub threads: Option<usize>,
+}
+
+impl RuntimeSettings {
+    /// The runtime, checked to offer the device, and the session options of every model.
+    pub fn open(&self) -> Result<(&'static Runtime, SessionOptions), RuntimeError> {
+        let runtime = Runtime::get(self.ort_lib.as_deref())?;
+        runtime.check_device(self.device)?;
+        Ok((runtime, SessionOptions { device: self.device, threads: self.threads.unwrap_or_else(default_threads) }))
+    }
+}
+
 /// The machine's cores.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

@@ -3,6 +3,7 @@
 //! (model, sample set) and cached on disk, keyed by the content hashes of everything they
 //! depend on.
 
+mod scorer;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::data::{Encoded, Record, TokenLimits, Template};
 use crate::runtime::{CausalLm, LmBatch, PaddingSide, RuntimeError};
 use crate::util;
 
+pub use scorer::{Scored, Scorer, Subject};
 pub use stats::{TokenStats, token_stats};
 
 /// Bumped whenever the meaning or layout of cached signals changes.
@@ -72,6 +74,12 @@ pub enum ScoreError {
     /// The tokenizer could not decode the argmax ids.
     #[error("cannot decode the argmax tokens of sample `{id}`: {message}")]
     Decode { id: String, message: String },
+    /// A record could not be encoded.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A file could not be read.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// Checks before any forward pass that every token id the tokenizer can produce has a
@@ -283,7 +291,7 @@ impl SignalCache {
         }
         let samples = compute()?;
         if let Err(e) = self.store(label, key, &samples) {
-            eprintln!("kdharness: warning: could not cache signals in {}: {e}", self.dir.display());
+            crate::status::warn(format!("could not cache signals in {}: {e}", self.dir.display()));
         }
         Ok((samples, SignalSource::Computed, started.elapsed().as_secs_f64()))
     }

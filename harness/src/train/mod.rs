@@ -217,7 +217,7 @@ pub fn train(
     let total = steps_per_epoch * cfg.epochs;
     let mut opt = AdamW::new(&model.params, cfg.weight_decay)?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let bar = crate::cli::progress_bar(total, what, "steps");
+    let bar = crate::status::progress(total, what, "steps");
     let mut logs = Vec::new();
     let mut step = 0;
     for epoch in 1..=cfg.epochs {
@@ -239,13 +239,13 @@ pub fn train(
             bar.inc(1);
         }
         let log = EpochLog { epoch, train_loss: sum / tokens.max(1) as f64, lr: cfg.lr_at(step - 1, total) };
-        crate::cli::detail(format!("{what}: epoch {epoch}: train loss {:.4}", log.train_loss));
+        crate::status::detail(format!("{what}: epoch {epoch}: train loss {:.4}", log.train_loss));
         logs.push(log);
         if let Some(dir) = checkpoint {
             model.save(dir)?;
         }
     }
-    bar.finish_and_clear();
+    bar.finish();
     Ok(logs)
 }
 

@@ -1,0 +1,306 @@
+//! The attack stage (SPEC §3 steps 5, 6 and 8): every model scored through ONNX Runtime,
+//! every planned attack run on its signals, optionally the per-block sweep, and the
+//! results written as `scores.csv`, `summary.csv`, `blocks.csv` and `manifest.json`. The
+//! `attack` command and `kdharness eval` both call [`run`].
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use kdharness_plugin_api::{OwnedSample, SignalSet};
+
+use super::{AttackError, AttackParams, Planned, check_needs, resolve};
+use crate::blocks::{self, OnnxWeights, Scope};
+use crate::data::{MembershipSets, Record, Template, TokenLimits, TokenizerFile};
+use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord, PluginRecord};
+use crate::metrics::Bootstrap;
+use crate::plugins::Registry;
+use crate::report::{self, BlockRow, ModelRole, ScoreRow, SummaryRow};
+use crate::runtime::RuntimeSettings;
+use crate::score::{BatchSettings, Scored, Scorer, SignalCache, Subject};
+use crate::status;
+
+/// A model to attack: its name in outputs and its ONNX file.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its name in every output (no `,`, `:` or `/`).
+    pub name: String,
+    /// Its ONNX file.
+    pub path: PathBuf,
+}
+
+/// Everything the attack stage needs.
+#[derive(Debug, Clone)]
+pub struct AttackRequest {
+    /// The models attacked.
+    pub models: Vec<Target>,
+    /// Reference models for attacks that need one.
+    pub references: Vec<Target>,
+    /// tokenizer.json of the models.
+    pub tokenizer: PathBuf,
+    /// tokenizer.json of the references (default: `tokenizer`).
+    pub reference_tokenizer: Option<PathBuf>,
+    /// Members, Dolly-schema JSONL.
+    pub members: PathBuf,
+    /// Non-members, Dolly-schema JSONL.
+    pub nonmembers: PathBuf,
+    /// Attacks to run (empty: every loaded attack this request can feed, costly ones aside).
+    pub attacks: Vec<String>,
+    /// Parameters given per attack.
+    pub params: AttackParams,
+    /// Prompt template of the models.
+    pub template: Template,
+    /// Prompt template of the references (default: `template`).
+    pub reference_template: Option<Template>,
+    /// Prompt and response cuts.
+    pub limits: TokenLimits,
+    /// Batching of forward passes.
+    pub batch: BatchSettings,
+    /// Seeds the perturbations and the bootstrap.
+    pub seed: u64,
+    /// Bootstrap resamples (0: no intervals).
+    pub bootstrap: usize,
+    /// Also run the per-block sweep.
+    pub blocks: bool,
+    /// ONNX Runtime library, device, threads.
+    pub runtime: RuntimeSettings,
+    /// Output directory (signals are cached in its `signals/`).
+    pub out: PathBuf,
+}
+
+/// What the stage produced besides its files.
+#[derive(Debug, Clone)]
+pub struct AttackOutcome {
+    /// The rows of `summary.csv`.
+    pub summary: Vec<SummaryRow>,
+    /// Attacks (or per-block sweeps) that failed while the rest went on.
+    pub failures: Vec<String>,
+}
+
+/// Per-sample results gathered over the models.
+#[derive(Default)]
+struct Results {
+    scores: Vec<ScoreRow>,
+    blocks: Vec<BlockRow>,
+    failures: Vec<String>,
+    models: Vec<Scored>,
+}
+
+/// Runs the attack stage of `request` with the plugins of `registry`.
+pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome> {
+    let started = Instant::now();
+    check_names(request)?;
+    let sets = MembershipSets::load(&request.members, &request.nonmembers)?;
+    let tokenizer = TokenizerFile::load(&request.tokenizer)?;
+    let reference_tokenizer = match (&request.reference_tokenizer, request.references.is_empty()) {
+        (_, true) => None,
+        (Some(path), false) => Some(TokenizerFile::load(path)?),
+        (None, false) => Some(tokenizer.clone()),
+    };
+    // Which attacks, with which parameters, before any expensive work.
+    let plan = plan(registry, &request.attacks, &request.params, !request.references.is_empty())?;
+    let (runtime, session) = request.runtime.open()?;
+    let records: Vec<(&Record, bool)> = sets.labelled().collect();
+    let scorer = Scorer {
+        runtime,
+        session,
+        limits: request.limits,
+        batch: request.batch,
+        cache: SignalCache::new(request.out.join("signals")),
+        records: &records,
+    };
+    let reference_template = request.reference_template.unwrap_or(request.template);
+    let mut references = Vec::new();
+    if let Some(tokenizer) = &reference_tokenizer
+        && plan.iter().any(|a| a.attack.decl.needs.contains(SignalSet::REFERENCE))
+    {
+        for r in &request.references {
+            references.push(scorer.score(Subject { name: &r.name, path: &r.path, tokenizer, template: reference_template })?);
+        }
+    }
+    let block_attacks = if request.blocks { perturbation_attacks(registry, &plan)? } else { Vec::new() };
+    let mut results = Results::default();
+    for target in &request.models {
+        let model = Subject { name: &target.name, path: &target.path, tokenizer: &tokenizer, template: request.template };
+        attack_model(&scorer, &plan, &block_attacks, &references, model, request.seed, &mut results)?;
+    }
+
+    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+    let bootstrap = Bootstrap { resamples: request.bootstrap, seed: request.seed };
+    let summary = report::summarize(&results.scores, |_| ModelRole { role: "target".into(), ..Default::default() }, bootstrap);
+    report::write_scores(&request.out.join("scores.csv"), &results.scores)?;
+    report::write_summary(&request.out.join("summary.csv"), &summary)?;
+    if request.blocks {
+        report::write_blocks(&request.out.join("blocks.csv"), &results.blocks)?;
+    }
+    let mut manifest = Manifest::new(request.seed, bootstrap);
+    manifest.template = Some(request.template);
+    manifest.reference_template = Some(reference_template);
+    manifest.limits = Some(request.limits);
+    manifest.batch = Some(request.batch);
+    manifest.onnx_runtime = Some(OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads });
+    manifest.data.insert("members".into(), FileRecord::counted(&request.members, sets.members.len()));
+    manifest.data.insert("nonmembers".into(), FileRecord::counted(&request.nonmembers, sets.nonmembers.len()));
+    manifest.tokenizers.insert("target".into(), FileRecord::tokenizer(&tokenizer));
+    if let Some(t) = &reference_tokenizer {
+        manifest.tokenizers.insert("reference".into(), FileRecord::tokenizer(t));
+    }
+    manifest.models = results.models.iter().map(|m| model_record(m, "target")).collect();
+    manifest.references = references.iter().map(|m| model_record(m, "reference")).collect();
+    manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
+    manifest.failures = results.failures.clone();
+    manifest.seconds = started.elapsed().as_secs_f64();
+    let path = request.out.join("manifest.json");
+    manifest.write(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    status::info(format!("wrote {} and {}", request.out.join("scores.csv").display(), request.out.join("summary.csv").display()));
+    Ok(AttackOutcome { summary, failures: results.failures })
+}
+
+/// Model names are distinct and usable in file names and CSV cells.
+fn check_names(request: &AttackRequest) -> Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for Target { name, .. } in request.models.iter().chain(&request.references) {
+        if name.is_empty() || name.contains([',', ':', '/']) {
+            bail!("model name `{name}` must be non-empty and free of ',', ':' and '/'");
+        }
+        if !names.insert(name) {
+            bail!("model name `{name}` is used twice; give each model a distinct name");
+        }
+    }
+    Ok(())
+}
+
+/// One model: its signals, every planned attack on them, and its per-block sweep. A
+/// failing attack or sweep is recorded and the rest goes on.
+fn attack_model(
+    scorer: &Scorer<'_>,
+    plan: &[Planned<'_>],
+    block_attacks: &[Planned<'_>],
+    references: &[Scored],
+    model: Subject<'_>,
+    seed: u64,
+    results: &mut Results,
+) -> Result<()> {
+    let scored = scorer.score(model)?;
+    let perturbs = plan.iter().chain(block_attacks).any(|a| a.perturbation.is_some());
+    let weights = if perturbs { Some(OnnxWeights::read(model.path)?) } else { None };
+    for a in plan {
+        let perturbed;
+        let samples = match (a.perturbation, &weights) {
+            (Some(p), Some(weights)) => {
+                perturbed = scorer.perturbed(&scored, model, weights, (Scope::All, None), p, seed)?;
+                &perturbed
+            }
+            _ => &scored.samples,
+        };
+        for (label, reference) in attack_runs(a, references) {
+            match super::run(a.attack, samples, reference, &a.params) {
+                Ok(scores) => {
+                    status::detail(format!("{}: {label} done", model.name));
+                    results.scores.extend(scorer.records.iter().zip(scores).map(|((record, member), score)| ScoreRow {
+                        model: model.name.to_string(),
+                        attack: label.clone(),
+                        sample_id: record.id.clone(),
+                        category: record.category.clone(),
+                        member: *member,
+                        score,
+                    }));
+                }
+                Err(e) => record_failure(&mut results.failures, e.to_string()),
+            }
+        }
+    }
+    if let (false, Some(weights)) = (block_attacks.is_empty(), &weights) {
+        // A model that cannot be cut into blocks loses only its per-block rows.
+        match blocks::sweep(scorer, block_attacks, &scored, model, weights, seed) {
+            Ok(rows) => results.blocks.extend(rows),
+            Err(e) => record_failure(&mut results.failures, format!("per-block risk of {}: {e:#}", model.name)),
+        }
+    }
+    results.models.push(scored);
+    Ok(())
+}
+
+fn record_failure(failures: &mut Vec<String>, message: String) {
+    status::error(&message);
+    failures.push(message);
+}
+
+/// The attacks of the per-block sweep: the planned attacks that perturb weights, or else
+/// every loaded one with its default parameters.
+fn perturbation_attacks<'r>(registry: &'r Registry, plan: &[Planned<'r>]) -> Result<Vec<Planned<'r>>, AttackError> {
+    let planned: Vec<Planned<'r>> = plan.iter().filter(|a| a.perturbation.is_some()).cloned().collect();
+    if !planned.is_empty() {
+        return Ok(planned);
+    }
+    let loaded: Vec<Planned<'r>> = registry
+        .attacks()
+        .filter(|a| a.decl.needs.contains(SignalSet::PERTURBED_LOSS))
+        .map(|a| Planned::new(a, &[]))
+        .collect::<Result<_, _>>()?;
+    if loaded.is_empty() {
+        return Err(AttackError::Unsupported {
+            attack: "per-block risk".into(),
+            signals: "an attack plugin that perturbs weights (SignalSet::PERTURBED_LOSS); none is loaded".into(),
+        });
+    }
+    Ok(loaded)
+}
+
+/// The attacks to run with their completed parameters: the requested ones, or every loaded
+/// attack this request can feed (costly ones only when named).
+pub fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, have_reference: bool) -> Result<Vec<Planned<'r>>> {
+    let attacks = if requested.is_empty() {
+        registry
+            .attacks()
+            .filter(|a| check_needs(a, have_reference).is_ok())
+            .filter(|a| a.decl.needs.0 & super::COSTLY_SIGNALS.0 == 0)
+            .collect()
+    } else {
+        resolve(registry, requested)?
+    };
+    if attacks.is_empty() {
+        let found: Vec<String> = registry
+            .attacks()
+            .map(|a| format!("{} ({})", a.name(), check_needs(a, have_reference).err().map(|e| e.to_string()).unwrap_or_default()))
+            .collect();
+        if found.is_empty() {
+            let searched: Vec<String> = registry.searched.iter().map(|d| d.path.display().to_string()).collect();
+            bail!("no attack plugins found (searched: {}); build them with `cargo build --workspace` or pass --plugin-dir", searched.join(", "));
+        }
+        bail!("none of the loaded attacks can run here: {}", found.join("; "));
+    }
+    let mut plan = Vec::new();
+    for a in attacks {
+        check_needs(a, have_reference)?;
+        plan.push(Planned::new(a, given.get(a.name()).map_or(&[][..], Vec::as_slice))?);
+    }
+    if let Some(name) = given.keys().find(|name| !plan.iter().any(|a| a.name() == name.as_str())) {
+        let used: Vec<&str> = plan.iter().map(Planned::name).collect();
+        bail!("--param for `{name}`, which is not among the attacks run ({})", used.join(", "));
+    }
+    Ok(plan)
+}
+
+/// One run per reference model for attacks that need one (named `ATTACK:REFERENCE` when
+/// there are several), else a single run under the attack's name.
+fn attack_runs<'a>(attack: &Planned<'_>, references: &'a [Scored]) -> Vec<(String, &'a [OwnedSample])> {
+    if !attack.attack.decl.needs.contains(SignalSet::REFERENCE) {
+        return vec![(attack.name().to_string(), &[])];
+    }
+    references
+        .iter()
+        .map(|r| {
+            let label = if references.len() == 1 { attack.name().to_string() } else { format!("{}:{}", attack.name(), r.name) };
+            (label, r.samples.as_slice())
+        })
+        .collect()
+}
+
+fn model_record(m: &Scored, role: &str) -> ModelRecord {
+    ModelRecord {
+        signals: Some(m.source),
+        seconds: Some(m.seconds),
+        ..ModelRecord::new(&m.name, ModelRole { role: role.into(), ..Default::default() }, &m.path)
+    }
+}

@@ -1,0 +1,357 @@
+//! The stages of `kdharness eval`, in order: each turns the config into the typed request
+//! of its library function, under its marker.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use serde_json::json;
+
+use super::marker::{json_key, key_of};
+use super::{Pipeline, RunModel};
+use crate::attack::stage::{AttackRequest, Target};
+use crate::config::{Loaded, StudentConfig};
+use crate::data::{self, DataRequest, DataSource, TokenLimits, TokenizerFile, TokenizerSource};
+use crate::distill::{self, DistillConfig, StudentPlan};
+use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord, PluginRecord};
+use crate::memorize::stage::MemorizeRequest;
+use crate::memorize::{MemorizeSettings, guess_eos};
+use crate::metrics::Bootstrap;
+use crate::model::{Model, ModelConfig};
+use crate::report::ModelRole;
+use crate::score::BatchSettings;
+use crate::status;
+use crate::train::{self, Example};
+
+/// The data stage's outputs, as the later stages read them.
+pub(super) struct Data {
+    dir: PathBuf,
+    /// The hash of everything the data was made from.
+    key: String,
+    tokenizer: TokenizerFile,
+}
+
+impl Data {
+    /// The records of `file`, encoded for training (ids prefixed with `prefix`).
+    fn examples(&self, p: &Pipeline<'_>, file: &str, prefix: &str) -> Result<Vec<Example>> {
+        let t = &self.tokenizer.tokenizer;
+        let eos = t.token_to_id(data::vocab::EOS).or_else(|| guess_eos(t));
+        let limits = TokenLimits { max_prompt_tokens: p.cfg.data.max_prompt_tokens, max_response_tokens: p.cfg.data.max_response_tokens };
+        data::load_jsonl(&self.dir.join(file), prefix)?
+            .iter()
+            .map(|r| Ok(Example::from_encoded(&data::encode(t, p.cfg.data.template, limits, r)?, eos)))
+            .collect()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Pipeline<'_> {
+    /// 1. The records, the split, the tokenizer.
+    pub(super) fn data(&mut self) -> Result<Data> {
+        let cfg = self.cfg;
+        let key = key_of(&[&json_key(&cfg.data), &cfg.seed.to_string(), &cfg.teacher.source, &source_digest(self.loaded)?]);
+        let dir = self.dir("data");
+        self.stage("data", &dir, &key, |p| {
+            let request = DataRequest {
+                source: match cfg.data.source.as_str() {
+                    "synthetic" => DataSource::Synthetic { records: cfg.data.synthetic_records, canaries_per_count: cfg.data.canaries_per_count },
+                    path => DataSource::File(p.loaded.resolve(path)),
+                },
+                split: cfg.data.split,
+                nonmember_count: cfg.data.nonmember_count,
+                template: cfg.data.template,
+                tokenizer: match cfg.data.tokenizer.as_str() {
+                    "train" => TokenizerSource::Train { vocab_size: cfg.data.vocab_size },
+                    "teacher" => TokenizerSource::File(teacher_dir_source(p.loaded)?.join("tokenizer.json")),
+                    path => TokenizerSource::File(p.loaded.resolve(path)),
+                },
+                seed: cfg.seed,
+                dir: dir.clone(),
+            };
+            let n = data::prepare(&request)?;
+            status::info(format!("data: {} members (+{} canaries), {} public, {} non-members", n.members, n.canaries, n.public, n.nonmembers));
+            Ok(())
+        })?;
+        let tokenizer = TokenizerFile::load(&dir.join("tokenizer.json"))?;
+        Ok(Data { dir, key, tokenizer })
+    }
+
+    /// 2. The teacher, fine-tuned on the members.
+    pub(super) fn teacher(&mut self, data: &Data) -> Result<RunModel> {
+        let key = key_of(&[&data.key, &json_key(&self.cfg.teacher)]);
+        let dir = self.dir("models/teacher");
+        self.stage("teacher", &dir, &key, |p| {
+            let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?;
+            let train_set = data.examples(p, "teacher_train.jsonl", "t")?;
+            train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?;
+            let (m, n) = (data.examples(p, "members.jsonl", "m")?, data.examples(p, "nonmembers.jsonl", "n")?);
+            let (lm, ln) = (train::evaluate(&model, &m, 16)?, train::evaluate(&model, &n, 16)?);
+            status::info(format!("teacher: response loss {lm:.3} on members vs {ln:.3} on non-members"));
+            model.save(&dir)?;
+            std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
+            Ok(())
+        })?;
+        Ok(RunModel { name: "teacher".into(), role: ModelRole { role: "teacher".into(), ..Default::default() }, dir, key })
+    }
+
+    /// 3. One student per size × method, plus No-KD, each resumable on its own.
+    pub(super) fn distill(&mut self, data: &Data, teacher: &RunModel) -> Result<Vec<RunModel>> {
+        let cfg = self.cfg;
+        let distill_cfg = DistillConfig {
+            train: cfg.distill.train.clone(),
+            kd_ratio: cfg.distill.kd_ratio,
+            max_new_tokens: cfg.distill.max_new_tokens,
+            temperature: cfg.distill.temperature,
+        };
+        let public = data.examples(self, "public.jsonl", "p")?;
+        let n_val = ((public.len() as f64) * cfg.distill.validation_fraction).round() as usize;
+        let (train_set, val_set) = public.split_at(public.len() - n_val.min(public.len().saturating_sub(1)));
+        let methods: Vec<&str> = cfg.distill.methods.iter().map(String::as_str).chain(cfg.distill.nokd.then_some("nokd")).collect();
+        // Loaded only when a student still has to be trained (a finished run skips it).
+        let mut teacher_model: Option<Model> = None;
+        let mut students = Vec::new();
+        for size in &cfg.students {
+            for &method in &methods {
+                let name = format!("{method}-{}", size.name);
+                let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method]);
+                let dir = self.dir(&format!("models/{name}"));
+                self.stage("distill", &dir, &key, |p| {
+                    let teacher_model = match &mut teacher_model {
+                        Some(t) => t,
+                        none => none.insert(Model::load(&teacher.dir, &Device::Cpu)?),
+                    };
+                    let params = cfg.distill.params.get(method).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+                    let init = initial_student(p.cfg.seed, size, teacher_model)?;
+                    let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
+                    let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
+                    distill::train_student(&p.registry, teacher_model, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, &samples, &dir)?;
+                    std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
+                    Ok(())
+                })?;
+                students.push(RunModel { name, role: student_role(method, &size.name), dir, key });
+            }
+        }
+        Ok(students)
+    }
+
+    /// 4. Every model to ONNX.
+    pub(super) fn export(&mut self, models: &[RunModel]) -> Result<()> {
+        for m in models {
+            let key = key_of(&[&m.key, "export"]);
+            self.stage("export", &m.dir.join("onnx"), &key, |_| {
+                let model = Model::load(&m.dir, &Device::Cpu)?;
+                crate::export::export(&model, &m.dir.join("model.onnx"))?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// 5–6, 8. Every attack on every model (MoPe-style attacks and the per-block sweep
+    /// included).
+    pub(super) fn attack(&mut self, data: &Data, models: &[RunModel]) -> Result<()> {
+        let cfg = self.cfg;
+        let dir = self.dir("stages/attack");
+        let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks)]);
+        self.stage("attack", &dir.clone(), &key, |p| {
+            let references = match &cfg.attacks.reference {
+                Some(name) => vec![Target { name: format!("reference-{name}"), path: onnx_of(models, name)? }],
+                None => Vec::new(),
+            };
+            let request = AttackRequest {
+                models: targets(models),
+                references,
+                tokenizer: data.file("tokenizer.json"),
+                reference_tokenizer: None,
+                members: data.file("members.jsonl"),
+                nonmembers: data.file("nonmembers.jsonl"),
+                attacks: cfg.attacks.names.clone(),
+                params: crate::attack::params_by_attack(cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+                template: cfg.data.template,
+                reference_template: None,
+                limits: TokenLimits { max_prompt_tokens: cfg.data.max_prompt_tokens, max_response_tokens: cfg.data.max_response_tokens },
+                batch: BatchSettings { batch_size: cfg.attacks.batch_size, ..BatchSettings::default() },
+                seed: cfg.seed,
+                bootstrap: cfg.attacks.bootstrap,
+                blocks: cfg.blocks.enabled,
+                runtime: p.opts.runtime.clone(),
+                out: dir,
+            };
+            let outcome = crate::attack::stage::run(&request, &p.registry)?;
+            if !outcome.failures.is_empty() {
+                bail!("the attack stage failed; see the errors above (partial results are in {})", request.out.display());
+            }
+            Ok(())
+        })
+    }
+
+    /// 7, 9. Memorization and utility of every model.
+    pub(super) fn memorize(&mut self, data: &Data, models: &[RunModel]) -> Result<()> {
+        let cfg = self.cfg;
+        if !cfg.memorize.enabled {
+            return Ok(());
+        }
+        let dir = self.dir("stages/memorize");
+        let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.memorize)]);
+        self.stage("memorize", &dir.clone(), &key, |p| {
+            let request = MemorizeRequest {
+                models: targets(models),
+                teacher: Some("teacher".into()),
+                tokenizer: data.file("tokenizer.json"),
+                members: data.file("members.jsonl"),
+                nonmembers: data.file("nonmembers.jsonl"),
+                template: cfg.data.template,
+                max_prompt_tokens: cfg.data.max_prompt_tokens,
+                settings: memorize_settings(p, data),
+                seed: cfg.seed,
+                bootstrap: cfg.attacks.bootstrap,
+                runtime: p.opts.runtime.clone(),
+                out: dir,
+            };
+            crate::memorize::stage::run(&request)?;
+            Ok(())
+        })
+    }
+
+    /// 10. The per-sample results gathered, the manifest, the tables, figures and HTML.
+    pub(super) fn report(&mut self, data: &Data, models: &[RunModel], started: Instant) -> Result<()> {
+        let report_started = Instant::now();
+        let out = &self.opts.out;
+        for (dir, files) in [
+            (self.dir("stages/attack"), &["scores.csv", "blocks.csv"][..]),
+            (self.dir("stages/memorize"), &["memorization.csv", "utility.csv"][..]),
+            (data.dir.clone(), &["canaries.csv"][..]),
+        ] {
+            for f in files.iter().map(|f| dir.join(f)).filter(|f| f.is_file()) {
+                std::fs::copy(&f, out.join(f.file_name().expect("a file"))).with_context(|| format!("cannot copy {}", f.display()))?;
+            }
+        }
+        self.timings.insert("report".into(), json!({"seconds": report_started.elapsed().as_secs_f64(), "cached": false}));
+        let mut manifest = self.manifest(data, models)?;
+        manifest.seconds = started.elapsed().as_secs_f64();
+        manifest.write(&out.join("manifest.json")).with_context(|| format!("cannot write {}", out.join("manifest.json").display()))?;
+        let bootstrap = Bootstrap { resamples: self.cfg.attacks.bootstrap, seed: self.cfg.seed };
+        let rendered = crate::report::render_run(out, bootstrap)?;
+        for (name, why) in &rendered.skipped {
+            status::warn(format!("{name} not drawn: {why}"));
+        }
+        status::info(format!("report: {} figures, report.html in {} ({:.0}s in all)", rendered.figures.len(), out.display(), started.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    /// How the run was made.
+    fn manifest(&self, data: &Data, models: &[RunModel]) -> Result<Manifest> {
+        let cfg = self.cfg;
+        let mut manifest = Manifest::new(cfg.seed, Bootstrap { resamples: cfg.attacks.bootstrap, seed: cfg.seed });
+        manifest.config_file = self.loaded.path.clone();
+        manifest.config = Some(self.loaded.text.clone());
+        manifest.template = Some(cfg.data.template);
+        manifest.memorization = Some(memorize_settings(self, data));
+        let (runtime, session) = self.opts.runtime.open()?;
+        manifest.onnx_runtime = Some(OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads });
+        let params = crate::attack::params_by_attack(cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let plan = crate::attack::stage::plan(&self.registry, &cfg.attacks.names, &params, cfg.attacks.reference.is_some())?;
+        manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
+        manifest.kd_plugins = self.registry.kd_methods().map(PluginRecord::kd).collect();
+        for f in ["members.jsonl", "public.jsonl", "nonmembers.jsonl", "teacher_train.jsonl", "tokenizer.json"] {
+            manifest.data.insert(f.into(), FileRecord::of(&data.file(f)));
+        }
+        manifest.tokenizers.insert("target".into(), FileRecord::tokenizer(&data.tokenizer));
+        manifest.models = models
+            .iter()
+            .map(|m| ModelRecord {
+                weights: Some(FileRecord::of(&m.dir.join("model.safetensors"))),
+                input_key: Some(m.key.clone()),
+                ..ModelRecord::new(&m.name, m.role.clone(), &m.dir.join("model.onnx"))
+            })
+            .collect();
+        manifest.stages = Some(self.timings.clone());
+        Ok(manifest)
+    }
+}
+
+/// A student's role: made by a KD method, or the No-KD baseline.
+fn student_role(method: &str, size: &str) -> ModelRole {
+    match method {
+        "nokd" => ModelRole { role: "nokd".into(), kd_method: String::new(), student: size.into() },
+        _ => ModelRole { role: "student".into(), kd_method: method.into(), student: size.into() },
+    }
+}
+
+/// Generation settings of the memorize stage.
+fn memorize_settings(p: &Pipeline<'_>, data: &Data) -> MemorizeSettings {
+    let m = &p.cfg.memorize;
+    MemorizeSettings { k: m.k, max_new_tokens: m.max_new_tokens, no_repeat_ngram: m.no_repeat_ngram, batch_size: 8, eos: guess_eos(&data.tokenizer.tokenizer) }
+}
+
+/// The hash of every model of the run.
+fn all_models(models: &[RunModel]) -> String {
+    key_of(&models.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
+}
+
+fn targets(models: &[RunModel]) -> Vec<Target> {
+    models.iter().map(|m| Target { name: m.name.clone(), path: m.dir.join("model.onnx") }).collect()
+}
+
+/// The ONNX file of the model named `name` (the config's reference model).
+fn onnx_of(models: &[RunModel], name: &str) -> Result<PathBuf> {
+    match models.iter().find(|m| m.name == name) {
+        Some(m) => Ok(m.dir.join("model.onnx")),
+        None => {
+            let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            bail!("attacks.reference `{name}` is not a model of this run ({})", names.join(", "))
+        }
+    }
+}
+
+/// A digest of the data source (the file's SHA-256; `synthetic` for generated data).
+fn source_digest(loaded: &Loaded) -> Result<String> {
+    let source = &loaded.config.data.source;
+    if source == "synthetic" {
+        return Ok("synthetic".into());
+    }
+    let path = loaded.resolve(source);
+    crate::util::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
+}
+
+/// The Hugging Face directory of a pretrained teacher.
+fn teacher_dir_source(loaded: &Loaded) -> Result<PathBuf> {
+    let source = &loaded.config.teacher.source;
+    if source == "smollm2-135m" {
+        return Ok(crate::model::smollm2::fetch()?);
+    }
+    match source.strip_prefix("hf:") {
+        Some(dir) => Ok(loaded.resolve(dir)),
+        None => bail!("data.tokenizer = \"teacher\" needs a pretrained teacher (smollm2-135m or hf:DIR), not `{source}`"),
+    }
+}
+
+fn initial_teacher(loaded: &Loaded, vocab: usize) -> Result<Model> {
+    let cfg = &loaded.config;
+    match cfg.teacher.source.as_str() {
+        "scratch" => {
+            let shape = cfg.teacher.shape.as_ref().context("a scratch teacher needs [teacher.shape]")?;
+            Ok(Model::scratch(ModelConfig::scratch(shape, vocab)?, crate::rng::derive(cfg.seed, "teacher"), &Device::Cpu)?)
+        }
+        "smollm2-135m" => Ok(Model::load(&crate::model::smollm2::fetch()?, &Device::Cpu)?),
+        source => match source.strip_prefix("hf:") {
+            Some(dir) => Ok(Model::load(&loaded.resolve(dir), &Device::Cpu)?),
+            None => bail!("teacher.source `{source}`: an ONNX teacher can be scored (kdharness attack) but not fine-tuned or distilled from"),
+        },
+    }
+}
+
+fn initial_student(seed: u64, size: &StudentConfig, teacher: &Model) -> Result<Model> {
+    if let Some(blocks) = &size.teacher_blocks {
+        return Ok(teacher.with_blocks(blocks)?);
+    }
+    let shape = size.shape.as_ref().context("a student needs `shape` or `teacher_blocks`")?;
+    // Every method of one size starts from the same weights (seeded by the size), so
+    // differences between students come from the methods alone.
+    let seed = crate::rng::derive(seed, &format!("student/{}", size.name));
+    Ok(Model::scratch(ModelConfig::scratch(shape, teacher.config.vocab_size)?, seed, &Device::Cpu)?)
+}

@@ -1,0 +1,251 @@
+//! `manifest.json`: how a result was made. Every command that writes results writes one
+//! [`Manifest`] beside them (the `attack` and `memorize` commands, and `eval` for the whole
+//! run); sections a command has nothing to say about are left out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::data::{Template, TokenLimits, TokenizerFile};
+use crate::memorize::MemorizeSettings;
+use crate::metrics::Bootstrap;
+use crate::plugins::{LoadedAttack, LoadedKd, Params};
+use crate::report::ModelRole;
+use crate::runtime::{Device, LibraryLocation};
+use crate::score::BatchSettings;
+use crate::util::{sha256_file, write_atomic};
+
+/// The contents of `manifest.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// This program's version.
+    pub kdharness_version: &'static str,
+    /// The git revision it was built from.
+    pub git_revision: &'static str,
+    /// The plugin interface version.
+    pub plugin_interface: &'static str,
+    /// Versions of the engines that computed the results.
+    pub versions: Versions,
+    /// The command line of the process.
+    pub command: Vec<String>,
+    /// The experiment config file (`eval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
+    /// The config's full text (`eval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The one seed.
+    pub seed: u64,
+    /// Bootstrap of every interval.
+    pub bootstrap: Bootstrap,
+    /// Prompt template of the target models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+    /// Prompt template of the reference models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_template: Option<Template>,
+    /// Token limits of scoring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TokenLimits>,
+    /// Batching of scoring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSettings>,
+    /// Settings of the memorization measurement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memorization: Option<MemorizeSettings>,
+    /// The ONNX Runtime that ran the models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnx_runtime: Option<OrtRecord>,
+    /// Input files by role (`members`, `nonmembers`, ...).
+    pub data: BTreeMap<String, FileRecord>,
+    /// Tokenizers by role (`target`, `reference`).
+    pub tokenizers: BTreeMap<String, FileRecord>,
+    /// The models, in output order.
+    pub models: Vec<ModelRecord>,
+    /// Reference models of the `ref`-style attacks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<ModelRecord>,
+    /// The attack plugins that ran, with their parameters.
+    pub plugins: Vec<PluginRecord>,
+    /// The KD-method plugins loaded (`eval`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kd_plugins: Vec<PluginRecord>,
+    /// Parts that failed while the rest went on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+    /// Stage timings of `eval` (and whether each stage was up to date).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Wall-clock seconds of the whole command.
+    pub seconds: f64,
+}
+
+impl Manifest {
+    /// A manifest of this process with `seed` and `bootstrap`, every other section empty.
+    pub fn new(seed: u64, bootstrap: Bootstrap) -> Manifest {
+        Manifest {
+            kdharness_version: env!("CARGO_PKG_VERSION"),
+            git_revision: env!("KDHARNESS_GIT_REVISION"),
+            plugin_interface: kdharness_plugin_api::INTERFACE_VERSION,
+            versions: Versions::default(),
+            command: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect(),
+            config_file: None,
+            config: None,
+            seed,
+            bootstrap,
+            template: None,
+            reference_template: None,
+            limits: None,
+            batch: None,
+            memorization: None,
+            onnx_runtime: None,
+            data: BTreeMap::new(),
+            tokenizers: BTreeMap::new(),
+            models: Vec::new(),
+            references: Vec::new(),
+            plugins: Vec::new(),
+            kd_plugins: Vec::new(),
+            failures: Vec::new(),
+            stages: None,
+            seconds: 0.0,
+        }
+    }
+
+    /// Writes the manifest as pretty JSON, atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+/// Versions of this program and the engines it links.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versions {
+    /// kdharness.
+    pub kdharness: &'static str,
+    /// The training engine.
+    pub candle: &'static str,
+    /// The ONNX Runtime bindings.
+    pub ort: &'static str,
+    /// The tokenizer library.
+    pub tokenizers: &'static str,
+    /// The ONNX Runtime library version expected.
+    pub onnxruntime: &'static str,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions {
+            kdharness: env!("CARGO_PKG_VERSION"),
+            candle: "0.11.1",
+            ort: "2.0.0-rc.15",
+            tokenizers: "0.23.2",
+            onnxruntime: crate::runtime::ORT_VERSION,
+        }
+    }
+}
+
+/// A file an output was made from.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    /// Where it was.
+    pub path: PathBuf,
+    /// Its SHA-256 (absent when it could not be read).
+    pub sha256: Option<String>,
+    /// How many records it held, where that means something.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+}
+
+impl FileRecord {
+    /// The file at `path`, hashed now.
+    pub fn of(path: &Path) -> FileRecord {
+        FileRecord { path: path.to_path_buf(), sha256: sha256_file(path).ok(), count: None }
+    }
+
+    /// The file at `path` holding `count` records.
+    pub fn counted(path: &Path, count: usize) -> FileRecord {
+        FileRecord { count: Some(count), ..FileRecord::of(path) }
+    }
+
+    /// A loaded tokenizer.
+    pub fn tokenizer(t: &TokenizerFile) -> FileRecord {
+        FileRecord { path: t.path.clone(), sha256: Some(t.sha256.clone()), count: None }
+    }
+}
+
+/// The ONNX Runtime of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrtRecord {
+    /// The library, its version and how it was found.
+    pub library: LibraryLocation,
+    /// Execution device.
+    pub device: Device,
+    /// Intra-op threads.
+    pub threads: usize,
+}
+
+/// One model of the results.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRecord {
+    /// Its name in every output file.
+    pub name: String,
+    /// Teacher, student (with method and size), No-KD, target or reference.
+    pub role: ModelRole,
+    /// Its ONNX file.
+    pub onnx: FileRecord,
+    /// Its candle checkpoint directory and weights, for models this run trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<FileRecord>,
+    /// The content hash of everything it was made from (`eval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_key: Option<String>,
+    /// Whether its signals were computed or read from the cache (`attack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::score::SignalSource>,
+    /// Seconds spent on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+impl ModelRecord {
+    /// A model known by its ONNX file.
+    pub fn new(name: &str, role: ModelRole, onnx: &Path) -> ModelRecord {
+        ModelRecord { name: name.into(), role, onnx: FileRecord::of(onnx), weights: None, input_key: None, signals: None, seconds: None }
+    }
+}
+
+/// A plugin that took part.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRecord {
+    /// Its name.
+    pub name: String,
+    /// Its crate version.
+    pub version: String,
+    /// The library it was loaded from.
+    pub library: PathBuf,
+    /// SHA-256 of that library.
+    pub sha256: String,
+    /// The parameters it ran with (attacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<BTreeMap<String, String>>,
+}
+
+impl PluginRecord {
+    /// An attack with the parameters it ran with.
+    pub fn attack(a: &LoadedAttack, params: &Params) -> PluginRecord {
+        PluginRecord {
+            name: a.name().into(),
+            version: a.decl.version.to_string(),
+            library: a.library.clone(),
+            sha256: a.library_sha256.clone(),
+            params: Some(params.to_map()),
+        }
+    }
+
+    /// A KD method.
+    pub fn kd(k: &LoadedKd) -> PluginRecord {
+        PluginRecord { name: k.name().into(), version: k.decl.version.to_string(), library: k.library.clone(), sha256: k.library_sha256.clone(), params: None }
+    }
+}

@@ -1,0 +1,129 @@
+//! The memorization stage (SPEC §3 steps 7 and 9): greedy extraction of every record's
+//! response from every model through ONNX Runtime, and the utility (ROUGE-L) of the same
+//! generations on the non-members. Writes `memorization.csv`, `utility.csv`,
+//! `summary.csv` and `manifest.json`. The `memorize` command and `kdharness eval` both
+//! call [`run`].
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use super::{MemorizationRow, MemorizeSettings, memorize_model};
+use crate::attack::stage::Target;
+use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
+use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord};
+use crate::metrics::Bootstrap;
+use crate::report::{self, ModelEntry, ModelRole, ReportData, SummaryRow, UtilityRow};
+use crate::runtime::{CausalLm, RuntimeSettings};
+use crate::status;
+
+/// Everything the memorization stage needs.
+#[derive(Debug, Clone)]
+pub struct MemorizeRequest {
+    /// The models.
+    pub models: Vec<Target>,
+    /// The model among `models` that is the teacher: every other model gets
+    /// teacher-overlap rows.
+    pub teacher: Option<String>,
+    /// tokenizer.json of the models.
+    pub tokenizer: PathBuf,
+    /// Members, Dolly-schema JSONL.
+    pub members: PathBuf,
+    /// Non-members (held-out prompts; also the utility set), Dolly-schema JSONL.
+    pub nonmembers: PathBuf,
+    /// Prompt template.
+    pub template: Template,
+    /// Prompts longer than this keep their last tokens.
+    pub max_prompt_tokens: usize,
+    /// Generation and comparison (`eos` already resolved).
+    pub settings: MemorizeSettings,
+    /// Seeds the bootstrap.
+    pub seed: u64,
+    /// Bootstrap resamples (0: no intervals).
+    pub bootstrap: usize,
+    /// ONNX Runtime library, device, threads.
+    pub runtime: RuntimeSettings,
+    /// Output directory.
+    pub out: PathBuf,
+}
+
+/// Runs the memorization stage of `request`; returns the rows of `summary.csv`.
+pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
+    let started = Instant::now();
+    if let Some(teacher) = &request.teacher
+        && !request.models.iter().any(|m| &m.name == teacher)
+    {
+        let names: Vec<&str> = request.models.iter().map(|m| m.name.as_str()).collect();
+        bail!("the teacher `{teacher}` is not among the models ({})", names.join(", "));
+    }
+    let sets = MembershipSets::load(&request.members, &request.nonmembers)?;
+    let tokenizer = TokenizerFile::load(&request.tokenizer)?;
+    let limits = TokenLimits { max_prompt_tokens: request.max_prompt_tokens, max_response_tokens: TokenLimits::default().max_response_tokens };
+    let encoded: Vec<(&Record, bool, Encoded)> = sets
+        .labelled()
+        .map(|(r, member)| Ok((r, member, encode(&tokenizer.tokenizer, request.template, limits, r)?)))
+        .collect::<Result<_>>()?;
+    let (runtime, session) = request.runtime.open()?;
+    let mut data = ReportData { k: request.settings.k, ..Default::default() };
+    let mut records = Vec::new();
+    for target in &request.models {
+        let t0 = Instant::now();
+        let mut lm = CausalLm::open(runtime, &target.path, session)?;
+        let bar = status::progress(encoded.len(), &format!("generating ({})", target.name), "prompts");
+        let (rows, generations) = memorize_model(&target.name, &mut lm, &encoded, &request.settings, |n| bar.inc(n as u64))?;
+        bar.finish();
+        let role = ModelRole { role: if request.teacher.as_ref() == Some(&target.name) { "teacher" } else { "target" }.into(), ..Default::default() };
+        data.utility.extend(utility_of(&target.name, &tokenizer, &encoded, &generations, request.settings.eos)?);
+        records.push(ModelRecord { seconds: Some(t0.elapsed().as_secs_f64()), ..ModelRecord::new(&target.name, role.clone(), &target.path) });
+        data.models.push(ModelEntry { name: target.name.clone(), role });
+        data.memorization.extend(rows);
+    }
+    // The report computes the aggregates (rates by category, teacher overlap, utility).
+    let bootstrap = Bootstrap { resamples: request.bootstrap, seed: request.seed };
+    let summary = report::render::summary_rows(&data, bootstrap);
+    write_outputs(request, &data.memorization, &data.utility, &summary)?;
+
+    let mut manifest = Manifest::new(request.seed, bootstrap);
+    manifest.template = Some(request.template);
+    manifest.memorization = Some(request.settings);
+    manifest.onnx_runtime = Some(OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads });
+    manifest.data.insert("members".into(), FileRecord::counted(&request.members, sets.members.len()));
+    manifest.data.insert("nonmembers".into(), FileRecord::counted(&request.nonmembers, sets.nonmembers.len()));
+    manifest.tokenizers.insert("target".into(), FileRecord::tokenizer(&tokenizer));
+    manifest.models = records;
+    manifest.seconds = started.elapsed().as_secs_f64();
+    let path = request.out.join("manifest.json");
+    manifest.write(&path).with_context(|| format!("cannot write {}", path.display()))?;
+    status::info(format!("wrote {} and {}", request.out.join("memorization.csv").display(), request.out.join("summary.csv").display()));
+    Ok(summary)
+}
+
+fn write_outputs(request: &MemorizeRequest, rows: &[MemorizationRow], utility: &[UtilityRow], summary: &[SummaryRow]) -> Result<()> {
+    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
+    report::write_memorization(&request.out.join("memorization.csv"), rows)?;
+    report::write_utility(&request.out.join("utility.csv"), utility)?;
+    report::write_summary(&request.out.join("summary.csv"), summary)?;
+    Ok(())
+}
+
+/// ROUGE-L F ×100 of each non-member's generation (cut at the end-of-sequence token,
+/// special tokens dropped) against its reference response.
+fn utility_of(
+    model: &str,
+    tokenizer: &TokenizerFile,
+    encoded: &[(&Record, bool, Encoded)],
+    generations: &[Vec<u32>],
+    eos: Option<u32>,
+) -> Result<Vec<UtilityRow>> {
+    let mut scores = Vec::new();
+    for ((record, member, _), generated) in encoded.iter().zip(generations) {
+        if *member {
+            continue;
+        }
+        let end = generated.iter().position(|&t| Some(t) == eos).unwrap_or(generated.len());
+        let text = tokenizer.tokenizer.decode(&generated[..end], true).map_err(|e| anyhow::anyhow!("cannot decode a generation: {e}"))?;
+        scores.push(UtilityRow { model: model.into(), sample_id: record.id.clone(), rouge_l: crate::utility::rouge_l(&text, &record.response) });
+    }
+    Ok(scores)
+}
