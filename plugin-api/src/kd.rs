@@ -1,7 +1,4 @@
 //! KD-method plugins (SPEC §7.3): a method says where its training sequences come from
-//!
-//! (The `sabi_trait` expansion defines impls outside the trait's module; that is how
-//! abi_stable works, hence the allowed lint below.)
 //! ([`DataPolicy`]) and turns student and teacher logits into a loss and its gradient with
 //! respect to the student logits ([`KdMethod::loss_and_grad`]); the harness back-propagates
 //! that gradient through the student with the surrogate `Σ student_logits · G`.
@@ -9,31 +6,40 @@
 //! Logits cross the boundary as borrowed slices of the harness's own buffers and the
 //! gradient is written into a harness-owned buffer: nothing is copied.
 //!
-//! ```
-//! use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdLoss, KdMethod};
-//! use kdharness_plugin_api::objectives::Objective;
-//! use kdharness_plugin_api::{ParamList, ParamSpec};
+//! A method whose loss is one of the shared [`objectives`](crate::objectives) declares the
+//! shared `objective`, `beta` and `alpha` parameters with [`crate::objective_params!`],
+//! reads them with [`Objective::from_params`] and tests them with
+//! [`assert_objective_params`]:
 //!
-//! /// Forward KL on the ground truth, at a temperature.
-//! pub struct TemperedKd { objective: Objective }
-//! impl KdMethod for TemperedKd {
-//!     const NAME: &'static str = "tempered_kd";
+//! ```
+//! use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdLoss, KdMethod, assert_objective_params};
+//! use kdharness_plugin_api::objectives::Objective;
+//! use kdharness_plugin_api::{ParamList, ParamSpec, objective_params};
+//!
+//! /// A divergence (forward KL unless configured) on the ground truth.
+//! pub struct GroundTruthKd { objective: Objective }
+//! impl KdMethod for GroundTruthKd {
+//!     const NAME: &'static str = "ground_truth_kd";
 //!     const DESCRIPTION: &'static str = "forward KL on ground-truth responses";
-//!     const PARAMS: &'static [ParamSpec] = &[ParamSpec::new("objective", "fkl", "divergence")];
+//!     const PARAMS: &'static [ParamSpec] = objective_params!("fkl");
 //!     fn new(params: ParamList<'_>) -> Result<Self, String> {
-//!         Ok(TemperedKd { objective: Objective::from_params(params)? })
+//!         Ok(GroundTruthKd { objective: Objective::from_params(params)? })
 //!     }
 //!     fn data_policy(&self, _progress: f64) -> DataPolicy { DataPolicy::GROUND_TRUTH }
 //!     fn loss_and_grad(&mut self, batch: &KdBatch<'_>, grad: &mut [f32]) -> Result<KdLoss, String> {
 //!         Ok(self.objective.loss_and_grad(batch, grad))
 //!     }
 //! }
-//! kdharness_plugin_api::export_plugins!(kd: [TemperedKd]);
+//! kdharness_plugin_api::export_plugins!(kd: [GroundTruthKd]);
+//!
+//! // The method's unit test.
+//! assert_objective_params::<GroundTruthKd>(Objective::Fkl, |m| m.objective);
 //! ```
+//!
+//! (The `sabi_trait` expansion defines impls outside the trait's module; that is how
+//! abi_stable works, hence the allowed lint below.)
 
 #![allow(non_local_definitions)]
-
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use abi_stable::{
     StableAbi, sabi_trait,
@@ -41,7 +47,8 @@ use abi_stable::{
     std_types::{RBox, RResult, RSlice, RSliceMut, RStr, RString},
 };
 
-use crate::{Param, ParamList, ParamSpec, panic_message, silence_panic_messages};
+use crate::objectives::{self, Objective};
+use crate::{Param, ParamList, ParamSpec, guarded};
 
 /// Where a method's training sequences come from, queried before every step (SPEC §8).
 #[repr(C)]
@@ -60,6 +67,10 @@ pub struct DataPolicy {
     /// Capacity of the replay buffer of student samples (0: always fresh samples).
     pub replay_buffer: u32,
 }
+
+/// The `replay_buffer` parameter of methods that train on student samples
+/// ([`DataPolicy::replay_buffer`]).
+pub const REPLAY_BUFFER: ParamSpec = ParamSpec::new("replay_buffer", "1000", "student samples kept for reuse");
 
 impl DataPolicy {
     /// Ground-truth responses, teacher logits (KD).
@@ -161,16 +172,6 @@ pub trait KdMethodFfi {
 /// A method instance owned by the harness.
 pub type KdInstance = KdMethodFfi_TO<'static, RBox<()>>;
 
-/// Runs `f` with panics turned into errors.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
-    silence_panic_messages();
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => RResult::ROk(v),
-        Ok(Err(message)) => RResult::RErr(RString::from(message)),
-        Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
-    }
-}
-
 /// A [`KdMethod`] behind the ABI, every call guarded against panics.
 struct Guarded<M>(M);
 
@@ -222,8 +223,103 @@ impl KdDecl {
 /// Creates method `M` in-process with its defaults overridden by `params`: what a unit
 /// test of a method calls.
 pub fn instance<M: KdMethod>(params: &[(&str, &str)]) -> Result<M, String> {
-    let given: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let all = crate::with_defaults(M::PARAMS, &given);
-    let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
-    M::new(ParamList(&all))
+    crate::with_param_list(M::PARAMS, params, M::new)
+}
+
+/// Asserts that method `M` takes the shared objective parameters and forwards them, for a
+/// KD plugin's unit test (see the [module example](self)): `M::PARAMS` holds the shared
+/// specs of [`crate::objective_params!`]; created with its defaults, `M` asks for teacher
+/// logits and `objective_of` reads `default` from it; `objective`, `beta` and `alpha`
+/// given override it; an unknown objective is refused. Panics naming what differs.
+#[track_caller]
+pub fn assert_objective_params<M: KdMethod>(default: Objective, objective_of: impl Fn(&M) -> Objective) {
+    let name = M::NAME;
+    for shared in [objectives::objective_param(""), objectives::BETA, objectives::ALPHA] {
+        let declared = M::PARAMS.iter().find(|p| p.name == shared.name);
+        let same = declared.is_some_and(|p| p.help == shared.help && (p.name.as_str() == "objective" || p.default == shared.default));
+        assert!(same, "KD method `{name}` must declare the shared `{}` parameter: build its PARAMS with objective_params!", shared.name);
+    }
+    let create = |params: &[(&str, &str)]| instance::<M>(params).unwrap_or_else(|e| panic!("KD method `{name}` refused {params:?}: {e}"));
+    let defaulted = create(&[]);
+    assert_eq!(objective_of(&defaulted), default, "the default objective of KD method `{name}`");
+    assert!(defaulted.data_policy(0.3).uses_teacher, "KD method `{name}` compares the student with the teacher but asks for no teacher logits");
+    let overrides: [(&[(&str, &str)], Objective); 3] = [
+        (&[("objective", "tvd")], Objective::Tvd),
+        (&[("objective", "jsd"), ("beta", "0.5")], Objective::Jsd(0.5)),
+        (&[("objective", "srkl"), ("alpha", "0.3")], Objective::Srkl(0.3)),
+    ];
+    for (params, want) in overrides {
+        assert_eq!(objective_of(&create(params)), want, "KD method `{name}` given {params:?}");
+    }
+    let refused = instance::<M>(&[("objective", "nope")]).err();
+    assert!(refused.is_some_and(|e| e.contains("unknown objective `nope`")), "KD method `{name}` accepted the objective `nope`");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forwards the shared objective parameters, reverse KL unless configured.
+    struct Forwarding {
+        objective: Objective,
+    }
+
+    impl KdMethod for Forwarding {
+        const NAME: &'static str = "forwarding";
+        const DESCRIPTION: &'static str = "a test method";
+        const PARAMS: &'static [ParamSpec] = crate::objective_params!("rkl", REPLAY_BUFFER);
+        fn new(params: ParamList<'_>) -> Result<Self, String> {
+            Ok(Forwarding { objective: Objective::from_params(params)? })
+        }
+        fn data_policy(&self, _progress: f64) -> DataPolicy {
+            DataPolicy::GROUND_TRUTH
+        }
+        fn loss_and_grad(&mut self, batch: &KdBatch<'_>, grad: &mut [f32]) -> Result<KdLoss, String> {
+            Ok(self.objective.loss_and_grad(batch, grad))
+        }
+    }
+
+    /// Declares a `beta` of its own, with another default.
+    struct OwnBeta(Forwarding);
+
+    impl KdMethod for OwnBeta {
+        const NAME: &'static str = "own_beta";
+        const DESCRIPTION: &'static str = "a test method";
+        const PARAMS: &'static [ParamSpec] =
+            &[objectives::objective_param("jsd"), ParamSpec::new("beta", "0.5", "student weight in jsd's mixture"), objectives::ALPHA];
+        fn new(params: ParamList<'_>) -> Result<Self, String> {
+            Forwarding::new(params).map(OwnBeta)
+        }
+        fn data_policy(&self, progress: f64) -> DataPolicy {
+            self.0.data_policy(progress)
+        }
+        fn loss_and_grad(&mut self, batch: &KdBatch<'_>, grad: &mut [f32]) -> Result<KdLoss, String> {
+            self.0.loss_and_grad(batch, grad)
+        }
+    }
+
+    #[test]
+    fn objective_params_puts_the_shared_specs_first() {
+        let names: Vec<&str> = Forwarding::PARAMS.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["objective", "beta", "alpha", "replay_buffer"]);
+        let defaults: Vec<&str> = Forwarding::PARAMS.iter().map(|p| p.default.as_str()).collect();
+        assert_eq!(defaults, ["rkl", "0.9", "0.1", "1000"]);
+    }
+
+    #[test]
+    fn the_objective_check_passes_a_method_that_forwards_its_parameters() {
+        assert_objective_params::<Forwarding>(Objective::Rkl, |m| m.objective);
+    }
+
+    #[test]
+    #[should_panic(expected = "the default objective of KD method `forwarding`")]
+    fn the_objective_check_fails_on_another_default() {
+        assert_objective_params::<Forwarding>(Objective::Fkl, |m| m.objective);
+    }
+
+    #[test]
+    #[should_panic(expected = "KD method `own_beta` must declare the shared `beta` parameter")]
+    fn the_objective_check_fails_on_a_default_of_its_own() {
+        assert_objective_params::<OwnBeta>(Objective::Jsd(0.5), |m| m.0.objective);
+    }
 }

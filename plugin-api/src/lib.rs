@@ -358,9 +358,14 @@ pub trait Attack: 'static {
 }
 
 extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64>, RString> {
+    guarded(|| A::score(input).map(RVec::from))
+}
+
+/// Runs `f` with panics turned into errors: every call into a plugin goes through it.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
     silence_panic_messages();
-    match catch_unwind(AssertUnwindSafe(|| A::score(input))) {
-        Ok(Ok(scores)) => RResult::ROk(RVec::from(scores)),
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(message)) => RResult::RErr(RString::from(message)),
         Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
     }
@@ -503,6 +508,15 @@ pub fn with_defaults(specs: &[ParamSpec], given: &[(String, String)]) -> Vec<(St
     all
 }
 
+/// Runs `f` on `given` with the defaults of `specs` filled in: the in-process route of the
+/// unit-test helpers [`run_attack`] and [`kd::instance`].
+pub(crate) fn with_param_list<T>(specs: &[ParamSpec], given: &[(&str, &str)], f: impl FnOnce(ParamList<'_>) -> T) -> T {
+    let given: Vec<(String, String)> = given.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let all = with_defaults(specs, &given);
+    let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
+    f(ParamList(&all))
+}
+
 /// Runs attack `A` on owned samples in-process, parameters defaulted: what a unit test of
 /// an attack calls.
 pub fn run_attack<A: Attack>(
@@ -512,16 +526,15 @@ pub fn run_attack<A: Attack>(
 ) -> Result<Vec<f64>, String> {
     let samples: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
     let reference: Vec<SampleView<'_>> = reference.iter().map(OwnedSample::view).collect();
-    let given: Vec<(String, String)> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let all = with_defaults(A::PARAMS, &given);
-    let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
-    let input = AttackInput {
-        samples: samples.as_slice().into(),
-        reference: reference.as_slice().into(),
-        calibration: RSlice::EMPTY,
-        params: all.as_slice().into(),
-    };
-    A::score(&input)
+    with_param_list(A::PARAMS, params, |params| {
+        let input = AttackInput {
+            samples: samples.as_slice().into(),
+            reference: reference.as_slice().into(),
+            calibration: RSlice::EMPTY,
+            params: params.0.into(),
+        };
+        A::score(&input)
+    })
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 //! mixtures included. With `b_j = q_j · ∂d/∂q_j` (computed without dividing by `q`), the
 //! gradient with respect to the logits is `b_j − q_j Σ_k b_k`.
 
-use crate::ParamList;
 use crate::kd::{KdBatch, KdLoss};
+use crate::{ParamList, ParamSpec};
 
 /// A divergence between teacher and student distributions.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,6 +38,49 @@ pub enum Objective {
 /// The objective names accepted by [`Objective::parse`].
 pub const NAMES: [&str; 6] = ["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"];
 
+const OBJECTIVE: &str = "objective";
+
+/// The `objective` parameter read by [`Objective::from_params`], defaulting to `default`
+/// (one of [`NAMES`]). Methods declare it through [`crate::objective_params!`].
+pub const fn objective_param(default: &'static str) -> ParamSpec {
+    ParamSpec::new(OBJECTIVE, default, "divergence: fkl, rkl, jsd, tvd, sfkl, srkl")
+}
+
+/// The `beta` parameter: the student's weight β in jsd's mixture. Its default is the only
+/// one: [`Objective::from_params`] falls back to it too.
+pub const BETA: ParamSpec = ParamSpec::new("beta", "0.9", "student weight in jsd's mixture");
+
+/// The `alpha` parameter: the mixture weight α of sfkl and srkl. Like [`BETA`]'s, its
+/// default is the only one.
+pub const ALPHA: ParamSpec = ParamSpec::new("alpha", "0.1", "mixture weight of the skew divergences");
+
+/// The parameters of a KD method whose loss is an [`Objective`]: the shared
+/// [`objective_param`] (defaulting to the first argument), [`BETA`] and [`ALPHA`], followed
+/// by the method's own specs. It builds a `&'static [ParamSpec]` for
+/// [`KdMethod::PARAMS`](crate::kd::KdMethod::PARAMS); the method then reads its objective
+/// with [`Objective::from_params`] and tests it with
+/// [`assert_objective_params`](crate::kd::assert_objective_params).
+///
+/// ```
+/// use kdharness_plugin_api::{ParamSpec, objective_params};
+///
+/// const PARAMS: &[ParamSpec] = objective_params!("jsd", ParamSpec::new("lambda", "0.5", "probability of a step on student samples"));
+/// let names: Vec<&str> = PARAMS.iter().map(|p| p.name.as_str()).collect();
+/// assert_eq!(names, ["objective", "beta", "alpha", "lambda"]);
+/// assert_eq!(PARAMS[0].default.as_str(), "jsd");
+/// ```
+#[macro_export]
+macro_rules! objective_params {
+    ($default:expr $(, $own:expr)* $(,)?) => {
+        &[
+            $crate::objectives::objective_param($default),
+            $crate::objectives::BETA,
+            $crate::objectives::ALPHA,
+            $($own),*
+        ]
+    };
+}
+
 impl Objective {
     /// `name` with its mixture weight (`beta` for jsd, `alpha` for the skew divergences).
     pub fn parse(name: &str, beta: f64, alpha: f64) -> Result<Objective, String> {
@@ -55,11 +98,16 @@ impl Objective {
         })
     }
 
-    /// From the parameters `objective`, `beta` (default 0.9) and `alpha` (default 0.1).
+    /// From the parameters [`objective_param`], [`BETA`] and [`ALPHA`] (declared together by
+    /// [`crate::objective_params!`]); `beta` and `alpha` fall back to their specs' defaults
+    /// when not given.
     pub fn from_params(params: ParamList<'_>) -> Result<Objective, String> {
-        let name = params.get("objective").ok_or("parameter `objective` is missing")?;
-        let number = |key: &str, default: f64| params.get(key).map_or(Ok(default), |_| params.f64(key));
-        Objective::parse(name, number("beta", 0.9)?, number("alpha", 0.1)?)
+        let name = params.get(OBJECTIVE).ok_or("parameter `objective` is missing")?;
+        let weight = |spec: ParamSpec| match params.get(spec.name.as_str()) {
+            Some(_) => params.f64(spec.name.as_str()),
+            None => Ok(spec.default.parse().expect("the default of a shared weight is a number")),
+        };
+        Objective::parse(name, weight(BETA)?, weight(ALPHA)?)
     }
 
     /// The divergence at one position and `b_j = q_j ∂d/∂q_j` (written into `b`).
@@ -356,6 +404,25 @@ mod tests {
         let ce = cross_entropy(&batch(&z, &t, &[1.0], &[1], 2), &mut grad);
         assert!((ce.loss - 2f64.ln()).abs() < 1e-12);
         assert_eq!(grad, [0.5, -0.5]);
+    }
+
+    #[test]
+    fn from_params_falls_back_to_the_shared_defaults() {
+        let given = |pairs: &[(&'static str, &'static str)]| {
+            pairs.iter().map(|&(k, v)| crate::Param { key: k.into(), value: v.into() }).collect::<Vec<_>>()
+        };
+        let jsd = given(&[("objective", "jsd")]);
+        assert_eq!(Objective::from_params(ParamList(&jsd)).unwrap(), Objective::Jsd(0.9));
+        let sfkl = given(&[("objective", "sfkl")]);
+        assert_eq!(Objective::from_params(ParamList(&sfkl)).unwrap(), Objective::Sfkl(0.1));
+        let srkl = given(&[("objective", "srkl"), ("alpha", "0.25")]);
+        assert_eq!(Objective::from_params(ParamList(&srkl)).unwrap(), Objective::Srkl(0.25));
+        assert!(Objective::from_params(ParamList(&given(&[("beta", "0.5")]))).unwrap_err().contains("`objective` is missing"));
+    }
+
+    #[test]
+    fn the_objective_help_lists_every_name() {
+        assert_eq!(objective_param("fkl").help.as_str(), format!("divergence: {}", NAMES.join(", ")));
     }
 
     #[test]

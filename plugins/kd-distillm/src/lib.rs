@@ -3,9 +3,9 @@
 //! `τ·(1 − progress)`, and `τ` rises by `tau_step` after an epoch whose validation loss did
 //! not improve on the best by at least `loss_eps`.
 
-use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdLoss, KdMethod};
+use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdLoss, KdMethod, REPLAY_BUFFER};
 use kdharness_plugin_api::objectives::Objective;
-use kdharness_plugin_api::{ParamList, ParamSpec, export_plugins};
+use kdharness_plugin_api::{ParamList, ParamSpec, export_plugins, objective_params};
 
 /// The `distillm` method and its schedule state.
 pub struct DistiLlm {
@@ -20,15 +20,13 @@ pub struct DistiLlm {
 impl KdMethod for DistiLlm {
     const NAME: &'static str = "distillm";
     const DESCRIPTION: &'static str = "skew reverse KL with an adaptive share of student samples";
-    const PARAMS: &'static [ParamSpec] = &[
-        ParamSpec::new("objective", "srkl", "divergence: fkl, rkl, jsd, tvd, sfkl, srkl"),
-        ParamSpec::new("beta", "0.9", "student weight in jsd's mixture"),
-        ParamSpec::new("alpha", "0.1", "mixture weight of the skew divergences"),
+    const PARAMS: &'static [ParamSpec] = objective_params!(
+        "srkl",
         ParamSpec::new("tau", "0.0", "initial student-sample probability"),
         ParamSpec::new("tau_step", "0.1", "increase of tau when validation loss stalls"),
         ParamSpec::new("loss_eps", "0.1", "improvement below which validation loss counts as stalled"),
-        ParamSpec::new("replay_buffer", "1000", "student samples kept for reuse"),
-    ];
+        REPLAY_BUFFER,
+    );
 
     fn new(params: ParamList<'_>) -> Result<Self, String> {
         Ok(DistiLlm {
@@ -64,12 +62,16 @@ export_plugins!(kd: [DistiLlm]);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kdharness_plugin_api::kd::instance;
+    use kdharness_plugin_api::kd::{assert_objective_params, instance};
+
+    #[test]
+    fn objective_parameters_default_to_the_paper_and_can_be_overridden() {
+        assert_objective_params::<DistiLlm>(Objective::Srkl(0.1), |m| m.objective);
+    }
 
     #[test]
     fn tau_rises_only_when_validation_loss_stalls() {
         let mut m = instance::<DistiLlm>(&[]).unwrap();
-        assert_eq!(m.objective, Objective::Srkl(0.1));
         assert_eq!(m.data_policy(0.0).student_fraction, 0.0);
         m.on_epoch_end(3.0).unwrap(); // first epoch: sets the best
         m.on_epoch_end(2.5).unwrap(); // improved by 0.5 >= 0.1: no change

@@ -4,7 +4,7 @@
 
 use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdLoss, KdMethod};
 use kdharness_plugin_api::objectives::Objective;
-use kdharness_plugin_api::{ParamList, ParamSpec, export_plugins};
+use kdharness_plugin_api::{ParamList, ParamSpec, export_plugins, objective_params};
 
 /// The `seqkd` method.
 pub struct SeqKd {
@@ -14,11 +14,7 @@ pub struct SeqKd {
 impl KdMethod for SeqKd {
     const NAME: &'static str = "seqkd";
     const DESCRIPTION: &'static str = "forward KL on the teacher's sampled responses";
-    const PARAMS: &'static [ParamSpec] = &[
-        ParamSpec::new("objective", "fkl", "divergence: fkl, rkl, jsd, tvd, sfkl, srkl"),
-        ParamSpec::new("beta", "0.9", "student weight in jsd's mixture"),
-        ParamSpec::new("alpha", "0.1", "mixture weight of the skew divergences"),
-    ];
+    const PARAMS: &'static [ParamSpec] = objective_params!("fkl");
 
     fn new(params: ParamList<'_>) -> Result<Self, String> {
         Ok(SeqKd { objective: Objective::from_params(params)? })
@@ -38,15 +34,10 @@ export_plugins!(kd: [SeqKd]);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kdharness_plugin_api::kd::instance;
+    use kdharness_plugin_api::kd::assert_objective_params;
 
     #[test]
-    fn defaults_follow_the_paper_and_can_be_overridden() {
-        let m = instance::<SeqKd>(&[]).unwrap();
-        assert_eq!(m.objective, Objective::parse("fkl", 0.9, 0.1).unwrap());
-        assert!(m.data_policy(0.3).uses_teacher);
-        let other = instance::<SeqKd>(&[("objective", "tvd")]).unwrap();
-        assert_eq!(other.objective, Objective::Tvd);
-        assert!(instance::<SeqKd>(&[("objective", "nope")]).is_err());
+    fn objective_parameters_default_to_the_paper_and_can_be_overridden() {
+        assert_objective_params::<SeqKd>(Objective::Fkl, |m| m.objective);
     }
 }
