@@ -3,7 +3,7 @@
 //! Every architecture is described by one [`ModelConfig`]; the Hugging Face JSON it came
 //! from is kept verbatim so that saving a trained model writes back every key a user's
 //! checkpoint had (tokenizer ids, generation settings, ...), not just the ones we read.
-//! Which keys a family reads is up to its own file ([`super::Family::config`]); this one
+//! Which keys a family reads is up to its own file (`Family::config`); this one
 //! holds what they share.
 
 use std::path::Path;

@@ -5,7 +5,7 @@
 //! `model.safetensors`) loads as is and a trained model is usable from transformers.
 //! Each architecture lives in its own file — its `config.json` parsing, its weights, its
 //! forward pass and its ONNX graph — and reads top to bottom like its equations; the
-//! registry below ([`Arch`] and [`Arch::family`]) is the one place that lists them.
+//! registry below ([`Arch`] and `Arch::family`) is the one place that lists them.
 //! [`ops`] holds the differentiable building blocks they share.
 //!
 //! What it is not: scoring runs through ONNX Runtime ([`crate::runtime`]), never here.
@@ -34,8 +34,8 @@ use crate::export::OnnxBuilder;
 
 /// The decoder families the training engine implements (SPEC §5.1).
 ///
-/// Adding one: a new file implementing [`Family`], its `mod` line above, a variant here
-/// (and in [`Arch::ALL`]) and its line in [`Arch::family`].
+/// Adding one: a new file implementing `Family`, its `mod` line above, a variant here
+/// (and in [`Arch::ALL`]) and its line in `Arch::family`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
