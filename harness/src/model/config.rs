@@ -3,51 +3,15 @@
 //! Every architecture is described by one [`ModelConfig`]; the Hugging Face JSON it came
 //! from is kept verbatim so that saving a trained model writes back every key a user's
 //! checkpoint had (tokenizer ids, generation settings, ...), not just the ones we read.
+//! Which keys a family reads is up to its own file (`Family::config`); this one
+//! holds what they share.
 
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::ModelError;
-
-/// The decoder families the training engine implements (SPEC §5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    /// RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP (SmolLM2, LLaMA-2, OpenLLaMA).
-    Llama,
-    /// LayerNorm, learned positions, GELU MLP, tied head (GPT-2).
-    Gpt2,
-    /// LayerNorm, learned positions offset by 2, ReLU MLP (OPT).
-    Opt,
-}
-
-impl Arch {
-    /// Hugging Face `model_type`.
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Gpt2 => "gpt2",
-            Arch::Opt => "opt",
-        }
-    }
-
-    /// Every architecture by name, for messages.
-    pub const ALL: [Arch; 3] = [Arch::Llama, Arch::Gpt2, Arch::Opt];
-}
-
-impl std::str::FromStr for Arch {
-    type Err = ModelError;
-    fn from_str(s: &str) -> Result<Self, ModelError> {
-        Arch::ALL.into_iter().find(|a| a.model_type() == s).ok_or_else(|| {
-            ModelError::Config(format!(
-                "model_type `{s}` is not supported; supported: llama, gpt2, opt{}",
-                crate::util::did_you_mean(s, Arch::ALL.iter().map(|a| a.model_type()))
-            ))
-        })
-    }
-}
+use super::{Arch, ModelError};
 
 /// The MLP's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +27,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn parse(name: &str) -> Result<Self, ModelError> {
+    pub(crate) fn parse(name: &str) -> Result<Self, ModelError> {
         Ok(match name {
             "silu" | "swish" => Activation::Silu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
@@ -177,118 +141,44 @@ impl ModelConfig {
     pub fn from_hf(hf: Map<String, Value>) -> Result<Self, ModelError> {
         let keys = Keys(&hf);
         let arch: Arch = keys.string("model_type")?.parse()?;
-        let eos_token_id = match hf.get("eos_token_id") {
+        let mut cfg = arch.family().config(&keys)?;
+        cfg.eos_token_id = match hf.get("eos_token_id") {
             Some(Value::Number(n)) => n.as_u64().map(|n| n as u32),
             Some(Value::Array(ids)) => ids.first().and_then(Value::as_u64).map(|n| n as u32),
             _ => None,
         };
-        let mut cfg = match arch {
-            Arch::Llama => {
-                if !matches!(hf.get("rope_scaling"), None | Some(Value::Null)) {
-                    return Err(ModelError::Config(
-                        "`rope_scaling` is set; scaled RoPE variants are not supported".into(),
-                    ));
-                }
-                let hidden = keys.usize("hidden_size")?;
-                let heads = keys.usize("num_attention_heads")?;
-                ModelConfig {
-                    arch,
-                    vocab_size: keys.usize("vocab_size")?,
-                    hidden,
-                    layers: keys.usize("num_hidden_layers")?,
-                    heads,
-                    kv_heads: keys.usize_or("num_key_value_heads", heads)?,
-                    head_dim: keys.usize_or("head_dim", hidden / heads.max(1))?,
-                    ffn: keys.usize("intermediate_size")?,
-                    max_positions: keys.usize_or("max_position_embeddings", 2048)?,
-                    norm_eps: keys.f64_or("rms_norm_eps", 1e-6)?,
-                    rope_theta: keys.f64_or("rope_theta", 10000.0)?,
-                    tie_embeddings: keys.bool_or("tie_word_embeddings", false)?,
-                    activation: Activation::parse(&keys.string_or("hidden_act", "silu")?)?,
-                    attention_bias: keys.bool_or("attention_bias", false)?,
-                    mlp_bias: keys.bool_or("mlp_bias", false)?,
-                    pre_norm: true,
-                    embed_dim: hidden,
-                    eos_token_id,
-                    hf: Map::new(),
-                }
-            }
-            Arch::Gpt2 => {
-                let hidden = keys.usize("n_embd")?;
-                let heads = keys.usize("n_head")?;
-                for (key, expected) in [
-                    ("scale_attn_by_inverse_layer_idx", false),
-                    ("reorder_and_upcast_attn", false),
-                    ("scale_attn_weights", true),
-                ] {
-                    if keys.bool_or(key, expected)? != expected {
-                        return Err(ModelError::Config(format!(
-                            "`{key}` = {} is not supported (only {expected})",
-                            !expected
-                        )));
-                    }
-                }
-                ModelConfig {
-                    arch,
-                    vocab_size: keys.usize("vocab_size")?,
-                    hidden,
-                    layers: keys.usize("n_layer")?,
-                    heads,
-                    kv_heads: heads,
-                    head_dim: hidden / heads.max(1),
-                    ffn: keys.usize_or("n_inner", 4 * hidden)?,
-                    max_positions: keys.usize("n_positions")?,
-                    norm_eps: keys.f64_or("layer_norm_epsilon", 1e-5)?,
-                    rope_theta: 0.0,
-                    tie_embeddings: true,
-                    activation: Activation::parse(
-                        &keys.string_or("activation_function", "gelu_new")?,
-                    )?,
-                    attention_bias: true,
-                    mlp_bias: true,
-                    pre_norm: true,
-                    embed_dim: hidden,
-                    eos_token_id,
-                    hf: Map::new(),
-                }
-            }
-            Arch::Opt => {
-                let hidden = keys.usize("hidden_size")?;
-                let heads = keys.usize("num_attention_heads")?;
-                if !keys.bool_or("enable_bias", true)? {
-                    return Err(ModelError::Config("OPT with `enable_bias` = false is not supported".into()));
-                }
-                if !keys.bool_or("layer_norm_elementwise_affine", true)? {
-                    return Err(ModelError::Config(
-                        "OPT with `layer_norm_elementwise_affine` = false is not supported".into(),
-                    ));
-                }
-                ModelConfig {
-                    arch,
-                    vocab_size: keys.usize("vocab_size")?,
-                    hidden,
-                    layers: keys.usize("num_hidden_layers")?,
-                    heads,
-                    kv_heads: heads,
-                    head_dim: hidden / heads.max(1),
-                    ffn: keys.usize("ffn_dim")?,
-                    max_positions: keys.usize("max_position_embeddings")?,
-                    norm_eps: 1e-5,
-                    rope_theta: 0.0,
-                    tie_embeddings: keys.bool_or("tie_word_embeddings", true)?,
-                    activation: Activation::parse(&keys.string_or("activation_function", "relu")?)?,
-                    attention_bias: true,
-                    mlp_bias: true,
-                    pre_norm: keys.bool_or("do_layer_norm_before", true)?,
-                    embed_dim: keys.usize_or("word_embed_proj_dim", hidden)?,
-                    eos_token_id,
-                    hf: Map::new(),
-                }
-            }
-        };
         cfg.hf = hf;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The conventions most families share, for a family's [`super::Family::config`] to
+    /// override: one key/value head per query head of width `hidden / heads`, biases on,
+    /// pre-norm, a tied head, no RoPE, norm epsilon 1e-5. `vocab_size`, `layers`, `ffn`,
+    /// `max_positions` (0 here) and `activation` have no shared default: every family
+    /// sets them.
+    pub(crate) fn new(arch: Arch, hidden: usize, heads: usize) -> Self {
+        ModelConfig {
+            arch,
+            vocab_size: 0,
+            hidden,
+            layers: 0,
+            heads,
+            kv_heads: heads,
+            head_dim: hidden / heads.max(1),
+            ffn: 0,
+            max_positions: 0,
+            norm_eps: 1e-5,
+            rope_theta: 0.0,
+            tie_embeddings: true,
+            activation: Activation::Relu,
+            attention_bias: true,
+            mlp_bias: true,
+            pre_norm: true,
+            embed_dim: hidden,
+            eos_token_id: None,
+            hf: Map::new(),
+        }
     }
 
     fn validate(&self) -> Result<(), ModelError> {
@@ -302,11 +192,16 @@ impl ModelConfig {
                 self.heads, self.kv_heads
             ));
         }
-        if self.arch != Arch::Llama && self.hidden % self.heads != 0 {
-            return bad(format!("hidden size {} is not divisible by {} heads", self.hidden, self.heads));
-        }
-        if self.arch == Arch::Llama && self.head_dim % 2 != 0 {
-            return bad(format!("RoPE needs an even head width, got {}", self.head_dim));
+        self.arch.family().validate(self)
+    }
+
+    /// A family constraint: heads of width `hidden / heads` must tile the residual stream.
+    pub(crate) fn heads_divide_hidden(&self) -> Result<(), ModelError> {
+        if self.hidden % self.heads != 0 {
+            return Err(ModelError::Config(format!(
+                "hidden size {} is not divisible by {} heads",
+                self.hidden, self.heads
+            )));
         }
         Ok(())
     }
@@ -314,63 +209,7 @@ impl ModelConfig {
     /// A from-scratch config in Hugging Face form, with `vocab` tokens.
     pub fn scratch(spec: &Shape, vocab: usize) -> Result<Self, ModelError> {
         let arch: Arch = spec.arch.parse()?;
-        let d = spec.d_model;
-        let hf = match arch {
-            Arch::Llama => json!({
-                "architectures": ["LlamaForCausalLM"],
-                "model_type": "llama",
-                "vocab_size": vocab,
-                "hidden_size": d,
-                "intermediate_size": spec.ffn.unwrap_or((8 * d / 3).div_ceil(8) * 8),
-                "num_hidden_layers": spec.layers,
-                "num_attention_heads": spec.heads,
-                "num_key_value_heads": spec.kv_heads.unwrap_or(spec.heads),
-                "max_position_embeddings": spec.max_positions,
-                "rms_norm_eps": 1e-5,
-                "rope_theta": 10000.0,
-                "hidden_act": "silu",
-                "tie_word_embeddings": spec.tie_embeddings,
-                "attention_bias": false,
-                "mlp_bias": false,
-                "bos_token_id": 0,
-                "eos_token_id": 0,
-                "torch_dtype": "float32",
-            }),
-            Arch::Gpt2 => json!({
-                "architectures": ["GPT2LMHeadModel"],
-                "model_type": "gpt2",
-                "vocab_size": vocab,
-                "n_embd": d,
-                "n_layer": spec.layers,
-                "n_head": spec.heads,
-                "n_inner": spec.ffn.unwrap_or(4 * d),
-                "n_positions": spec.max_positions,
-                "layer_norm_epsilon": 1e-5,
-                "activation_function": "gelu_new",
-                "bos_token_id": 0,
-                "eos_token_id": 0,
-                "torch_dtype": "float32",
-            }),
-            Arch::Opt => json!({
-                "architectures": ["OPTForCausalLM"],
-                "model_type": "opt",
-                "vocab_size": vocab,
-                "hidden_size": d,
-                "word_embed_proj_dim": d,
-                "num_hidden_layers": spec.layers,
-                "num_attention_heads": spec.heads,
-                "ffn_dim": spec.ffn.unwrap_or(4 * d),
-                "max_position_embeddings": spec.max_positions,
-                "do_layer_norm_before": true,
-                "activation_function": "relu",
-                "enable_bias": true,
-                "tie_word_embeddings": true,
-                "bos_token_id": 0,
-                "eos_token_id": 0,
-                "pad_token_id": 1,
-                "torch_dtype": "float32",
-            }),
-        };
+        let hf = arch.family().scratch_hf(spec, vocab);
         let Value::Object(hf) = hf else { unreachable!("json! object literal") };
         Self::from_hf(hf)
     }
@@ -379,8 +218,7 @@ impl ModelConfig {
     pub fn with_layers(&self, layers: usize) -> Self {
         let mut cfg = self.clone();
         cfg.layers = layers;
-        let key = if self.arch == Arch::Gpt2 { "n_layer" } else { "num_hidden_layers" };
-        cfg.hf.insert(key.into(), json!(layers));
+        cfg.hf.insert(self.arch.family().layers_key().into(), json!(layers));
         cfg
     }
 
@@ -401,10 +239,10 @@ impl ModelConfig {
 }
 
 /// Typed access to config keys with errors that name the key.
-struct Keys<'a>(&'a Map<String, Value>);
+pub(crate) struct Keys<'a>(&'a Map<String, Value>);
 
 impl Keys<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key).filter(|v| !v.is_null())
     }
     fn missing(key: &str) -> ModelError {
@@ -413,30 +251,30 @@ impl Keys<'_> {
     fn wrong(key: &str, what: &str, v: &Value) -> ModelError {
         ModelError::Config(format!("key `{key}` should be {what}, found {v}"))
     }
-    fn usize(&self, key: &str) -> Result<usize, ModelError> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize, ModelError> {
         let v = self.get(key).ok_or_else(|| Self::missing(key))?;
         v.as_u64().map(|n| n as usize).ok_or_else(|| Self::wrong(key, "a non-negative integer", v))
     }
-    fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
+    pub(crate) fn usize_or(&self, key: &str, default: usize) -> Result<usize, ModelError> {
         if self.get(key).is_some() { self.usize(key) } else { Ok(default) }
     }
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_f64().ok_or_else(|| Self::wrong(key, "a number", v)),
         }
     }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| Self::wrong(key, "true or false", v)),
         }
     }
-    fn string(&self, key: &str) -> Result<String, ModelError> {
+    pub(crate) fn string(&self, key: &str) -> Result<String, ModelError> {
         let v = self.get(key).ok_or_else(|| Self::missing(key))?;
         v.as_str().map(str::to_owned).ok_or_else(|| Self::wrong(key, "a string", v))
     }
-    fn string_or(&self, key: &str, default: &str) -> Result<String, ModelError> {
+    pub(crate) fn string_or(&self, key: &str, default: &str) -> Result<String, ModelError> {
         if self.get(key).is_some() { self.string(key) } else { Ok(default.to_owned()) }
     }
 }

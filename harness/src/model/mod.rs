@@ -3,7 +3,9 @@
 //! A [`Model`] is a [`ModelConfig`] plus named weights ([`Params`]) whose names and
 //! layouts are exactly Hugging Face's, so a checkpoint directory (`config.json` +
 //! `model.safetensors`) loads as is and a trained model is usable from transformers.
-//! Each architecture lives in its own file and reads top to bottom like its equations;
+//! Each architecture lives in its own file — its `config.json` parsing, its weights, its
+//! forward pass and its ONNX graph — and reads top to bottom like its equations; the
+//! registry below ([`Arch`] and `Arch::family`) is the one place that lists them.
 //! [`ops`] holds the differentiable building blocks they share.
 //!
 //! What it is not: scoring runs through ONNX Runtime ([`crate::runtime`]), never here.
@@ -23,8 +25,106 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::Value;
 
-pub use config::{Activation, Arch, ModelConfig, Shape};
+pub use config::{Activation, ModelConfig, Shape};
+use config::Keys;
+use crate::export::OnnxBuilder;
+
+/// The decoder families the training engine implements (SPEC §5.1).
+///
+/// Adding one: a new file implementing `Family`, its `mod` line above, a variant here
+/// (and in [`Arch::ALL`]) and its line in `Arch::family`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// RMSNorm, RoPE, grouped-query attention, SiLU-gated MLP (SmolLM2, LLaMA-2, OpenLLaMA).
+    Llama,
+    /// LayerNorm, learned positions, GELU MLP, tied head (GPT-2).
+    Gpt2,
+    /// LayerNorm, learned positions offset by 2, ReLU MLP (OPT).
+    Opt,
+}
+
+impl Arch {
+    /// Every architecture by name, for messages.
+    pub const ALL: [Arch; 3] = [Arch::Llama, Arch::Gpt2, Arch::Opt];
+
+    /// The file that implements this architecture.
+    pub(crate) fn family(self) -> &'static dyn Family {
+        match self {
+            Arch::Llama => &llama::Llama,
+            Arch::Gpt2 => &gpt2::Gpt2,
+            Arch::Opt => &opt::Opt,
+        }
+    }
+
+    /// Hugging Face `model_type`.
+    pub fn model_type(self) -> &'static str {
+        self.family().model_type()
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Arch::ALL.into_iter().find(|a| a.model_type() == s).ok_or_else(|| {
+            ModelError::Config(format!(
+                "model_type `{s}` is not supported; supported: {}{}",
+                Arch::ALL.map(Arch::model_type).join(", "),
+                crate::util::did_you_mean(s, Arch::ALL.iter().map(|a| a.model_type()))
+            ))
+        })
+    }
+}
+
+/// Everything one decoder family knows about itself, implemented in its own file: how
+/// its Hugging Face `config.json` reads, which weights it has, its forward pass and its
+/// ONNX graph. Weight names are the checkpoint's, in all four.
+pub(crate) trait Family: Sync {
+    /// Hugging Face `model_type`.
+    fn model_type(&self) -> &'static str;
+
+    /// The config from the family's `config.json` keys (`eos_token_id` and `hf` are
+    /// filled in by [`ModelConfig::from_hf`]).
+    fn config(&self, keys: &Keys) -> Result<ModelConfig, ModelError>;
+
+    /// The family's own constraints, checked after the shared ones; by default, that
+    /// heads of width `hidden / heads` tile the residual stream.
+    fn validate(&self, cfg: &ModelConfig) -> Result<(), ModelError> {
+        cfg.heads_divide_hidden()
+    }
+
+    /// A from-scratch `config.json` for `shape` with `vocab` tokens.
+    fn scratch_hf(&self, shape: &Shape, vocab: usize) -> Value;
+
+    /// The `config.json` key holding the number of blocks (by default transformers' usual
+    /// `num_hidden_layers`).
+    fn layers_key(&self) -> &'static str {
+        "num_hidden_layers"
+    }
+
+    /// Whether a checkpoint tensor called `name` is a buffer, not a weight (skipped on
+    /// load); by default there are none.
+    fn is_buffer(&self, _name: &str) -> bool {
+        false
+    }
+
+    /// The name prefix shared by every weight of block `i` (ends with a dot).
+    fn block_prefix(&self, i: usize) -> String;
+
+    /// Every weight, in a fixed order.
+    fn weight_specs(&self, cfg: &ModelConfig) -> Vec<WeightSpec>;
+
+    /// Logits `[b, s, vocab]` for token ids `[b, s]`.
+    fn forward(&self, cfg: &ModelConfig, p: &Params, x: &Forward, cache: Option<&mut KvCache>) -> candle_core::Result<Tensor>;
+
+    /// Emits the graph from the token embedding to `logits`, given the `input_ids` and
+    /// `position_ids` graph inputs ([`OnnxBuilder`] holds the attention bias and the shared
+    /// layers).
+    fn emit_onnx(&self, b: &mut OnnxBuilder, ids: &str, positions: &str);
+}
 
 /// What can go wrong with a model.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +169,7 @@ pub enum Init {
 
 /// One named weight of an architecture.
 #[derive(Debug, Clone)]
-pub struct ParamSpec {
+pub struct WeightSpec {
     /// The Hugging Face parameter name.
     pub name: String,
     /// Its shape.
@@ -78,28 +178,20 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
-impl ParamSpec {
+impl WeightSpec {
     fn new(name: impl Into<String>, shape: impl Into<Vec<usize>>, init: Init) -> Self {
-        ParamSpec { name: name.into(), shape: shape.into(), init }
+        WeightSpec { name: name.into(), shape: shape.into(), init }
     }
 }
 
 /// Every weight an architecture has, in a fixed order.
-pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
-    match cfg.arch {
-        Arch::Llama => llama::param_specs(cfg),
-        Arch::Gpt2 => gpt2::param_specs(cfg),
-        Arch::Opt => opt::param_specs(cfg),
-    }
+pub fn weight_specs(cfg: &ModelConfig) -> Vec<WeightSpec> {
+    cfg.arch.family().weight_specs(cfg)
 }
 
 /// The name prefix shared by every weight of block `i` (ends with a dot).
 pub fn block_prefix(arch: Arch, i: usize) -> String {
-    match arch {
-        Arch::Llama => format!("model.layers.{i}."),
-        Arch::Gpt2 => format!("transformer.h.{i}."),
-        Arch::Opt => format!("model.decoder.layers.{i}."),
-    }
+    arch.family().block_prefix(i)
 }
 
 /// A model's weights by Hugging Face name; each is a trainable candle [`Var`].
@@ -234,6 +326,27 @@ pub fn activate(act: Activation, x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
+/// Multi-head attention of block `i`: queries `[b, h, s, d]` over keys and values
+/// `[b, h/groups, s, d]` (after the cached ones of earlier positions, with a cache), with
+/// `x`'s bias; returns the heads merged again, `[b, s, h·d]`.
+pub fn attend(
+    x: &Forward,
+    i: usize,
+    cache: Option<&mut KvCache>,
+    q: &Tensor,
+    k: Tensor,
+    v: Tensor,
+    groups: usize,
+) -> candle_core::Result<Tensor> {
+    let (k, v) = match cache {
+        Some(cache) => cache.append(i, k, v)?,
+        None => (k, v),
+    };
+    let (b, heads, s, hd) = q.dims4()?;
+    let a = ops::attention(q, &k, &v, x.bias, 1.0 / (hd as f64).sqrt(), groups)?;
+    a.transpose(1, 2)?.reshape((b, s, heads * hd))
+}
+
 /// A decoder with its weights.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -244,18 +357,11 @@ pub struct Model {
     device: Device,
 }
 
-/// Names that Hugging Face checkpoints may hold besides parameters (buffers).
-fn is_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") && name.starts_with("transformer.h.")
-        || name.ends_with(".attn.masked_bias")
-        || name.ends_with("rotary_emb.inv_freq")
-}
-
 impl Model {
     /// A model with fresh weights drawn from `seed` (each weight from its own stream, keyed
     /// by its name, so the draw does not depend on the order weights are created).
     pub fn scratch(config: ModelConfig, seed: u64, device: &Device) -> Result<Self, ModelError> {
-        let specs = param_specs(&config);
+        let specs = weight_specs(&config);
         let residual_std = 0.02 / (2.0 * config.layers as f64).sqrt();
         let mut vars = BTreeMap::new();
         for spec in &specs {
@@ -299,7 +405,7 @@ impl Model {
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        let specs = param_specs(&config);
+        let specs = weight_specs(&config);
         if config.tie_embeddings {
             // A tied head may be saved as a copy; the embedding is the one trained.
             tensors.remove("lm_head.weight");
@@ -328,7 +434,7 @@ impl Model {
                 abbreviate(&missing)
             )));
         }
-        let mut unexpected: Vec<String> = tensors.into_keys().filter(|n| !is_buffer(n)).collect();
+        let mut unexpected: Vec<String> = tensors.into_keys().filter(|n| !config.arch.family().is_buffer(n)).collect();
         if !unexpected.is_empty() {
             unexpected.sort();
             return Err(ModelError::Weights(format!(
@@ -400,11 +506,7 @@ impl Model {
 
     /// Logits `[b, s, vocab]`; with a cache, the inputs continue the cached positions.
     pub fn forward(&self, x: &Forward, cache: Option<&mut KvCache>) -> candle_core::Result<Tensor> {
-        match self.config.arch {
-            Arch::Llama => llama::forward(&self.config, &self.params, x, cache),
-            Arch::Gpt2 => gpt2::forward(&self.config, &self.params, x, cache),
-            Arch::Opt => opt::forward(&self.config, &self.params, x, cache),
-        }
+        self.config.arch.family().forward(&self.config, &self.params, x, cache)
     }
 
     /// Logits `[b, s, vocab]` of right-padded rows (positions from 0, causal attention;
