@@ -3,7 +3,7 @@
 //! (model, sample set) and cached on disk, keyed by the content hashes of everything they
 //! depend on.
 
-mod stats;
+mod token_stats;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use crate::data::{Encoded, Record, TokenLimits, Template};
 use crate::runtime::{CausalLm, LmBatch, PaddingSide, RuntimeError};
 use crate::util;
 
-pub use stats::{TokenStats, token_stats};
+pub use token_stats::{TokenStats, token_stats};
 
 /// Bumped whenever the meaning or layout of cached signals changes.
 const SIGNALS_FORMAT: u32 = 1;
