@@ -17,7 +17,7 @@ use crate::blocks::{self, OnnxWeights, Scope};
 use crate::data::{MembershipSets, Record, TokenLimits, TokenizerFile, Template, encode};
 use crate::metrics::Bootstrap;
 use crate::plugins::{LoadedAttack, Registry, search_dirs};
-use crate::report::{self, BlockRow, ModelRole, ScoreRow};
+use crate::report::{self, BlockRow, ModelRole, Role, ScoreRow};
 use crate::runtime::{CausalLm, PaddingSide, Runtime, SessionOptions, default_threads};
 use crate::score::{self, BatchSettings, ScoredSample, SignalCache, SignalSource};
 use crate::util::sha256_file;
@@ -322,7 +322,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     let bootstrap = Bootstrap { resamples: args.bootstrap, seed: args.seed };
-    let role = ModelRole { role: "target".into(), ..Default::default() };
+    let role = ModelRole::from(Role::Target);
     let summary = report::summarize(&rows, |_| role.clone(), bootstrap);
     report::write_scores(&args.out.join("scores.csv"), &rows)?;
     report::write_summary(&args.out.join("summary.csv"), &summary)?;
@@ -354,7 +354,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
             "reference": reference_tokenizer.as_ref().map(|t| json!({ "path": t.path, "sha256": t.sha256 })),
         },
         "models": scored_models.iter().map(|m| model_json(m, &role)).collect::<Vec<_>>(),
-        "references": scored_references.iter().map(|m| model_json(m, &ModelRole { role: "reference".into(), ..Default::default() })).collect::<Vec<_>>(),
+        "references": scored_references.iter().map(|m| model_json(m, &ModelRole::from(Role::Reference))).collect::<Vec<_>>(),
         "plugins": plan.iter().map(|(a, params)| json!({
             "name": a.name(), "version": a.decl.version.as_str(), "library": a.library,
             "sha256": a.library_sha256, "params": params.iter().cloned().collect::<BTreeMap<_, _>>(),

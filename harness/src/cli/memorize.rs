@@ -14,7 +14,7 @@ use super::{RuntimeArgs, info, progress_bar};
 use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
 use crate::memorize::{self, DEFAULT_K, MemorizationRow, MemorizeSettings};
 use crate::metrics::Bootstrap;
-use crate::report::{self, ModelEntry, ModelRole, ReportData, UtilityRow};
+use crate::report::{self, ModelEntry, ModelRole, ReportData, Role, UtilityRow};
 use crate::runtime::{CausalLm, Runtime, SessionOptions, default_threads};
 
 #[derive(clap::Args, Debug)]
@@ -157,10 +157,10 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
 
 fn role_of(name: &str, teacher: Option<&str>) -> ModelRole {
     let role = match teacher {
-        Some(t) if t == name => "teacher",
-        _ => "target",
+        Some(t) if t == name => Role::Teacher,
+        _ => Role::Target,
     };
-    ModelRole { role: role.into(), ..Default::default() }
+    ModelRole::from(role)
 }
 
 /// ROUGE-L F ×100 of each non-member's generation (cut at the end-of-sequence token,

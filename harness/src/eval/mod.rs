@@ -18,6 +18,7 @@ use crate::data::{self, Record, Template, TokenLimits};
 use crate::distill::{self, DistillConfig, StudentPlan};
 use crate::model::{Model, ModelConfig};
 use crate::plugins::Registry;
+use crate::report::Role;
 use crate::train::{self, Example};
 use crate::util::{sha256_bytes, write_atomic};
 
@@ -43,7 +44,7 @@ pub struct Options {
 #[derive(Debug, Clone)]
 struct RunModel {
     name: String,
-    role: &'static str,
+    role: Role,
     kd_method: String,
     student: String,
     dir: PathBuf,
@@ -160,7 +161,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
         std::fs::copy(&tokenizer_path, teacher_dir.join("tokenizer.json"))?;
         Ok(())
     })?;
-    let mut models = vec![RunModel { name: "teacher".into(), role: "teacher", kd_method: String::new(), student: String::new(), dir: teacher_dir.clone(), key: teacher_key.clone() }];
+    let mut models = vec![RunModel { name: "teacher".into(), role: Role::Teacher, kd_method: String::new(), student: String::new(), dir: teacher_dir.clone(), key: teacher_key.clone() }];
 
     // 3. distill: one student per size × method, plus No-KD, each resumable on its own.
     let distill_cfg = DistillConfig {
@@ -196,8 +197,8 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
                 std::fs::copy(&tokenizer_path, dir.join("tokenizer.json"))?;
                 Ok(())
             })?;
-            let role = if method == "nokd" { "nokd" } else { "student" };
-            models.push(RunModel { name, role, kd_method: if role == "student" { method.clone() } else { String::new() }, student: size.name.clone(), dir, key });
+            let role = if method == "nokd" { Role::Nokd } else { Role::Student };
+            models.push(RunModel { name, role, kd_method: if role == Role::Student { method.clone() } else { String::new() }, student: size.name.clone(), dir, key });
         }
     }
 
