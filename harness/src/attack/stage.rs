@@ -15,7 +15,7 @@ use crate::data::{MembershipSets, Record, Template, TokenLimits, TokenizerFile};
 use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord, PluginRecord};
 use crate::metrics::Bootstrap;
 use crate::plugins::Registry;
-use crate::report::{self, BlockRow, ModelRole, ScoreRow, SummaryRow};
+use crate::report::{self, BlockRow, ModelRole, Role, ScoreRow, SummaryRow};
 use crate::runtime::RuntimeSettings;
 use crate::score::{BatchSettings, Scored, Scorer, SignalCache, Subject};
 use crate::status;
@@ -127,7 +127,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
 
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
     let bootstrap = Bootstrap { resamples: request.bootstrap, seed: request.seed };
-    let summary = report::summarize(&results.scores, |_| ModelRole { role: "target".into(), ..Default::default() }, bootstrap);
+    let summary = report::summarize(&results.scores, |_| ModelRole::default(), bootstrap);
     report::write_scores(&request.out.join("scores.csv"), &results.scores)?;
     report::write_summary(&request.out.join("summary.csv"), &summary)?;
     if request.blocks {
@@ -145,8 +145,8 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     if let Some(t) = &reference_tokenizer {
         manifest.tokenizers.insert("reference".into(), FileRecord::tokenizer(t));
     }
-    manifest.models = results.models.iter().map(|m| model_record(m, "target")).collect();
-    manifest.references = references.iter().map(|m| model_record(m, "reference")).collect();
+    manifest.models = results.models.iter().map(|m| model_record(m, Role::Target)).collect();
+    manifest.references = references.iter().map(|m| model_record(m, Role::Reference)).collect();
     manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
     manifest.failures = results.failures.clone();
     manifest.seconds = started.elapsed().as_secs_f64();
@@ -297,10 +297,10 @@ fn attack_runs<'a>(attack: &Planned<'_>, references: &'a [Scored]) -> Vec<(Strin
         .collect()
 }
 
-fn model_record(m: &Scored, role: &str) -> ModelRecord {
+fn model_record(m: &Scored, role: Role) -> ModelRecord {
     ModelRecord {
         signals: Some(m.source),
         seconds: Some(m.seconds),
-        ..ModelRecord::new(&m.name, ModelRole { role: role.into(), ..Default::default() }, &m.path)
+        ..ModelRecord::new(&m.name, role.into(), &m.path)
     }
 }

@@ -57,7 +57,7 @@ pub fn run(args: MetricsArgs) -> Result<ExitCode> {
         Bootstrap { resamples: args.bootstrap.unwrap_or(recorded.resamples), seed: args.seed.unwrap_or(recorded.seed) };
     let summary = report::summarize(
         &rows,
-        |model| roles.get(model).cloned().unwrap_or_else(|| ModelRole { role: "target".into(), ..Default::default() }),
+        |model| roles.get(model).cloned().unwrap_or_default(),
         bootstrap,
     );
     if summary.is_empty() {

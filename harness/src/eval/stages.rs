@@ -19,7 +19,7 @@ use crate::memorize::stage::MemorizeRequest;
 use crate::memorize::{MemorizeSettings, guess_eos};
 use crate::metrics::Bootstrap;
 use crate::model::{Model, ModelConfig};
-use crate::report::ModelRole;
+use crate::report::{ModelRole, Role};
 use crate::score::BatchSettings;
 use crate::status;
 use crate::train::{self, Example};
@@ -95,7 +95,7 @@ impl Pipeline<'_> {
             std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
             Ok(())
         })?;
-        Ok(RunModel { name: "teacher".into(), role: ModelRole { role: "teacher".into(), ..Default::default() }, dir, key })
+        Ok(RunModel { name: "teacher".into(), role: Role::Teacher.into(), dir, key })
     }
 
     /// 3. One student per size × method, plus No-KD, each resumable on its own.
@@ -277,8 +277,8 @@ impl Pipeline<'_> {
 /// A student's role: made by a KD method, or the No-KD baseline.
 fn student_role(method: &str, size: &str) -> ModelRole {
     match method {
-        "nokd" => ModelRole { role: "nokd".into(), kd_method: String::new(), student: size.into() },
-        _ => ModelRole { role: "student".into(), kd_method: method.into(), student: size.into() },
+        "nokd" => ModelRole { role: Role::Nokd, kd_method: String::new(), student: size.into() },
+        _ => ModelRole { role: Role::Student, kd_method: method.into(), student: size.into() },
     }
 }
 

@@ -14,7 +14,7 @@ use crate::attack::stage::Target;
 use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
 use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord};
 use crate::metrics::Bootstrap;
-use crate::report::{self, ModelEntry, ModelRole, ReportData, SummaryRow, UtilityRow};
+use crate::report::{self, ModelEntry, ModelRole, ReportData, Role, SummaryRow, UtilityRow};
 use crate::runtime::{CausalLm, RuntimeSettings};
 use crate::status;
 
@@ -73,7 +73,7 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         let bar = status::progress(encoded.len(), &format!("generating ({})", target.name), "prompts");
         let (rows, generations) = memorize_model(&target.name, &mut lm, &encoded, &request.settings, |n| bar.inc(n as u64))?;
         bar.finish();
-        let role = ModelRole { role: if request.teacher.as_ref() == Some(&target.name) { "teacher" } else { "target" }.into(), ..Default::default() };
+        let role = ModelRole::from(if request.teacher.as_ref() == Some(&target.name) { Role::Teacher } else { Role::Target });
         data.utility.extend(utility_of(&target.name, &tokenizer, &encoded, &generations, request.settings.eos)?);
         records.push(ModelRecord { seconds: Some(t0.elapsed().as_secs_f64()), ..ModelRecord::new(&target.name, role.clone(), &target.path) });
         data.models.push(ModelEntry { name: target.name.clone(), role });

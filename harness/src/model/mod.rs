@@ -371,7 +371,7 @@ impl Model {
                 Init::Ones => vec![1.0; n],
                 Init::Normal | Init::Residual => {
                     let std = if spec.init == Init::Normal { 0.02 } else { residual_std };
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ crate::util::stable_hash(&spec.name));
+                    let mut rng = ChaCha8Rng::seed_from_u64(crate::rng::derive(seed, &spec.name));
                     (0..n).map(|_| (std * standard_normal(&mut rng)) as f32).collect()
                 }
             };

@@ -59,7 +59,7 @@ impl Params {
 
     /// The parameters as the plugin ABI passes them (borrowing `self`).
     pub fn abi(&self) -> Vec<Param<'_>> {
-        self.0.iter().map(|(k, v)| Param { key: k.as_str().into(), value: v.as_str().into() }).collect()
+        kdharness_plugin_api::param_views(&self.0)
     }
 
     /// The parameters by key, for manifests.

@@ -12,7 +12,8 @@ use plotters::coord::combinators::IntoLogRange;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::ReportData;
+use super::data::{Figure, ModelEntry, ReportData, Skipped};
+use super::tables::Role;
 
 const FONT: &str = "sans-serif";
 static FONTS: Once = Once::new();
@@ -29,17 +30,6 @@ fn register_fonts() {
             }
         }
     });
-}
-
-/// A rendered figure.
-#[derive(Debug, Clone)]
-pub struct Figure {
-    /// File stem (`fig1_student_auc` → `.png` and `.svg`).
-    pub name: &'static str,
-    /// One-line description, for the HTML report.
-    pub title: String,
-    /// The SVG text (embedded inline in report.html).
-    pub svg: String,
 }
 
 /// Ten well-separated colours (matplotlib's tab10).
@@ -175,7 +165,7 @@ fn student_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
 /// (2) Teacher and No-KD baseline AUC per attack.
 fn baseline_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let attacks = d.attacks();
-    let models: Vec<&super::ModelEntry> = d.models.iter().filter(|m| m.role.role == "teacher" || m.role.role == "nokd").collect();
+    let models: Vec<&ModelEntry> = d.baselines().collect();
     let rows: Vec<String> = models.iter().map(|m| format!("{} ({})", m.name, m.role.role)).collect();
     let values: Vec<Vec<f64>> = models.iter().map(|m| attacks.iter().map(|a| d.auc(&m.name, a)).collect()).collect();
     heatmap(root, "teacher and No-KD baseline: AUC", &rows, &attacks, &values, (0.4, 1.0), "AUC")
@@ -305,7 +295,7 @@ fn block_lines<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
 }
 
 /// A labelled scatter of one point per model.
-fn model_scatter<DB: DrawingBackend>(root: &Area<DB>, title: &str, x_desc: &str, y_desc: &str, points: &[(String, String, f64, f64)]) -> Drawn {
+fn model_scatter<DB: DrawingBackend>(root: &Area<DB>, title: &str, x_desc: &str, y_desc: &str, points: &[(String, Role, f64, f64)]) -> Drawn {
     let pad = |lo: f64, hi: f64| {
         let span = (hi - lo).max(1e-3);
         (lo - 0.08 * span, hi + 0.08 * span)
@@ -320,9 +310,9 @@ fn model_scatter<DB: DrawingBackend>(root: &Area<DB>, title: &str, x_desc: &str,
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
     chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).label_style(font(13)).axis_desc_style(font(15)).draw().map_err(err)?;
-    let roles: Vec<&str> = ["teacher", "student", "nokd", "target"].into_iter().filter(|r| points.iter().any(|p| p.1 == *r)).collect();
+    let roles: Vec<Role> = [Role::Teacher, Role::Student, Role::Nokd, Role::Target].into_iter().filter(|r| points.iter().any(|p| p.1 == *r)).collect();
     for (i, role) in roles.iter().enumerate() {
-        let mine: Vec<&(String, String, f64, f64)> = points.iter().filter(|p| p.1 == *role).collect();
+        let mine: Vec<&(String, Role, f64, f64)> = points.iter().filter(|p| p.1 == *role).collect();
         chart
             .draw_series(mine.iter().map(|p| Circle::new((p.2, p.3), 6, color(i).filled())))
             .map_err(err)?
@@ -343,7 +333,7 @@ fn membership_vs_memorization<DB: DrawingBackend>(root: &Area<DB>, d: &ReportDat
         Some((rho, p, n)) => format!("membership vs memorization: Spearman ρ = {rho:.2} (p = {p:.2}, {n} models)"),
         None => "membership vs memorization".to_string(),
     };
-    let swapped: Vec<(String, String, f64, f64)> = points.into_iter().map(|(n, r, auc, mem)| (n, r, mem, auc)).collect();
+    let swapped: Vec<(String, Role, f64, f64)> = points.into_iter().map(|(n, r, auc, mem)| (n, r, mem, auc)).collect();
     model_scatter(root, &title, "memorization: member rate (N·K)", "membership: mean AUC", &swapped)
 }
 
@@ -352,8 +342,8 @@ fn memorization_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> 
     let sizes = d.student_sizes();
     let mut rows: Vec<(String, Vec<Option<String>>)> = Vec::new();
     // The teacher applies to every size; a No-KD baseline to its own size only.
-    for m in d.models.iter().filter(|m| m.role.role == "teacher" || m.role.role == "nokd") {
-        let cells = if sizes.is_empty() || m.role.role == "teacher" || !sizes.contains(&m.role.student) {
+    for m in d.baselines() {
+        let cells = if sizes.is_empty() || m.role.role == Role::Teacher || !sizes.contains(&m.role.student) {
             vec![Some(m.name.clone()); sizes.len().max(1)]
         } else {
             sizes.iter().map(|s| (*s == m.role.student).then(|| m.name.clone())).collect()
@@ -378,7 +368,7 @@ fn memorization_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> 
 
 /// (8) Privacy (mean AUC) against utility (ROUGE-L).
 fn privacy_vs_utility<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
-    let points: Vec<(String, String, f64, f64)> =
+    let points: Vec<(String, Role, f64, f64)> =
         d.per_model_pairs("rouge_l").into_iter().map(|(n, r, auc, rouge)| (n, r, rouge, auc)).collect();
     model_scatter(root, "privacy vs utility", "utility: ROUGE-L F ×100 (held-out prompts)", "membership risk: mean AUC", &points)
 }
@@ -444,13 +434,13 @@ macro_rules! draw_both {
 
 /// Renders every figure whose data the run has into `dir` (PNG + SVG); returns them with
 /// the list of skipped ones and why.
-pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<(&'static str, String)>), String> {
+pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skipped>), String> {
     register_fonts();
     std::fs::create_dir_all(dir).map_err(err)?;
     let mut figures = Vec::new();
     let mut skipped = Vec::new();
     let students = !d.student_sizes().is_empty() && !d.attacks().is_empty();
-    let baselines = d.models.iter().any(|m| m.role.role == "teacher" || m.role.role == "nokd") && !d.attacks().is_empty();
+    let baselines = d.baselines().next().is_some() && !d.attacks().is_empty();
     let memorized = d.models.iter().any(|m| d.metric(&m.name, "mem_rate_member").is_finite());
     let scored_and_memorized = d.per_model_pairs("mem_rate_member").len() >= 2;
     let utility = d.per_model_pairs("rouge_l").len() >= 2;

@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::figures::Figure;
-use super::render::{ComparisonRow, ReportData};
+use super::data::{Figure, ModelEntry, ReportData, Skipped};
+use super::tables::ComparisonRow;
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -22,75 +22,95 @@ th{background:#f3f6fa}td:first-child,th:first-child{text-align:left}figure{margi
 figure svg{max-width:100%;height:auto}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.8em}.note{color:#666}";
 
 /// The whole page.
-pub fn page(d: &ReportData, comparisons: &[ComparisonRow], figures: &[Figure], skipped: &[(&str, String)], manifest: &str) -> String {
+pub fn page(d: &ReportData, comparisons: &[ComparisonRow], figures: &[Figure], skipped: &[Skipped], manifest: &str) -> String {
     let mut h = String::new();
     let _ = write!(h, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kdharness report</title><style>{STYLE}</style></head><body>");
     let _ = write!(h, "<h1>kdharness report</h1><p class=\"note\">Members are the positive class; AUC 0.5 is chance. Intervals are 95% stratified bootstrap intervals.</p>");
+    auc_table(&mut h, d);
+    memorization_table(&mut h, d);
+    comparisons_table(&mut h, comparisons);
+    figures_section(&mut h, figures, skipped);
+    let _ = writeln!(h, "<h2>How this run was made (manifest.json)</h2><pre>{}</pre></body></html>", esc(manifest));
+    h
+}
 
+/// AUC by model and attack with intervals, and each model's mean over attacks.
+fn auc_table(h: &mut String, d: &ReportData) {
     let attacks = d.attacks();
-    if !attacks.is_empty() {
-        h.push_str("<h2>Membership inference: AUC by model and attack</h2><table><tr><th>model</th><th>role</th>");
+    if attacks.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Membership inference: AUC by model and attack</h2><table><tr><th>model</th><th>role</th>");
+    for a in &attacks {
+        let _ = write!(h, "<th>{}</th>", esc(a));
+    }
+    h.push_str("<th>mean</th></tr>");
+    for m in d.models.iter().filter(|m| d.scores.iter().any(|s| s.model == m.name)) {
+        let role = if m.role.kd_method.is_empty() { m.role.role.to_string() } else { format!("{} ({}, {})", m.role.role, m.role.kd_method, m.role.student) };
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td>", esc(&m.name), esc(&role));
         for a in &attacks {
-            let _ = write!(h, "<th>{}</th>", esc(a));
-        }
-        h.push_str("<th>mean</th></tr>");
-        for m in d.models.iter().filter(|m| d.scores.iter().any(|s| s.model == m.name)) {
-            let role = if m.role.kd_method.is_empty() { m.role.role.clone() } else { format!("{} ({}, {})", m.role.role, m.role.kd_method, m.role.student) };
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td>", esc(&m.name), esc(&role));
-            for a in &attacks {
-                let row = d.summary.iter().find(|r| r.model == m.name && &r.attack == a && r.category == "all" && r.metric == "auc");
-                match row {
-                    Some(r) => {
-                        let ci = r.ci.map(|(lo, hi)| format!(" <span class=\"note\">[{lo:.2}, {hi:.2}]</span>")).unwrap_or_default();
-                        let _ = write!(h, "<td>{}{ci}</td>", num(r.value, 3));
-                    }
-                    None => h.push_str("<td>–</td>"),
+            match d.auc_row(&m.name, a) {
+                Some(r) => {
+                    let ci = r.ci.map(|(lo, hi)| format!(" <span class=\"note\">[{lo:.2}, {hi:.2}]</span>")).unwrap_or_default();
+                    let _ = write!(h, "<td>{}{ci}</td>", num(r.value, 3));
                 }
+                None => h.push_str("<td>–</td>"),
             }
-            let _ = write!(h, "<td><b>{}</b></td></tr>", num(d.mean_auc(&m.name), 3));
         }
-        h.push_str("</table>");
+        let _ = write!(h, "<td><b>{}</b></td></tr>", num(d.mean_auc(&m.name), 3));
     }
+    h.push_str("</table>");
+}
 
-    let memorized: Vec<&super::ModelEntry> = d.models.iter().filter(|m| d.metric(&m.name, "mem_rate_member").is_finite()).collect();
-    if !memorized.is_empty() {
-        h.push_str("<h2>Memorization and utility</h2><table><tr><th>model</th><th>member rate</th><th>non-member rate</th><th>gap</th><th>extraction (members)</th><th>member rate (per sample)</th><th>ROUGE-L</th></tr>");
-        for m in memorized {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&m.name),
-                num(d.metric(&m.name, "mem_rate_member"), 3),
-                num(d.metric(&m.name, "mem_rate_nonmember"), 3),
-                num(d.metric(&m.name, "mem_gap"), 3),
-                num(d.metric(&m.name, "exact_extraction_member"), 3),
-                num(d.metric(&m.name, "mem_rate_member_per_sample"), 3),
-                num(d.metric(&m.name, "rouge_l"), 1),
-            );
-        }
-        h.push_str("</table>");
+/// Memorization rates and ROUGE-L of every model with memorization results.
+fn memorization_table(h: &mut String, d: &ReportData) {
+    let memorized: Vec<&ModelEntry> = d.models.iter().filter(|m| d.metric(&m.name, "mem_rate_member").is_finite()).collect();
+    if memorized.is_empty() {
+        return;
     }
-
-    if !comparisons.is_empty() {
-        h.push_str("<h2>Statistical comparisons</h2><p class=\"note\">paired_auc: AUC(teacher) − AUC(model) on the same samples (paired bootstrap); spearman: rank correlation across models.</p>");
-        h.push_str("<table><tr><th>kind</th><th>a</th><th>b</th><th>attack</th><th>value</th><th>95% interval</th><th>p</th><th>n</th></tr>");
-        for c in comparisons {
-            let ci = c.ci.map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]")).unwrap_or_default();
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ci}</td><td>{}</td><td>{}</td></tr>",
-                c.kind,
-                esc(&c.a),
-                esc(&c.b),
-                esc(&c.attack),
-                num(c.value, 3),
-                num(c.p_value, 3),
-                c.n
-            );
-        }
-        h.push_str("</table>");
+    h.push_str("<h2>Memorization and utility</h2><table><tr><th>model</th><th>member rate</th><th>non-member rate</th><th>gap</th><th>extraction (members)</th><th>member rate (per sample)</th><th>ROUGE-L</th></tr>");
+    for m in memorized {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&m.name),
+            num(d.metric(&m.name, "mem_rate_member"), 3),
+            num(d.metric(&m.name, "mem_rate_nonmember"), 3),
+            num(d.metric(&m.name, "mem_gap"), 3),
+            num(d.metric(&m.name, "exact_extraction_member"), 3),
+            num(d.metric(&m.name, "mem_rate_member_per_sample"), 3),
+            num(d.metric(&m.name, "rouge_l"), 1),
+        );
     }
+    h.push_str("</table>");
+}
 
+/// The rows of `comparisons.csv`.
+fn comparisons_table(h: &mut String, comparisons: &[ComparisonRow]) {
+    if comparisons.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Statistical comparisons</h2><p class=\"note\">paired_auc: AUC(teacher) − AUC(model) on the same samples (paired bootstrap); spearman: rank correlation across models.</p>");
+    h.push_str("<table><tr><th>kind</th><th>a</th><th>b</th><th>attack</th><th>value</th><th>95% interval</th><th>p</th><th>n</th></tr>");
+    for c in comparisons {
+        let ci = c.ci.map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]")).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ci}</td><td>{}</td><td>{}</td></tr>",
+            c.kind,
+            esc(&c.a),
+            esc(&c.b),
+            esc(&c.attack),
+            num(c.value, 3),
+            num(c.p_value, 3),
+            c.n
+        );
+    }
+    h.push_str("</table>");
+}
+
+/// Every figure inline, then the ones not drawn and why.
+fn figures_section(h: &mut String, figures: &[Figure], skipped: &[Skipped]) {
     h.push_str("<h2>Figures</h2>");
     for f in figures {
         // The SVG is ours (plotters output); drop its XML declaration to inline it.
@@ -104,6 +124,4 @@ pub fn page(d: &ReportData, comparisons: &[ComparisonRow], figures: &[Figure], s
         h.push_str(&items.join("; "));
         h.push_str("</p>");
     }
-    let _ = write!(h, "<h2>How this run was made (manifest.json)</h2><pre>{}</pre></body></html>\n", esc(manifest));
-    h
 }

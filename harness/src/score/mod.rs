@@ -4,7 +4,7 @@
 //! depend on.
 
 mod scorer;
-mod stats;
+mod token_stats;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,7 +19,7 @@ use crate::runtime::{CausalLm, LmBatch, PaddingSide, RuntimeError};
 use crate::util;
 
 pub use scorer::{Scored, Scorer, Subject};
-pub use stats::{TokenStats, token_stats};
+pub use token_stats::{TokenStats, token_stats};
 
 /// Bumped whenever the meaning or layout of cached signals changes.
 const SIGNALS_FORMAT: u32 = 1;
