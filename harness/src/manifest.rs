@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::data::{Template, TokenLimits, TokenizerFile};
-use crate::memorize::MemorizeSettings;
+use crate::data::{MembershipSets, Template, TokenLimits, TokenizerFile};
+use crate::metrics::memorization::MemorizeSettings;
 use crate::metrics::Bootstrap;
 use crate::plugins::{LoadedAttack, LoadedKd, Params};
 use crate::report::ModelRole;
-use crate::runtime::{Device, LibraryLocation};
+use crate::runtime::{Device, LibraryLocation, Runtime, SessionOptions};
 use crate::score::BatchSettings;
-use crate::util::{sha256_file, write_atomic};
+use crate::files::{sha256_file, write_atomic};
 
 /// The contents of `manifest.json`.
 #[derive(Debug, Clone, Serialize)]
@@ -112,6 +112,15 @@ impl Manifest {
         }
     }
 
+    /// Records what every scoring command runs on: the ONNX Runtime, the member and
+    /// non-member files (`sets` as loaded from them) and the target tokenizer.
+    pub fn scoring(&mut self, ort: OrtRecord, (members, nonmembers): (&Path, &Path), sets: &MembershipSets, tokenizer: &TokenizerFile) {
+        self.onnx_runtime = Some(ort);
+        self.data.insert("members".into(), FileRecord::counted(members, sets.members.len()));
+        self.data.insert("nonmembers".into(), FileRecord::counted(nonmembers, sets.nonmembers.len()));
+        self.tokenizers.insert("target".into(), FileRecord::tokenizer(tokenizer));
+    }
+
     /// Writes the manifest as pretty JSON, atomically.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
@@ -184,6 +193,13 @@ pub struct OrtRecord {
     pub device: Device,
     /// Intra-op threads.
     pub threads: usize,
+}
+
+impl OrtRecord {
+    /// The runtime as sessions use it.
+    pub fn of(runtime: &Runtime, session: SessionOptions) -> OrtRecord {
+        OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads }
+    }
 }
 
 /// One model of the results.

@@ -5,7 +5,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::util::sha256_bytes;
+use crate::files::sha256_bytes;
 
 /// The seed of the part called `name` of a run seeded with `seed` (`seed` xor the FNV-1a
 /// hash of `name`: stable across runs, platforms and Rust versions).

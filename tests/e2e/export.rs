@@ -42,7 +42,7 @@ fn initializers_keep_hugging_face_names() {
     for name in MODELS {
         let (model, lm) = exported(name, dir.path());
         let bytes = std::fs::read(lm.path()).unwrap();
-        let onnx = kdharness::export::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+        let onnx = kdharness::onnx::proto::ModelProto::decode(bytes.as_slice()).unwrap();
         let graph = onnx.graph.unwrap();
         let initializers: std::collections::BTreeSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
         for (param, var) in model.params.iter() {

@@ -5,6 +5,7 @@
 //! scored, every attack run, the per-block sweep, the output files.
 
 pub mod stage;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use kdharness_plugin_api::{AttackInput, OwnedSample, Perturbation, SampleView, SignalSet};
 
 use crate::plugins::{LoadedAttack, Params, Registry, UnknownParam};
-use crate::util::did_you_mean;
+use crate::suggest::did_you_mean;
 
 /// Why an attack cannot be set up or did not produce usable scores.
 #[derive(Debug, thiserror::Error)]

@@ -10,24 +10,16 @@ use anyhow::{Context, Result, bail};
 use kdharness_plugin_api::{OwnedSample, SignalSet};
 
 use super::{AttackError, AttackParams, Planned, check_needs, resolve};
-use crate::blocks::{self, OnnxWeights, Scope};
+use super::sweep;
+use crate::blocks::{OnnxWeights, Scope};
 use crate::data::{MembershipSets, Record, Template, TokenLimits, TokenizerFile};
 use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord, PluginRecord};
 use crate::metrics::Bootstrap;
 use crate::plugins::Registry;
 use crate::report::{self, BlockRow, ModelRole, Role, ScoreRow, SummaryRow};
 use crate::runtime::RuntimeSettings;
-use crate::score::{BatchSettings, Scored, Scorer, SignalCache, Subject};
+use crate::score::{BatchSettings, Scored, Scorer, SignalCache, Subject, Target};
 use crate::status;
-
-/// A model to attack: its name in outputs and its ONNX file.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Its name in every output (no `,`, `:` or `/`).
-    pub name: String,
-    /// Its ONNX file.
-    pub path: PathBuf,
-}
 
 /// Everything the attack stage needs.
 #[derive(Debug, Clone)]
@@ -138,10 +130,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     manifest.reference_template = Some(reference_template);
     manifest.limits = Some(request.limits);
     manifest.batch = Some(request.batch);
-    manifest.onnx_runtime = Some(OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads });
-    manifest.data.insert("members".into(), FileRecord::counted(&request.members, sets.members.len()));
-    manifest.data.insert("nonmembers".into(), FileRecord::counted(&request.nonmembers, sets.nonmembers.len()));
-    manifest.tokenizers.insert("target".into(), FileRecord::tokenizer(&tokenizer));
+    manifest.scoring(OrtRecord::of(runtime, session), (&request.members, &request.nonmembers), &sets, &tokenizer);
     if let Some(t) = &reference_tokenizer {
         manifest.tokenizers.insert("reference".into(), FileRecord::tokenizer(t));
     }
@@ -212,7 +201,7 @@ fn attack_model(
     }
     if let (false, Some(weights)) = (block_attacks.is_empty(), &weights) {
         // A model that cannot be cut into blocks loses only its per-block rows.
-        match blocks::sweep(scorer, block_attacks, &scored, model, weights, seed) {
+        match sweep::sweep(scorer, block_attacks, &scored, model, weights, seed) {
             Ok(rows) => results.blocks.extend(rows),
             Err(e) => record_failure(&mut results.failures, format!("per-block risk of {}: {e:#}", model.name)),
         }

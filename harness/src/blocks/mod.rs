@@ -4,8 +4,9 @@
 //! its weights — every weight (MoPe) or only the weights of one transformer block — over
 //! `n` seeded draws. Members sit in sharper minima, so noise raises their loss more; an
 //! attack plugin that asks for perturbations (`Attack::perturbation`, e.g. `mope`) turns
-//! the losses into a score. [`sweep`] runs every such attack with one block perturbed at a
-//! time and reports its AUC per block; the harness knows no attack by name.
+//! the losses into a score. The attack stage's per-block sweep (`attack::sweep`) runs
+//! every such attack with one block perturbed at a time; the harness knows no attack by
+//! name.
 //!
 //! Perturbed weights are fed to ONNX Runtime as overridden initializers of the unchanged
 //! model file. Blocks are found by initializer name (`model.layers.{i}.`,
@@ -18,11 +19,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::attack::{AttackError, Planned};
-use crate::export::proto::{ModelProto, data_type};
-use crate::report::BlockRow;
+use crate::onnx::proto::{ModelProto, data_type};
 use crate::runtime::{CausalLm, Runtime, RuntimeError, SessionOptions};
-use crate::score::{ScoreError, Scored, Scorer, Subject};
 
 /// What can go wrong reading or cutting a model's weights.
 #[derive(Debug, thiserror::Error)]
@@ -212,46 +210,6 @@ pub fn perturbed(
             Initializer { name: init.name.clone(), dims: init.dims.clone(), values }
         })
         .collect()
-}
-
-/// Why a per-block sweep stopped.
-#[derive(Debug, thiserror::Error)]
-#[allow(missing_docs)] // each variant is documented by its #[error] message
-pub enum SweepError {
-    #[error(transparent)]
-    Blocks(#[from] BlockError),
-    #[error(transparent)]
-    Score(#[from] ScoreError),
-    #[error(transparent)]
-    Attack(#[from] AttackError),
-}
-
-/// Per-block risk of one model: for every block and every attack of `attacks` (each asks
-/// for its perturbations), the attack's AUC with only that block's weights perturbed.
-pub fn sweep(
-    scorer: &Scorer<'_>,
-    attacks: &[Planned<'_>],
-    scored: &Scored,
-    model: Subject<'_>,
-    weights: &OnnxWeights,
-    seed: u64,
-) -> Result<Vec<BlockRow>, SweepError> {
-    let blocks = weights.blocks()?;
-    let members = scorer.members();
-    let mut rows = Vec::new();
-    for &block in blocks.keys() {
-        for a in attacks.iter().filter(|a| a.perturbation.is_some()) {
-            let perturbation = a.perturbation.expect("filtered");
-            let samples = scorer.perturbed(scored, model, weights, (Scope::Block(block), Some(&blocks)), perturbation, seed)?;
-            let scores = crate::attack::run(a.attack, &samples, &[], &a.params)?;
-            let (m, nm): (Vec<(f64, bool)>, Vec<(f64, bool)>) = scores.into_iter().zip(members.iter().copied()).partition(|(_, member)| *member);
-            let (m, nm): (Vec<f64>, Vec<f64>) = (m.into_iter().map(|x| x.0).collect(), nm.into_iter().map(|x| x.0).collect());
-            let auc = crate::metrics::auc(&crate::metrics::roc_points(&m, &nm), m.len(), nm.len());
-            crate::status::detail(format!("{}: block {block}: {} AUC {auc:.3}", scored.name, a.name()));
-            rows.push(BlockRow { model: scored.name.clone(), block, attack: a.name().into(), auc });
-        }
-    }
-    Ok(rows)
 }
 
 /// Opens the model with `overrides` in place of its initializers of the same names.

@@ -9,7 +9,8 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{PluginArgs, RuntimeArgs};
-use crate::attack::stage::{AttackRequest, Target};
+use crate::attack::stage::AttackRequest;
+use crate::score::Target;
 use crate::data::{Template, TokenLimits};
 use crate::metrics::Bootstrap;
 use crate::report;

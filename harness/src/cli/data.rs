@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::info;
 use crate::data::{Record, SplitMode, check_unique_ids, load_jsonl, split};
-use crate::util::{sha256_file, write_atomic};
+use crate::files::{sha256_file, write_atomic};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum DataCommand {

@@ -23,7 +23,7 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
         env!("KDHARNESS_GIT_REVISION"),
         kdharness_plugin_api::INTERFACE_VERSION
     );
-    println!("cache directory: {}", crate::util::cache_dir().display());
+    println!("cache directory: {}", crate::files::cache_dir().display());
     let mut healthy = true;
     match Runtime::get(args.runtime.ort_lib.as_deref()) {
         Ok(runtime) => {

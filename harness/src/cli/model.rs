@@ -43,7 +43,7 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
     match command {
         ModelCommand::Fetch { name, out } => {
             if name != "smollm2-135m" {
-                bail!("unknown model `{name}`{}; available: smollm2-135m", crate::util::did_you_mean(&name, ["smollm2-135m"]));
+                bail!("unknown model `{name}`{}; available: smollm2-135m", crate::suggest::did_you_mean(&name, ["smollm2-135m"]));
             }
             let dir = crate::model::smollm2::fetch()?;
             if let Some(out) = out {

@@ -213,7 +213,7 @@ pub struct MemorizeSection {
 
 impl Default for MemorizeSection {
     fn default() -> Self {
-        MemorizeSection { enabled: true, k: crate::memorize::DEFAULT_K, max_new_tokens: crate::memorize::DEFAULT_K, no_repeat_ngram: 0 }
+        MemorizeSection { enabled: true, k: crate::metrics::memorization::DEFAULT_K, max_new_tokens: crate::metrics::memorization::DEFAULT_K, no_repeat_ngram: 0 }
     }
 }
 
@@ -290,7 +290,7 @@ fn explain(e: &toml::de::Error, text: &str, label: &str) -> String {
         && let Some((unknown, expected)) = rest.split_once('`')
     {
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        out.push_str(&crate::util::did_you_mean(unknown, candidates.iter().copied()));
+        out.push_str(&crate::suggest::did_you_mean(unknown, candidates.iter().copied()));
     }
     out
 }

@@ -244,7 +244,7 @@ impl TokenizerFile {
         let mut tokenizer = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
         tokenizer.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
         tokenizer.with_padding(None);
-        let sha256 = crate::util::sha256_file(path).map_err(|e| invalid(e.to_string()))?;
+        let sha256 = crate::files::sha256_file(path).map_err(|e| invalid(e.to_string()))?;
         Ok(TokenizerFile { path: path.to_path_buf(), sha256, tokenizer })
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{Record, SplitMode, Template, check_unique_ids, load_jsonl, split, synth, vocab};
-use crate::util::write_atomic;
+use crate::files::write_atomic;
 
 /// Where the records come from.
 #[derive(Debug, Clone)]

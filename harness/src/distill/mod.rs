@@ -273,7 +273,7 @@ pub fn teacher_samples(
     bar.finish();
     if let Some(path) = cache {
         let text = serde_json::to_string(&out).expect("examples serialise");
-        crate::util::write_atomic(path, text.as_bytes())
+        crate::files::write_atomic(path, text.as_bytes())
             .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(out)
@@ -579,7 +579,7 @@ pub fn train_student(
         DistillError::Input(format!(
             "no KD method `{}` is loaded{} (loaded: {})",
             plan.method,
-            crate::util::did_you_mean(&plan.method, registry.kd_names()),
+            crate::suggest::did_you_mean(&plan.method, registry.kd_names()),
             registry.kd_names().collect::<Vec<_>>().join(", ")
         ))
     })?;
@@ -589,7 +589,7 @@ pub fn train_student(
     let log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, Some(teacher_samples), Some(dir))?;
     student.save(dir)?;
     let text = serde_json::to_string_pretty(&log).expect("logs serialise");
-    crate::util::write_atomic(&dir.join("distill_log.json"), text.as_bytes())
+    crate::files::write_atomic(&dir.join("distill_log.json"), text.as_bytes())
         .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", dir.display())))?;
     Ok(log)
 }

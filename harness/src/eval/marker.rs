@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::util::{sha256_bytes, write_atomic};
+use crate::files::{sha256_bytes, write_atomic};
 
 /// A stage's completion marker: `.done` holding the input hash.
 pub(super) struct Marker(PathBuf);

@@ -101,7 +101,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     for stage in &opts.only {
         if !STAGES.contains(&stage.as_str()) {
-            bail!("unknown stage `{stage}`{} (stages: {})", crate::util::did_you_mean(stage, STAGES), STAGES.join(", "));
+            bail!("unknown stage `{stage}`{} (stages: {})", crate::suggest::did_you_mean(stage, STAGES), STAGES.join(", "));
         }
     }
     let registry = crate::plugins::load(&opts.plugin_dirs);

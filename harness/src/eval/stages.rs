@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::marker::{json_key, key_of};
 use super::{Pipeline, RunModel};
-use crate::attack::stage::{AttackRequest, Target};
+use crate::attack::stage::AttackRequest;
+use crate::score::Target;
 use crate::config::{Loaded, StudentConfig};
 use crate::data::{self, DataRequest, DataSource, TokenLimits, TokenizerFile, TokenizerSource};
 use crate::distill::{self, DistillConfig, StudentPlan};
@@ -252,7 +253,7 @@ impl Pipeline<'_> {
         manifest.template = Some(cfg.data.template);
         manifest.memorization = Some(memorize_settings(self, data));
         let (runtime, session) = self.opts.runtime.open()?;
-        manifest.onnx_runtime = Some(OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads });
+        manifest.onnx_runtime = Some(OrtRecord::of(runtime, session));
         let params = crate::attack::params_by_attack(cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let plan = crate::attack::stage::plan(&self.registry, &cfg.attacks.names, &params, cfg.attacks.reference.is_some())?;
         manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
@@ -315,7 +316,7 @@ fn source_digest(loaded: &Loaded) -> Result<String> {
         return Ok("synthetic".into());
     }
     let path = loaded.resolve(source);
-    crate::util::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
+    crate::files::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
 }
 
 /// The Hugging Face directory of a pretrained teacher.

@@ -9,20 +9,15 @@
 //!
 //! This module declares the graph's inputs and outputs; each architecture emits the part
 //! in between from its own file in [`crate::model`] ([`crate::model::Arch`]'s family),
-//! out of the shared layers in `builder`.
-
-mod builder;
-mod graph;
-pub mod proto;
+//! out of the shared layers in `model::emit` (written with [`crate::onnx`]).
 
 use std::path::Path;
 
 use prost::Message;
 
-pub(crate) use builder::OnnxBuilder;
-use crate::model::Model;
-use graph::{Dim, Graph};
-use proto::data_type::{FLOAT, INT64};
+use crate::model::{Model, OnnxBuilder};
+use crate::onnx::graph::{Dim, Graph};
+use crate::onnx::proto::{self, data_type::{FLOAT, INT64}};
 
 /// The symbolic length of the keys: cached positions plus this call's.
 const TOTAL: &str = "past_sequence_length + sequence_length";
@@ -46,7 +41,7 @@ pub enum ExportError {
 /// Writes `model` as ONNX to `path` (atomically).
 pub fn export(model: &Model, path: &Path) -> Result<(), ExportError> {
     let bytes = to_onnx(model)?.encode_to_vec();
-    crate::util::write_atomic(path, &bytes).map_err(|source| ExportError::Write { path: path.to_owned(), source })
+    crate::files::write_atomic(path, &bytes).map_err(|source| ExportError::Write { path: path.to_owned(), source })
 }
 
 /// Runs a probe batch (two rows, one left-padded) through candle and through ONNX Runtime

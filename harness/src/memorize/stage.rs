@@ -10,9 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use super::{MemorizationRow, MemorizeSettings, memorize_model};
-use crate::attack::stage::Target;
+use crate::score::Target;
 use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
-use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord};
+use crate::manifest::{Manifest, ModelRecord, OrtRecord};
 use crate::metrics::Bootstrap;
 use crate::report::{self, ModelEntry, ModelRole, ReportData, Role, SummaryRow, UtilityRow};
 use crate::runtime::{CausalLm, RuntimeSettings};
@@ -87,10 +87,7 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
     let mut manifest = Manifest::new(request.seed, bootstrap);
     manifest.template = Some(request.template);
     manifest.memorization = Some(request.settings);
-    manifest.onnx_runtime = Some(OrtRecord { library: runtime.library.clone(), device: session.device, threads: session.threads });
-    manifest.data.insert("members".into(), FileRecord::counted(&request.members, sets.members.len()));
-    manifest.data.insert("nonmembers".into(), FileRecord::counted(&request.nonmembers, sets.nonmembers.len()));
-    manifest.tokenizers.insert("target".into(), FileRecord::tokenizer(&tokenizer));
+    manifest.scoring(OrtRecord::of(runtime, session), (&request.members, &request.nonmembers), &sets, &tokenizer);
     manifest.models = records;
     manifest.seconds = started.elapsed().as_secs_f64();
     let path = request.out.join("manifest.json");

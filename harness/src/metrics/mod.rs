@@ -2,12 +2,12 @@
 //! score means "member". AUC is reported as computed, never flipped; `auc_flipped` is a
 //! metric of its own.
 
+pub mod memorization;
 mod stats;
 
 pub use stats::{PairedTest, average_ranks, paired_auc_test, spearman};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::Serialize;
 
 /// The false-positive rates at which TPR is reported.
@@ -177,8 +177,7 @@ pub fn bootstrap_intervals(members: &[f64], nonmembers: &[f64], settings: Bootst
     if settings.resamples == 0 {
         return vec![(f64::NAN, f64::NAN); METRIC_NAMES.len()];
     }
-    let digest = crate::util::sha256_bytes(format!("{}/{stream}", settings.seed).as_bytes());
-    let mut rng = ChaCha8Rng::seed_from_u64(u64::from_str_radix(&digest[..16], 16).expect("hex"));
+    let mut rng = crate::rng::stream(&format!("{}/{stream}", settings.seed));
     let mut replicates: Vec<Vec<f64>> = vec![Vec::with_capacity(settings.resamples); METRIC_NAMES.len()];
     let (mut m, mut n) = (vec![0.0; members.len()], vec![0.0; nonmembers.len()]);
     for _ in 0..settings.resamples {

@@ -1,8 +1,7 @@
 //! Statistics for defending results (SPEC §10): a paired bootstrap test of two models'
 //! AUC on the same samples, and Spearman's rank correlation with its p-value.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::Serialize;
 
 use super::{Bootstrap, auc, percentile, roc_points};
@@ -41,8 +40,7 @@ pub fn paired_auc_test(
     assert_eq!(a_nonmembers.len(), b_nonmembers.len(), "paired scores: same non-members");
     let difference = auc_of(a_members, a_nonmembers) - auc_of(b_members, b_nonmembers);
     let resamples = settings.resamples.max(1);
-    let digest = crate::util::sha256_bytes(format!("{}/paired/{stream}", settings.seed).as_bytes());
-    let mut rng = ChaCha8Rng::seed_from_u64(u64::from_str_radix(&digest[..16], 16).expect("hex"));
+    let mut rng = crate::rng::stream(&format!("{}/paired/{stream}", settings.seed));
     let (m, n) = (a_members.len(), a_nonmembers.len());
     let mut diffs = Vec::with_capacity(resamples);
     let (mut am, mut bm, mut an, mut bn) = (vec![0.0; m], vec![0.0; m], vec![0.0; n], vec![0.0; n]);

@@ -228,7 +228,7 @@ impl ModelConfig {
             .expect("a JSON map always serialises");
         text.push('\n');
         let path = dir.join("config.json");
-        crate::util::write_atomic(&path, text.as_bytes())
+        crate::files::write_atomic(&path, text.as_bytes())
             .map_err(|e| ModelError::io(format!("cannot write {}", path.display()), e))
     }
 

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::config::{Keys, ModelConfig, Shape};
 use super::{Activation, Arch, Family, Forward, Init, KvCache, ModelError, Params, WeightSpec, activate, attend, conv1d, embed, linear, ops};
-use crate::export::OnnxBuilder;
+use super::OnnxBuilder;
 
 /// The GPT-2 family (`model_type` `gpt2`).
 pub(crate) struct Gpt2;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::config::{Keys, ModelConfig, Shape};
 use super::{Activation, Arch, Family, Forward, Init, KvCache, ModelError, Params, WeightSpec, attend, embed, linear, ops};
-use crate::export::OnnxBuilder;
+use super::OnnxBuilder;
 
 /// The LLaMA family (`model_type` `llama`).
 pub(crate) struct Llama;

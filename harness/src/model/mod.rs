@@ -11,6 +11,7 @@
 //! What it is not: scoring runs through ONNX Runtime ([`crate::runtime`]), never here.
 
 pub mod config;
+mod emit;
 mod fused;
 pub mod generate;
 pub mod gpt2;
@@ -30,7 +31,7 @@ use serde_json::Value;
 
 pub use config::{Activation, ModelConfig, Shape};
 use config::Keys;
-use crate::export::OnnxBuilder;
+pub(crate) use emit::OnnxBuilder;
 
 /// The decoder families the training engine implements (SPEC §5.1).
 ///
@@ -73,7 +74,7 @@ impl std::str::FromStr for Arch {
             ModelError::Config(format!(
                 "model_type `{s}` is not supported; supported: {}{}",
                 Arch::ALL.map(Arch::model_type).join(", "),
-                crate::util::did_you_mean(s, Arch::ALL.iter().map(|a| a.model_type()))
+                crate::suggest::did_you_mean(s, Arch::ALL.iter().map(|a| a.model_type()))
             ))
         })
     }
@@ -457,7 +458,7 @@ impl Model {
         let bytes = safetensors::tensor::serialize(tensors, metadata)
             .map_err(|e| ModelError::Weights(format!("cannot serialise weights: {e}")))?;
         let path = dir.join("model.safetensors");
-        crate::util::write_atomic(&path, &bytes)
+        crate::files::write_atomic(&path, &bytes)
             .map_err(|e| ModelError::io(format!("cannot write {}", path.display()), e))?;
         self.config.save(dir)
     }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::config::{Keys, ModelConfig, Shape};
 use super::{Activation, Arch, Family, Forward, Init, KvCache, ModelError, Params, WeightSpec, activate, attend, embed, linear, ops};
-use crate::export::OnnxBuilder;
+use super::OnnxBuilder;
 
 /// OPT's learned position table starts two rows in (a fairseq legacy).
 pub const POSITION_OFFSET: usize = 2;

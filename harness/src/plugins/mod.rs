@@ -184,7 +184,7 @@ impl Registry {
                 return;
             }
         };
-        let sha = match crate::util::sha256_file(library) {
+        let sha = match crate::files::sha256_file(library) {
             Ok(sha) => sha,
             Err(e) => {
                 self.problems.push(Problem { library: library.to_path_buf(), message: format!("cannot be read to hash it: {e}") });

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use kdharness_plugin_api::{Param, ParamSpec};
 
-use crate::util::did_you_mean;
+use crate::suggest::did_you_mean;
 
 /// A parameter the plugin does not declare.
 #[derive(Debug, Clone, thiserror::Error)]

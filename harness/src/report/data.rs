@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::tables::{BlockRow, ModelRole, Role, ScoreRow, SummaryRow, UtilityRow};
-use crate::memorize::MemorizationRow;
+use crate::metrics::memorization::MemorizationRow;
 use crate::metrics;
 
 /// A model of the run and its role.

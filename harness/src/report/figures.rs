@@ -427,7 +427,7 @@ macro_rules! draw_both {
             $figure(&root, $data)?;
             root.present().map_err(err)?;
         }
-        crate::util::write_atomic(&$dir.join(format!("{}.svg", $name)), svg.as_bytes()).map_err(err)?;
+        crate::files::write_atomic(&$dir.join(format!("{}.svg", $name)), svg.as_bytes()).map_err(err)?;
         svg
     }};
 }

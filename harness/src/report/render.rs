@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::data::{Figure, ModelEntry, ReportData, Skipped, first_seen};
 use super::tables::{self, ComparisonRow, ModelRole, ReportError, Role, ScoreRow, SummaryRow};
 use super::{figures, html};
-use crate::memorize::{self, MemorizationRow};
+use crate::metrics::memorization::{self, MemorizationRow};
 use crate::metrics::{self, Bootstrap, Metrics};
 
 /// Member scores and non-member scores of one group.
@@ -77,7 +77,7 @@ pub fn summarize(rows: &[ScoreRow], role_of: impl Fn(&str) -> ModelRole + Sync, 
 }
 
 /// Summary rows (no attack, no operating point) for memorization and utility aggregates.
-pub fn aggregate_rows(model: &str, role: &ModelRole, category: &str, aggregates: &[memorize::Aggregate]) -> Vec<SummaryRow> {
+pub fn aggregate_rows(model: &str, role: &ModelRole, category: &str, aggregates: &[memorization::Aggregate]) -> Vec<SummaryRow> {
     aggregates
         .iter()
         .map(|a| SummaryRow {
@@ -159,28 +159,28 @@ pub fn summary_rows(d: &ReportData, bootstrap: Bootstrap) -> Vec<SummaryRow> {
     for m in &d.models {
         let mine: Vec<MemorizationRow> = d.memorization.iter().filter(|r| r.model == m.name).cloned().collect();
         if !mine.is_empty() {
-            rows.extend(aggregate_rows(&m.name, &m.role, "all", &memorize::aggregates(&mine, d.k, bootstrap, &m.name)));
+            rows.extend(aggregate_rows(&m.name, &m.role, "all", &memorization::aggregates(&mine, d.k, bootstrap, &m.name)));
             let mut categories: Vec<&str> = mine.iter().map(|r| r.category.as_str()).collect();
             categories.sort();
             categories.dedup();
             for category in categories {
                 let cut: Vec<MemorizationRow> = mine.iter().filter(|r| r.category == category).cloned().collect();
                 if cut.iter().any(|r| r.member) && cut.iter().any(|r| !r.member) {
-                    let aggregates = memorize::aggregates(&cut, d.k, bootstrap, &format!("{}/{category}", m.name));
+                    let aggregates = memorization::aggregates(&cut, d.k, bootstrap, &format!("{}/{category}", m.name));
                     rows.extend(aggregate_rows(&m.name, &m.role, category, &aggregates));
                 }
             }
             if let Some(t) = teacher.filter(|t| *t != m.name) {
                 let teacher_rows: Vec<MemorizationRow> = d.memorization.iter().filter(|r| r.model == t).cloned().collect();
                 if !teacher_rows.is_empty() {
-                    rows.extend(aggregate_rows(&m.name, &m.role, "all", &memorize::teacher_overlap(&teacher_rows, &mine)));
+                    rows.extend(aggregate_rows(&m.name, &m.role, "all", &memorization::teacher_overlap(&teacher_rows, &mine)));
                 }
             }
         }
         let utility: Vec<f64> = d.utility.iter().filter(|u| u.model == m.name).map(|u| u.rouge_l).collect();
         if !utility.is_empty() {
             let value = utility.iter().sum::<f64>() / utility.len() as f64;
-            let aggregate = memorize::Aggregate { metric: "rouge_l", value, ci: None, n_members: 0, n_nonmembers: utility.len() };
+            let aggregate = memorization::Aggregate { metric: "rouge_l", value, ci: None, n_members: 0, n_nonmembers: utility.len() };
             rows.extend(aggregate_rows(&m.name, &m.role, "all", &[aggregate]));
         }
     }
@@ -213,13 +213,13 @@ pub fn render_run(dir: &Path, bootstrap: Bootstrap) -> Result<Rendered, ReportEr
     let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap_or_else(|_| "{}".into());
     let html = html::page(&d, &comparisons, &figures, &skipped, &manifest);
     let path = dir.join("report.html");
-    crate::util::write_atomic(&path, html.as_bytes()).map_err(|source| ReportError::Write { path, source })?;
+    crate::files::write_atomic(&path, html.as_bytes()).map_err(|source| ReportError::Write { path, source })?;
     Ok(Rendered { summary_rows: d.summary.len(), comparisons: comparisons.len(), figures, skipped })
 }
 
 /// Reads the per-sample results of a run directory and the roles from its manifest.
 pub fn load(dir: &Path) -> Result<ReportData, ReportError> {
-    let mut d = ReportData { k: memorize::DEFAULT_K, ..Default::default() };
+    let mut d = ReportData { k: memorization::DEFAULT_K, ..Default::default() };
     let manifest: serde_json::Value = match std::fs::read_to_string(dir.join("manifest.json")) {
         Ok(text) => serde_json::from_str(&text)
             .map_err(|e| ReportError::Read { path: dir.join("manifest.json"), message: format!("not valid JSON: {e}") })?,

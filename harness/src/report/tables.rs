@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::memorize::MemorizationRow;
+use crate::metrics::memorization::MemorizationRow;
 
 /// Columns of `scores.csv`.
 pub const SCORES_HEADER: [&str; 6] = ["model", "attack", "sample_id", "category", "member", "score"];
@@ -271,7 +271,7 @@ fn write_table<R: Record>(path: &Path, rows: &[R]) -> Result<(), ReportError> {
         writer.write_record(row.fields()).map_err(failed)?;
     }
     let bytes = writer.into_inner().map_err(|e| ReportError::Write { path: path.to_path_buf(), source: e.into_error() })?;
-    crate::util::write_atomic(path, &bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
+    crate::files::write_atomic(path, &bytes).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
 /// Writes `scores.csv` atomically.

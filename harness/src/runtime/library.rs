@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::RuntimeError;
-use crate::util;
+use crate::files;
 
 /// The ONNX Runtime release kdharness is built and tested against.
 pub const ORT_VERSION: &str = "1.31.1";
@@ -67,7 +67,7 @@ fn library_file_name() -> String {
 
 /// Where the fetched library lives.
 pub fn cache_location() -> PathBuf {
-    util::cache_dir().join(format!("onnxruntime-{ORT_VERSION}")).join(library_file_name())
+    files::cache_dir().join(format!("onnxruntime-{ORT_VERSION}")).join(library_file_name())
 }
 
 /// Loads the library just long enough to ask its version (`OrtGetApiBase()->GetVersionString()`).
@@ -181,7 +181,7 @@ fn fetch(dest: &Path) -> Result<(), RuntimeError> {
         dir.display()
     ));
     let member = format!("onnxruntime/capi/{}", library_file_name());
-    crate::util::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), true, &member, dest).map_err(|reason| {
+    crate::files::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), true, &member, dest).map_err(|reason| {
         RuntimeError::Fetch { dir: dir.to_path_buf(), reason: format!("{reason}; or set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library") }
     })?;
     crate::status::info(format!("ONNX Runtime {ORT_VERSION} installed at {}", dest.display()));

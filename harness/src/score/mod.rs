@@ -16,9 +16,9 @@ use tokenizers::Tokenizer;
 
 use crate::data::{Encoded, Record, TokenLimits, Template};
 use crate::runtime::{CausalLm, LmBatch, PaddingSide, RuntimeError};
-use crate::util;
+use crate::files;
 
-pub use scorer::{Scored, Scorer, Subject};
+pub use scorer::{Scored, Scorer, Subject, Target};
 pub use token_stats::{TokenStats, token_stats};
 
 /// Bumped whenever the meaning or layout of cached signals changes.
@@ -221,7 +221,7 @@ pub fn cache_key(
         limits,
         samples: samples.iter().map(|s| (s.record.id.as_str(), template.prompt(s.record), s.record.response.as_str())).collect(),
     };
-    util::sha256_bytes(&serde_json::to_vec(&material).expect("key material serialises"))
+    files::sha256_bytes(&serde_json::to_vec(&material).expect("key material serialises"))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -262,7 +262,7 @@ impl SignalCache {
     pub fn load(&self, label: &str, key: &str) -> Option<Vec<OwnedSample>> {
         let bytes = std::fs::read(self.path(label, key)).ok()?;
         let (digest, payload) = bytes.split_at_checked(64)?;
-        if digest != util::sha256_bytes(payload).as_bytes() {
+        if digest != files::sha256_bytes(payload).as_bytes() {
             return None;
         }
         let file: CacheFile = bincode::deserialize(payload).ok()?;
@@ -273,9 +273,9 @@ impl SignalCache {
     pub fn store(&self, label: &str, key: &str, samples: &[OwnedSample]) -> std::io::Result<()> {
         let file = CacheFile { format: SIGNALS_FORMAT, key: key.to_string(), samples: samples.to_vec() };
         let payload = bincode::serialize(&file).map_err(std::io::Error::other)?;
-        let mut bytes = util::sha256_bytes(&payload).into_bytes();
+        let mut bytes = files::sha256_bytes(&payload).into_bytes();
         bytes.extend_from_slice(&payload);
-        util::write_atomic(&self.path(label, key), &bytes)
+        files::write_atomic(&self.path(label, key), &bytes)
     }
 
     /// Cached signals for `key`, else computed by `compute` and stored.

@@ -12,7 +12,7 @@ use crate::blocks::{self, OnnxWeights, Scope};
 use crate::data::{DataError, Record, Template, TokenLimits, TokenizerFile, encode};
 use crate::runtime::{CausalLm, Runtime, SessionOptions};
 use crate::status;
-use crate::util::{sha256_bytes, sha256_file};
+use crate::files::{sha256_bytes, sha256_file};
 
 /// One model's signals over the records, and how they were obtained.
 #[derive(Debug, Clone)]
@@ -31,6 +31,15 @@ pub struct Scored {
     pub source: SignalSource,
     /// Seconds spent.
     pub seconds: f64,
+}
+
+/// A model of a run: its name in every output and its ONNX file.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its name in every output (no `,`, `:` or `/`).
+    pub name: String,
+    /// Its ONNX file.
+    pub path: PathBuf,
 }
 
 /// A model under a tokenizer and template: what [`Scorer::score`] runs.

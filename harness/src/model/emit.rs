@@ -2,10 +2,10 @@
 //! RoPE, norms, projections, activations), in the same operations as their candle forms
 //! in [`crate::model::ops`]. Each family's `emit_onnx` composes them into its graph.
 
-use crate::model::{Activation, ModelConfig};
+use super::{Activation, ModelConfig};
 
-use super::graph::{Dim, Graph, float, int, ints};
-use super::proto::data_type::FLOAT;
+use crate::onnx::graph::{Dim, Graph, float, int, ints};
+use crate::onnx::proto::data_type::FLOAT;
 
 /// A graph under construction for one model config.
 pub(crate) struct OnnxBuilder<'a> {

@@ -1,0 +1,6 @@
+//! ONNX files as data: the protobuf messages the harness writes and reads ([`proto`]) and
+//! a small graph writer ([`graph`]). It knows nothing of models; `model::emit` builds the
+//! layers of a decoder from it, `export` writes whole models, `blocks` reads their weights.
+
+pub mod graph;
+pub mod proto;
