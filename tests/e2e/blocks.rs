@@ -87,26 +87,22 @@ fn a_perturbation_attack_from_a_plugin_crate_alone() {
     let plugins = tmp.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     install(&built_library("kdhtest_sharpness"), &plugins, "sharpness");
-    let out = tmp.path().join("out");
-    let params = ["--param", "mope.n=1", "--param", "mope.sigma=0.05", "--param", "sharpness.draws=1", "--param", "sharpness.noise=0.05"];
-    let mut args = one_model_attack(
-        "m",
-        model,
-        &fixture("tokenizer.json"),
-        &fixture("members.jsonl"),
-        &fixture("nonmembers.jsonl"),
-        &out,
-        &[&["--attacks", "mope,sharpness", "--bootstrap", "0", "--blocks"][..], &params].concat(),
-    );
-    args.extend(["--plugin-dir".into(), plugins.display().to_string()]);
-    kdharness(&args).ok();
-    let scores = read_scores(&out.join("scores.csv"));
-    let of = |attack: &str| -> Vec<f64> { scores.iter().filter(|(k, _)| k.1 == attack).map(|(_, v)| v.1).collect() };
-    assert_eq!(of("sharpness").len(), 24);
-    assert_eq!(of("sharpness"), of("mope"));
-    assert!(of("sharpness").iter().any(|&s| s != 0.0), "noise of 0.05 moves the loss");
+    // Scores of mope and sharpness by sample, and blocks.csv's rows.
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let base = ["--attacks", "mope,sharpness", "--bootstrap", "0", "--plugin-dir", plugins.to_str().unwrap()];
+        let f = |n: &str| fixture(n);
+        kdharness(one_model_attack("m", model, &f("tokenizer.json"), &f("members.jsonl"), &f("nonmembers.jsonl"), &out, &[&base[..], extra].concat())).ok();
+        let scores = read_scores(&out.join("scores.csv"));
+        let of = |attack: &str| -> Vec<f64> { scores.iter().filter(|(k, _)| k.1 == attack).map(|(_, v)| v.1).collect() };
+        (of("mope"), of("sharpness"), std::fs::read_to_string(out.join("blocks.csv")).unwrap_or_default())
+    };
 
-    let blocks = std::fs::read_to_string(out.join("blocks.csv")).unwrap();
+    let (mope, sharpness, blocks) =
+        run("one", &["--blocks", "--param", "mope.n=1", "--param", "mope.sigma=0.05", "--param", "sharpness.draws=1", "--param", "sharpness.noise=0.05"]);
+    assert_eq!(sharpness.len(), 24);
+    assert_eq!(sharpness, mope);
+    assert!(sharpness.iter().any(|&s| s != 0.0), "noise of 0.05 moves the loss");
     let rows: Vec<Vec<&str>> = blocks.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 2 * 2, "two blocks × two perturbation attacks: {blocks}");
     for block in ["0", "1"] {
@@ -115,21 +111,7 @@ fn a_perturbation_attack_from_a_plugin_crate_alone() {
     }
 
     // With three draws the worst case is at least the mean, and larger somewhere.
-    let out3 = tmp.path().join("out3");
-    let mut args = one_model_attack(
-        "m",
-        model,
-        &fixture("tokenizer.json"),
-        &fixture("members.jsonl"),
-        &fixture("nonmembers.jsonl"),
-        &out3,
-        &["--attacks", "mope,sharpness", "--bootstrap", "0", "--param", "mope.n=3", "--param", "sharpness.draws=3"],
-    );
-    args.extend(["--plugin-dir".into(), plugins.display().to_string()]);
-    kdharness(&args).ok();
-    let scores = read_scores(&out3.join("scores.csv"));
-    let of = |attack: &str| -> Vec<f64> { scores.iter().filter(|(k, _)| k.1 == attack).map(|(_, v)| v.1).collect() };
-    let (worst, mean) = (of("sharpness"), of("mope"));
+    let (mean, worst, _) = run("three", &["--param", "mope.n=3", "--param", "sharpness.draws=3"]);
     assert!(worst.iter().zip(&mean).all(|(w, m)| w >= m), "max >= mean");
     assert!(worst.iter().zip(&mean).any(|(w, m)| w > m), "max > mean for some sample");
 }

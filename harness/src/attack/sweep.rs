@@ -39,9 +39,8 @@ pub fn sweep(
             let perturbation = a.perturbation.expect("filtered");
             let samples = scorer.perturbed(scored, model, weights, (Scope::Block(block), Some(&blocks)), perturbation, seed)?;
             let scores = super::run(a.attack, &samples, &[], &a.params)?;
-            let (m, nm): (Vec<(f64, bool)>, Vec<(f64, bool)>) = scores.into_iter().zip(members.iter().copied()).partition(|(_, member)| *member);
-            let (m, nm): (Vec<f64>, Vec<f64>) = (m.into_iter().map(|x| x.0).collect(), nm.into_iter().map(|x| x.0).collect());
-            let auc = metrics::auc(&metrics::roc_points(&m, &nm), m.len(), nm.len());
+            let (m, nm) = metrics::by_membership(&scores, &members);
+            let auc = metrics::auc_of(&m, &nm);
             status::detail(format!("{}: block {block}: {} AUC {auc:.3}", scored.name, a.name()));
             rows.push(BlockRow { model: scored.name.clone(), block, attack: a.name().into(), auc });
         }

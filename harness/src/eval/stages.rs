@@ -158,7 +158,7 @@ impl Pipeline<'_> {
         let cfg = self.cfg;
         let dir = self.dir("stages/attack");
         let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks)]);
-        self.stage("attack", &dir.clone(), &key, |p| {
+        self.stage("attack", &dir, &key, |p| {
             let references = match &cfg.attacks.reference {
                 Some(name) => vec![Target { name: format!("reference-{name}"), path: onnx_of(models, name)? }],
                 None => Vec::new(),
@@ -171,7 +171,7 @@ impl Pipeline<'_> {
                 members: data.file("members.jsonl"),
                 nonmembers: data.file("nonmembers.jsonl"),
                 attacks: cfg.attacks.names.clone(),
-                params: crate::attack::params_by_attack(cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+                params: attack_params(p)?,
                 template: cfg.data.template,
                 reference_template: None,
                 limits: TokenLimits { max_prompt_tokens: cfg.data.max_prompt_tokens, max_response_tokens: cfg.data.max_response_tokens },
@@ -180,7 +180,7 @@ impl Pipeline<'_> {
                 bootstrap: cfg.attacks.bootstrap,
                 blocks: cfg.blocks.enabled,
                 runtime: p.opts.runtime.clone(),
-                out: dir,
+                out: dir.clone(),
             };
             let outcome = crate::attack::stage::run(&request, &p.registry)?;
             if !outcome.failures.is_empty() {
@@ -198,7 +198,7 @@ impl Pipeline<'_> {
         }
         let dir = self.dir("stages/memorize");
         let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.memorize)]);
-        self.stage("memorize", &dir.clone(), &key, |p| {
+        self.stage("memorize", &dir, &key, |p| {
             let request = MemorizeRequest {
                 models: targets(models),
                 teacher: Some("teacher".into()),
@@ -211,7 +211,7 @@ impl Pipeline<'_> {
                 seed: cfg.seed,
                 bootstrap: cfg.attacks.bootstrap,
                 runtime: p.opts.runtime.clone(),
-                out: dir,
+                out: dir.clone(),
             };
             crate::memorize::stage::run(&request)?;
             Ok(())
@@ -254,8 +254,7 @@ impl Pipeline<'_> {
         manifest.memorization = Some(memorize_settings(self, data));
         let (runtime, session) = self.opts.runtime.open()?;
         manifest.onnx_runtime = Some(OrtRecord::of(runtime, session));
-        let params = crate::attack::params_by_attack(cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        let plan = crate::attack::stage::plan(&self.registry, &cfg.attacks.names, &params, cfg.attacks.reference.is_some())?;
+        let plan = crate::attack::stage::plan(&self.registry, &cfg.attacks.names, &attack_params(self)?, cfg.attacks.reference.is_some())?;
         manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
         manifest.kd_plugins = self.registry.kd_methods().map(PluginRecord::kd).collect();
         for f in ["members.jsonl", "public.jsonl", "nonmembers.jsonl", "teacher_train.jsonl", "tokenizer.json"] {
@@ -281,6 +280,11 @@ fn student_role(method: &str, size: &str) -> ModelRole {
         "nokd" => ModelRole { role: Role::Nokd, kd_method: String::new(), student: size.into() },
         _ => ModelRole { role: Role::Student, kd_method: method.into(), student: size.into() },
     }
+}
+
+/// The config's `[attacks.params]`, by attack.
+fn attack_params(p: &Pipeline<'_>) -> Result<crate::attack::AttackParams> {
+    Ok(crate::attack::params_by_attack(p.cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?)
 }
 
 /// Generation settings of the memorize stage.

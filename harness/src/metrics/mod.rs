@@ -169,6 +169,17 @@ impl Default for Bootstrap {
     }
 }
 
+/// AUC of member scores against non-member scores.
+pub fn auc_of(members: &[f64], nonmembers: &[f64]) -> f64 {
+    auc(&roc_points(members, nonmembers), members.len(), nonmembers.len())
+}
+
+/// The scores of the members and of the non-members, each in the order given.
+pub fn by_membership(scores: &[f64], members: &[bool]) -> (Vec<f64>, Vec<f64>) {
+    let of = |wanted: bool| scores.iter().zip(members).filter(|(_, m)| **m == wanted).map(|(s, _)| *s).collect();
+    (of(true), of(false))
+}
+
 /// 95% percentile intervals for each of [`Metrics::values`], from a stratified bootstrap:
 /// members and non-members are each resampled with replacement at their own size, so
 /// every replicate has both classes. `stream` (e.g. model/attack/category) picks an

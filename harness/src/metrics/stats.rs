@@ -4,7 +4,7 @@
 use rand::Rng;
 use serde::Serialize;
 
-use super::{Bootstrap, auc, percentile, roc_points};
+use super::{Bootstrap, auc_of, percentile};
 
 /// A paired comparison of two models' AUC on the same members and non-members.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -19,10 +19,6 @@ pub struct PairedTest {
     pub p_value: f64,
     /// Replicates drawn.
     pub resamples: usize,
-}
-
-fn auc_of(members: &[f64], nonmembers: &[f64]) -> f64 {
-    auc(&roc_points(members, nonmembers), members.len(), nonmembers.len())
 }
 
 /// Paired, stratified bootstrap of `AUC(a) − AUC(b)`: each replicate resamples member

@@ -186,7 +186,7 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.hidden == 0 || self.layers == 0 || self.heads == 0 {
             return bad("vocab, hidden size, layers and heads must all be positive".into());
         }
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!(
                 "{} attention heads cannot be shared by {} key/value heads (must divide)",
                 self.heads, self.kv_heads
@@ -197,7 +197,7 @@ impl ModelConfig {
 
     /// A family constraint: heads of width `hidden / heads` must tile the residual stream.
     pub(crate) fn heads_divide_hidden(&self) -> Result<(), ModelError> {
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return Err(ModelError::Config(format!(
                 "hidden size {} is not divisible by {} heads",
                 self.hidden, self.heads

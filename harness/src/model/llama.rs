@@ -52,7 +52,7 @@ impl Family for Llama {
     }
 
     fn validate(&self, cfg: &ModelConfig) -> Result<(), ModelError> {
-        if cfg.head_dim % 2 != 0 {
+        if !cfg.head_dim.is_multiple_of(2) {
             return Err(ModelError::Config(format!("RoPE needs an even head width, got {}", cfg.head_dim)));
         }
         Ok(())
