@@ -1,11 +1,11 @@
-//! `manifest.json`: how a result was made. Every command that writes results writes one
-//! [`Manifest`] beside them (the `attack` and `memorize` commands, and `eval` for the whole
-//! run); sections a command has nothing to say about are left out.
+//! `manifest.json`: how a result was made. The commands that run models write one
+//! [`Manifest`] beside their results (`attack`, `memorize`, and `eval` for the whole run);
+//! sections a command has nothing to say about are left out.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{MembershipSets, Template, TokenLimits, TokenizerFile};
 use crate::metrics::memorization::MemorizeSettings;
@@ -185,7 +185,7 @@ impl FileRecord {
 }
 
 /// The ONNX Runtime of a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrtRecord {
     /// The library, its version and how it was found.
     pub library: LibraryLocation,
@@ -232,8 +232,17 @@ impl ModelRecord {
     }
 }
 
+/// What the attack stage recorded in its manifest: the runtime that scored the models and
+/// the attacks that ran (`None`/empty when the stage left no readable manifest).
+pub fn scoring_record(path: &Path) -> (Option<OrtRecord>, Vec<PluginRecord>) {
+    let value: serde_json::Value = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    let ort = serde_json::from_value(value["onnx_runtime"].clone()).ok();
+    let plugins = serde_json::from_value(value["plugins"].clone()).unwrap_or_default();
+    (ort, plugins)
+}
+
 /// A plugin that took part.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PluginRecord {
     /// Its name.
     pub name: String,

@@ -1,6 +1,9 @@
-//! Seeds and random streams. One `seed` drives a whole run; every part that draws random
-//! numbers gets its own stream derived from that seed and a name, so that no result
-//! depends on the order in which parts run or on which other parts ran.
+//! Seeds and random streams. One `seed` drives a whole run; parts that draw random numbers
+//! get their own streams derived from that seed and a name (here), so that no result
+//! depends on the order in which parts run or on which other parts ran. (The distillation
+//! loop's order, sampling and SeqKD streams are the student's seed xor fixed constants, and
+//! the attacks' presentation order is one fixed permutation: both kept as they were, so
+//! results are unchanged.)
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

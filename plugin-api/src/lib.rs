@@ -372,12 +372,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RS
 }
 
 extern "C" fn perturbation_shim<A: Attack>(params: RSlice<'_, Param<'_>>) -> RResult<ROption<Perturbation>, RString> {
-    silence_panic_messages();
-    match catch_unwind(AssertUnwindSafe(|| A::perturbation(ParamList(params.as_slice())))) {
-        Ok(Ok(p)) => RResult::ROk(p.into()),
-        Ok(Err(message)) => RResult::RErr(RString::from(message)),
-        Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
-    }
+    guarded(|| A::perturbation(ParamList(params.as_slice())).map(ROption::from))
 }
 
 /// Panics inside a plugin are reported by the harness as errors; the default hook would

@@ -23,7 +23,7 @@ pub enum AttackError {
     #[error("unknown attack `{name}`{suggestion}; available: {available}")]
     Unknown { name: String, suggestion: String, available: String },
     /// A `--param` that is not `ATTACK.KEY=VALUE`.
-    #[error("`--param {0}`: expected ATTACK.KEY=VALUE, e.g. mink.k=0.1")]
+    #[error("attack parameter `{0}`: expected ATTACK.KEY=VALUE, e.g. mink.k=0.1")]
     BadParam(String),
     /// The same parameter given twice.
     #[error("parameter `{attack}.{key}` is given twice; keep one")]
@@ -37,6 +37,9 @@ pub enum AttackError {
     /// The attack needs signals the command cannot compute.
     #[error("attack `{attack}` needs signals this command cannot compute ({signals}); run it through `kdharness eval`")]
     Unsupported { attack: String, signals: String },
+    /// Per-block risk was asked for and no loaded attack perturbs weights.
+    #[error("per-block risk needs an attack plugin that perturbs weights (e.g. mope, in plugins/attack-mope); none is loaded")]
+    NoPerturbationAttack,
     /// The plugin returned an error, panicked, or returned unusable scores.
     #[error("attack `{attack}` (plugin {}) failed: {message}", library.display())]
     Failed { attack: String, library: PathBuf, message: String },

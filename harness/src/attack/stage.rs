@@ -81,7 +81,7 @@ struct Results {
 /// Runs the attack stage of `request` with the plugins of `registry`.
 pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome> {
     let started = Instant::now();
-    check_names(request)?;
+    Target::check_names(request.models.iter().chain(&request.references))?;
     let sets = MembershipSets::load(&request.members, &request.nonmembers)?;
     let tokenizer = TokenizerFile::load(&request.tokenizer)?;
     let reference_tokenizer = match (&request.reference_tokenizer, request.references.is_empty()) {
@@ -143,20 +143,6 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     manifest.write(&path).with_context(|| format!("cannot write {}", path.display()))?;
     status::info(format!("wrote {} and {}", request.out.join("scores.csv").display(), request.out.join("summary.csv").display()));
     Ok(AttackOutcome { summary, failures: results.failures })
-}
-
-/// Model names are distinct and usable in file names and CSV cells.
-fn check_names(request: &AttackRequest) -> Result<()> {
-    let mut names = std::collections::HashSet::new();
-    for Target { name, .. } in request.models.iter().chain(&request.references) {
-        if name.is_empty() || name.contains([',', ':', '/']) {
-            bail!("model name `{name}` must be non-empty and free of ',', ':' and '/'");
-        }
-        if !names.insert(name) {
-            bail!("model name `{name}` is used twice; give each model a distinct name");
-        }
-    }
-    Ok(())
 }
 
 /// One model: its signals, every planned attack on them, and its per-block sweep. A
@@ -228,17 +214,14 @@ fn perturbation_attacks<'r>(registry: &'r Registry, plan: &[Planned<'r>]) -> Res
         .map(|a| Planned::new(a, &[]))
         .collect::<Result<_, _>>()?;
     if loaded.is_empty() {
-        return Err(AttackError::Unsupported {
-            attack: "per-block risk".into(),
-            signals: "an attack plugin that perturbs weights (SignalSet::PERTURBED_LOSS); none is loaded".into(),
-        });
+        return Err(AttackError::NoPerturbationAttack);
     }
     Ok(loaded)
 }
 
 /// The attacks to run with their completed parameters: the requested ones, or every loaded
 /// attack this request can feed (costly ones only when named).
-pub fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, have_reference: bool) -> Result<Vec<Planned<'r>>> {
+fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, have_reference: bool) -> Result<Vec<Planned<'r>>> {
     let attacks = if requested.is_empty() {
         registry
             .attacks()
@@ -287,9 +270,6 @@ fn attack_runs<'a>(attack: &Planned<'_>, references: &'a [Scored]) -> Vec<(Strin
 }
 
 fn model_record(m: &Scored, role: Role) -> ModelRecord {
-    ModelRecord {
-        signals: Some(m.source),
-        seconds: Some(m.seconds),
-        ..ModelRecord::new(&m.name, role.into(), &m.path)
-    }
+    let onnx = FileRecord { path: m.path.clone(), sha256: Some(m.sha256.clone()), count: None };
+    ModelRecord { name: m.name.clone(), role: role.into(), onnx, weights: None, input_key: None, signals: Some(m.source), seconds: Some(m.seconds) }
 }

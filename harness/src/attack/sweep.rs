@@ -35,8 +35,7 @@ pub fn sweep(
     let members = scorer.members();
     let mut rows = Vec::new();
     for &block in blocks.keys() {
-        for a in attacks.iter().filter(|a| a.perturbation.is_some()) {
-            let perturbation = a.perturbation.expect("filtered");
+        for (a, perturbation) in attacks.iter().filter_map(|a| a.perturbation.map(|p| (a, p))) {
             let samples = scorer.perturbed(scored, model, weights, (Scope::Block(block), Some(&blocks)), perturbation, seed)?;
             let scores = super::run(a.attack, &samples, &[], &a.params)?;
             let (m, nm) = metrics::by_membership(&scores, &members);

@@ -61,10 +61,12 @@ pub struct OnnxWeights {
     consumers: HashMap<String, Vec<String>>,
 }
 
-/// The block index in a parameter name, for the naming schemes of the supported families.
+/// The block index in a parameter name: the naming schemes of the training engine's
+/// families (from their `block_prefix`), and GPT-NeoX's for exports scored as they are.
 pub fn block_of_name(name: &str) -> Option<usize> {
-    for prefix in ["model.layers.", "transformer.h.", "model.decoder.layers.", "gpt_neox.layers."] {
-        if let Some(rest) = name.strip_prefix(prefix)
+    let families = crate::model::Arch::ALL.iter().map(|&arch| crate::model::block_prefix(arch, 0).trim_end_matches("0.").to_string());
+    for prefix in families.chain(["gpt_neox.layers.".to_string()]) {
+        if let Some(rest) = name.strip_prefix(prefix.as_str())
             && let Some((index, _)) = rest.split_once('.')
         {
             return index.parse().ok();

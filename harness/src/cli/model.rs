@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 
 use super::{RuntimeArgs, info};
 use crate::model::Model;
-use crate::runtime::{CausalLm, Runtime, SessionOptions};
+use crate::runtime::CausalLm;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ModelCommand {
@@ -68,9 +68,8 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
                 to.display()
             ));
             if !no_check {
-                let rt = Runtime::get(runtime.ort_lib.as_deref())?;
-                let threads = runtime.threads.unwrap_or_else(crate::runtime::default_threads);
-                let mut lm = CausalLm::open(rt, &to, SessionOptions { device: runtime.device, threads })?;
+                let (rt, session) = runtime.settings().open()?;
+                let mut lm = CausalLm::open(rt, &to, session)?;
                 let diff = crate::export::verify(&model, &mut lm)?;
                 if diff > EXPORT_TOLERANCE {
                     bail!(

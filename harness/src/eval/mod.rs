@@ -6,8 +6,8 @@
 //! are done one by one) and a changed attack reruns only the attack and report stages.
 //! Each stage calls the library function of its module with a typed request
 //! (`data::prepare`, `train::train`, `distill::train_student`, `export::export`,
-//! `attack::stage::run`, `memorize::stage::run`, `report::render_run`): the commands of
-//! the same names call the same functions.
+//! `attack::stage::run`, `memorize::stage::run`, `report::render_run`): the `attack`,
+//! `memorize`, `report` and `model export` commands call the same functions.
 
 mod marker;
 mod stages;

@@ -15,7 +15,7 @@ use crate::score::Target;
 use crate::config::{Loaded, StudentConfig};
 use crate::data::{self, DataRequest, DataSource, TokenLimits, TokenizerFile, TokenizerSource};
 use crate::distill::{self, DistillConfig, StudentPlan};
-use crate::manifest::{FileRecord, Manifest, ModelRecord, OrtRecord, PluginRecord};
+use crate::manifest::{FileRecord, Manifest, ModelRecord, PluginRecord};
 use crate::memorize::stage::MemorizeRequest;
 use crate::memorize::{MemorizeSettings, guess_eos};
 use crate::metrics::Bootstrap;
@@ -65,11 +65,7 @@ impl Pipeline<'_> {
                 split: cfg.data.split,
                 nonmember_count: cfg.data.nonmember_count,
                 template: cfg.data.template,
-                tokenizer: match cfg.data.tokenizer.as_str() {
-                    "train" => TokenizerSource::Train { vocab_size: cfg.data.vocab_size },
-                    "teacher" => TokenizerSource::File(teacher_dir_source(p.loaded)?.join("tokenizer.json")),
-                    path => TokenizerSource::File(p.loaded.resolve(path)),
-                },
+                tokenizer: tokenizer_source(p.loaded)?,
                 seed: cfg.seed,
                 dir: dir.clone(),
             };
@@ -184,7 +180,7 @@ impl Pipeline<'_> {
             };
             let outcome = crate::attack::stage::run(&request, &p.registry)?;
             if !outcome.failures.is_empty() {
-                bail!("the attack stage failed; see the errors above (partial results are in {})", request.out.display());
+                bail!("the attack stage failed ({}); partial results are in {}", outcome.failures.join("; "), request.out.display());
             }
             Ok(())
         })
@@ -252,10 +248,8 @@ impl Pipeline<'_> {
         manifest.config = Some(self.loaded.text.clone());
         manifest.template = Some(cfg.data.template);
         manifest.memorization = Some(memorize_settings(self, data));
-        let (runtime, session) = self.opts.runtime.open()?;
-        manifest.onnx_runtime = Some(OrtRecord::of(runtime, session));
-        let plan = crate::attack::stage::plan(&self.registry, &cfg.attacks.names, &attack_params(self)?, cfg.attacks.reference.is_some())?;
-        manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
+        // The runtime and attacks that made the scores, as the attack stage recorded them.
+        (manifest.onnx_runtime, manifest.plugins) = crate::manifest::scoring_record(&self.dir("stages/attack/manifest.json"));
         manifest.kd_plugins = self.registry.kd_methods().map(PluginRecord::kd).collect();
         for f in ["members.jsonl", "public.jsonl", "nonmembers.jsonl", "teacher_train.jsonl", "tokenizer.json"] {
             manifest.data.insert(f.into(), FileRecord::of(&data.file(f)));
@@ -321,6 +315,27 @@ fn source_digest(loaded: &Loaded) -> Result<String> {
     }
     let path = loaded.resolve(source);
     crate::files::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
+}
+
+/// Where `data.tokenizer` points, checked to exist (errors name the key).
+fn tokenizer_source(loaded: &Loaded) -> Result<TokenizerSource> {
+    let data = &loaded.config.data;
+    let path = match data.tokenizer.as_str() {
+        "train" => return Ok(TokenizerSource::Train { vocab_size: data.vocab_size }),
+        "teacher" => {
+            let dir = teacher_dir_source(loaded)?;
+            let path = dir.join("tokenizer.json");
+            if !path.is_file() {
+                bail!("data.tokenizer = \"teacher\": the teacher {} has no tokenizer.json", dir.display());
+            }
+            path
+        }
+        path => loaded.resolve(path),
+    };
+    if !path.is_file() {
+        bail!("data.tokenizer: cannot read {}; give `train`, `teacher` or a tokenizer.json path", path.display());
+    }
+    Ok(TokenizerSource::File(path))
 }
 
 /// The Hugging Face directory of a pretrained teacher.

@@ -57,6 +57,7 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         let names: Vec<&str> = request.models.iter().map(|m| m.name.as_str()).collect();
         bail!("the teacher `{teacher}` is not among the models ({})", names.join(", "));
     }
+    Target::check_names(&request.models)?;
     let sets = MembershipSets::load(&request.members, &request.nonmembers)?;
     let tokenizer = TokenizerFile::load(&request.tokenizer)?;
     let limits = TokenLimits { max_prompt_tokens: request.max_prompt_tokens, max_response_tokens: TokenLimits::default().max_response_tokens };

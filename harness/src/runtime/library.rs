@@ -16,7 +16,7 @@ use crate::files;
 pub const ORT_VERSION: &str = "1.31.1";
 
 /// How the library was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LibrarySource {
     /// `ORT_DYLIB_PATH`.
@@ -44,7 +44,7 @@ impl fmt::Display for LibrarySource {
 }
 
 /// A located, version-checked runtime library.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct LibraryLocation {
     /// The shared library.
     pub path: PathBuf,
@@ -176,7 +176,8 @@ pub fn locate(configured: Option<&Path>) -> Result<LibraryLocation, RuntimeError
 /// Downloads the `onnxruntime` wheel with pip and unpacks the library to `dest`.
 fn fetch(dest: &Path) -> Result<(), RuntimeError> {
     let dir = dest.parent().expect("cache location has a parent");
-    crate::status::info(format!(
+    // A download is announced even with -q.
+    crate::status::warn(format!(
         "ONNX Runtime {ORT_VERSION} not found; fetching the onnxruntime=={ORT_VERSION} wheel with pip into {} (once)",
         dir.display()
     ));

@@ -80,6 +80,9 @@ pub enum ScoreError {
     /// A file could not be read.
     #[error("{0}")]
     Io(String),
+    /// A model name that cannot appear in the outputs.
+    #[error("{0}")]
+    Name(String),
 }
 
 /// Checks before any forward pass that every token id the tokenizer can produce has a

@@ -42,6 +42,23 @@ pub struct Target {
     pub path: PathBuf,
 }
 
+impl Target {
+    /// Checks that the names of `targets` are distinct and usable in file names and CSV
+    /// cells.
+    pub fn check_names<'a>(targets: impl IntoIterator<Item = &'a Target>) -> Result<(), ScoreError> {
+        let mut names = std::collections::HashSet::new();
+        for Target { name, .. } in targets {
+            if name.is_empty() || name.contains([',', ':', '/']) {
+                return Err(ScoreError::Name(format!("model name `{name}` must be non-empty and free of ',', ':' and '/' (give it as NAME=PATH)")));
+            }
+            if !names.insert(name) {
+                return Err(ScoreError::Name(format!("model name `{name}` is used twice; give each model a distinct NAME")));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A model under a tokenizer and template: what [`Scorer::score`] runs.
 #[derive(Clone, Copy)]
 pub struct Subject<'a> {
