@@ -17,7 +17,7 @@ use crate::score::BatchSettings;
 use crate::files::{sha256_file, write_atomic};
 
 /// The contents of `manifest.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Manifest {
     /// This program's version.
     pub kdharness_version: &'static str,
@@ -88,27 +88,10 @@ impl Manifest {
             kdharness_version: env!("CARGO_PKG_VERSION"),
             git_revision: env!("KDHARNESS_GIT_REVISION"),
             plugin_interface: kdharness_plugin_api::INTERFACE_VERSION,
-            versions: Versions::default(),
             command: std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect(),
-            config_file: None,
-            config: None,
             seed,
             bootstrap,
-            template: None,
-            reference_template: None,
-            limits: None,
-            batch: None,
-            memorization: None,
-            onnx_runtime: None,
-            data: BTreeMap::new(),
-            tokenizers: BTreeMap::new(),
-            models: Vec::new(),
-            references: Vec::new(),
-            plugins: Vec::new(),
-            kd_plugins: Vec::new(),
-            failures: Vec::new(),
-            stages: None,
-            seconds: 0.0,
+            ..Manifest::default()
         }
     }
 

@@ -51,7 +51,7 @@ fn sink() -> Option<Arc<dyn Sink>> {
     SINK.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-fn send(level: Level, text: std::fmt::Arguments<'_>) {
+fn send(level: Level, text: impl std::fmt::Display) {
     if let Some(sink) = sink() {
         sink.message(level, &text.to_string());
     }
@@ -59,22 +59,22 @@ fn send(level: Level, text: std::fmt::Arguments<'_>) {
 
 /// What the run is doing.
 pub fn info(text: impl std::fmt::Display) {
-    send(Level::Info, format_args!("{text}"));
+    send(Level::Info, text);
 }
 
 /// Extra detail.
 pub fn detail(text: impl std::fmt::Display) {
-    send(Level::Detail, format_args!("{text}"));
+    send(Level::Detail, text);
 }
 
 /// A part of the run failed; the rest goes on and the caller reports the failure.
 pub fn error(text: impl std::fmt::Display) {
-    send(Level::Error, format_args!("{text}"));
+    send(Level::Error, text);
 }
 
 /// Something about the results the user should know.
 pub fn warn(text: impl std::fmt::Display) {
-    send(Level::Warn, format_args!("{text}"));
+    send(Level::Warn, text);
 }
 
 /// A progress indicator over `length` units (invisible when no sink is installed).

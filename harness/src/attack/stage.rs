@@ -75,7 +75,7 @@ struct Results {
     scores: Vec<ScoreRow>,
     blocks: Vec<BlockRow>,
     failures: Vec<String>,
-    models: Vec<Scored>,
+    models: Vec<ModelRecord>,
 }
 
 /// Runs the attack stage of `request` with the plugins of `registry`.
@@ -134,10 +134,10 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     if let Some(t) = &reference_tokenizer {
         manifest.tokenizers.insert("reference".into(), FileRecord::tokenizer(t));
     }
-    manifest.models = results.models.iter().map(|m| model_record(m, Role::Target)).collect();
+    manifest.models = results.models;
     manifest.references = references.iter().map(|m| model_record(m, Role::Reference)).collect();
     manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
-    manifest.failures = results.failures.clone();
+    manifest.failures.clone_from(&results.failures);
     manifest.seconds = started.elapsed().as_secs_f64();
     let path = request.out.join("manifest.json");
     manifest.write(&path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -185,14 +185,16 @@ fn attack_model(
             }
         }
     }
-    if let (false, Some(weights)) = (block_attacks.is_empty(), &weights) {
+    if !block_attacks.is_empty()
+        && let Some(weights) = &weights
+    {
         // A model that cannot be cut into blocks loses only its per-block rows.
         match sweep::sweep(scorer, block_attacks, &scored, model, weights, seed) {
             Ok(rows) => results.blocks.extend(rows),
             Err(e) => record_failure(&mut results.failures, format!("per-block risk of {}: {e:#}", model.name)),
         }
     }
-    results.models.push(scored);
+    results.models.push(model_record(&scored, Role::Target));
     Ok(())
 }
 

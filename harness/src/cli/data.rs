@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::info;
-use crate::data::{Record, SplitMode, check_unique_ids, load_jsonl, split};
+use crate::data::{SplitMode, check_unique_ids, load_jsonl, split, write_canaries, write_jsonl};
 use crate::files::{sha256_file, write_atomic};
 
 #[derive(clap::Subcommand, Debug)]
@@ -56,15 +56,8 @@ pub fn run(command: DataCommand) -> Result<ExitCode> {
     let records = load_jsonl(&input, "r")?;
     check_unique_ids(&records)?;
     let parts = split(&records, mode, nonmember_count, seed, &input)?;
-    let by_id: std::collections::HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
-    for (name, ids) in [("members", &parts.members), ("public", &parts.public), ("nonmembers", &parts.nonmembers)] {
-        let mut text = String::new();
-        for id in ids {
-            text.push_str(&serde_json::to_string(&by_id[id.as_str()].to_json())?);
-            text.push('\n');
-        }
-        let path = out.join(format!("{name}.jsonl"));
-        write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    for (name, part) in ["members", "public", "nonmembers"].into_iter().zip(parts.parts(&records)) {
+        write_jsonl(&out.join(format!("{name}.jsonl")), part)?;
     }
     let pinned = serde_json::json!({
         "source": input,
@@ -86,18 +79,9 @@ pub fn run(command: DataCommand) -> Result<ExitCode> {
 
 fn synth(out: &std::path::Path, n: usize, canaries: usize, seed: u64) -> Result<ExitCode> {
     let s = crate::data::synth::synthesize(n, canaries, seed);
-    let mut text = String::new();
-    for r in s.records.iter().chain(s.canaries.iter().map(|c| &c.0)) {
-        text.push_str(&serde_json::to_string(&r.to_json())?);
-        text.push('\n');
-    }
-    write_atomic(out, text.as_bytes()).with_context(|| format!("cannot write {}", out.display()))?;
-    let mut csv = String::from("sample_id,repetitions\n");
-    for (c, reps) in &s.canaries {
-        csv.push_str(&format!("{},{reps}\n", c.id));
-    }
+    write_jsonl(out, s.records.iter().chain(s.canaries.iter().map(|c| &c.0)))?;
     let sidecar = out.with_extension("canaries.csv");
-    write_atomic(&sidecar, csv.as_bytes()).with_context(|| format!("cannot write {}", sidecar.display()))?;
+    write_canaries(&sidecar, &s.canaries)?;
     info(format!("wrote {} records and {} canaries to {} ({})", s.records.len(), s.canaries.len(), out.display(), sidecar.display()));
     Ok(ExitCode::SUCCESS)
 }

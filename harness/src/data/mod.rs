@@ -39,6 +39,8 @@ impl fmt::Display for Origin {
 pub enum DataError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
     #[error("{origin}: not valid JSON ({message}); each line must be one JSON object")]
     Malformed { origin: Origin, message: String },
     #[error("{origin}: expected a JSON object, found {found}")]
@@ -166,6 +168,25 @@ pub fn load_jsonl(path: &Path, id_prefix: &str) -> Result<Vec<Record>, DataError
         records.push(parse_record(line, origin, id_prefix, index)?);
     }
     Ok(records)
+}
+
+/// Writes `records` as JSON Lines in the Dolly schema (with ids), atomically.
+pub fn write_jsonl<'a>(path: &Path, records: impl IntoIterator<Item = &'a Record>) -> Result<(), DataError> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&r.to_json().to_string());
+        text.push('\n');
+    }
+    crate::files::write_atomic(path, text.as_bytes()).map_err(|source| DataError::Write { path: path.to_path_buf(), source })
+}
+
+/// Writes `canaries.csv`: each canary's id and how often the teacher sees it.
+pub fn write_canaries(path: &Path, canaries: &[(Record, usize)]) -> Result<(), DataError> {
+    let mut csv = String::from("sample_id,repetitions\n");
+    for (c, reps) in canaries {
+        csv.push_str(&format!("{},{reps}\n", c.id));
+    }
+    crate::files::write_atomic(path, csv.as_bytes()).map_err(|source| DataError::Write { path: path.to_path_buf(), source })
 }
 
 impl Record {

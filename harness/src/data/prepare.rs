@@ -2,10 +2,9 @@
 //! with the canaries forced into the members, the teacher's training set (each canary
 //! repeated), and the tokenizer, written under one directory.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{Record, SplitMode, Template, check_unique_ids, load_jsonl, split, synth, vocab};
+use super::{Record, SplitMode, Template, check_unique_ids, load_jsonl, split, synth, vocab, write_canaries, write_jsonl};
 use crate::files::write_atomic;
 
 /// Where the records come from.
@@ -83,25 +82,18 @@ pub fn prepare(request: &DataRequest) -> anyhow::Result<Prepared> {
         DataSource::File(path) => path.clone(),
     };
     let split = split(&records, request.split, request.nonmember_count, request.seed, &source_name)?;
-    let by_id: HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
-    let part = |ids: &[String]| -> Vec<&Record> { ids.iter().map(|id| by_id[id.as_str()]).collect() };
+    let [members, public, nonmembers] = split.parts(&records);
     let dir = &request.dir;
-    let mut members = part(&split.members);
-    members.extend(canaries.iter().map(|c| &c.0));
-    write_jsonl(&dir.join("members.jsonl"), &members)?;
-    write_jsonl(&dir.join("public.jsonl"), &part(&split.public))?;
-    write_jsonl(&dir.join("nonmembers.jsonl"), &part(&split.nonmembers))?;
+    write_jsonl(&dir.join("members.jsonl"), members.iter().copied().chain(canaries.iter().map(|c| &c.0)))?;
+    write_jsonl(&dir.join("public.jsonl"), public)?;
+    write_jsonl(&dir.join("nonmembers.jsonl"), nonmembers)?;
     // The teacher sees each canary `repetitions` times, under distinct ids.
-    let mut teacher_train: Vec<Record> = part(&split.members).into_iter().cloned().collect();
+    let mut teacher_train: Vec<Record> = members.into_iter().cloned().collect();
     for (c, reps) in &canaries {
         teacher_train.extend((0..*reps).map(|copy| Record { id: format!("{}_copy{copy}", c.id), ..c.clone() }));
     }
-    write_jsonl(&dir.join("teacher_train.jsonl"), &teacher_train.iter().collect::<Vec<_>>())?;
-    let mut csv = String::from("sample_id,repetitions\n");
-    for (c, reps) in &canaries {
-        csv.push_str(&format!("{},{reps}\n", c.id));
-    }
-    write_atomic(&dir.join("canaries.csv"), csv.as_bytes())?;
+    write_jsonl(&dir.join("teacher_train.jsonl"), &teacher_train)?;
+    write_canaries(&dir.join("canaries.csv"), &canaries)?;
     write_atomic(&dir.join("split.json"), serde_json::to_string_pretty(&split)?.as_bytes())?;
     let tokenizer_json = match &request.tokenizer {
         TokenizerSource::Train { vocab_size } => {
@@ -117,15 +109,4 @@ pub fn prepare(request: &DataRequest) -> anyhow::Result<Prepared> {
     };
     write_atomic(&dir.join("tokenizer.json"), tokenizer_json.as_bytes())?;
     Ok(Prepared { members: split.members.len(), canaries: canaries.len(), public: split.public.len(), nonmembers: split.nonmembers.len() })
-}
-
-/// Records as JSON Lines, written atomically.
-fn write_jsonl(path: &Path, rows: &[&Record]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(&r.to_json())?);
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }

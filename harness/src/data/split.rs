@@ -51,6 +51,15 @@ pub struct Split {
     pub nonmembers: Vec<String>,
 }
 
+impl Split {
+    /// The records of each part of `records` (the records this split was made from):
+    /// members, public, non-members.
+    pub fn parts<'a>(&self, records: &'a [Record]) -> [Vec<&'a Record>; 3] {
+        let by_id: std::collections::HashMap<&str, &Record> = records.iter().map(|r| (r.id.as_str(), r)).collect();
+        [&self.members, &self.public, &self.nonmembers].map(|ids| ids.iter().map(|id| by_id[id.as_str()]).collect())
+    }
+}
+
 /// Splits `records` (ids as loaded, e.g. `r{i}`). With an odd remainder the public half
 /// gets the extra record.
 pub fn split(records: &[Record], mode: SplitMode, nonmember_count: usize, seed: u64, path: &Path) -> Result<Split, SplitError> {

@@ -180,7 +180,8 @@ impl Pipeline<'_> {
             };
             let outcome = crate::attack::stage::run(&request, &p.registry)?;
             if !outcome.failures.is_empty() {
-                bail!("the attack stage failed ({}); partial results are in {}", outcome.failures.join("; "), request.out.display());
+                let manifest = request.out.join("manifest.json");
+                bail!("the attack stage failed: {} run(s) failed (listed under `failures` in {}; the other results are there too)", outcome.failures.len(), manifest.display());
             }
             Ok(())
         })
@@ -231,8 +232,7 @@ impl Pipeline<'_> {
         let mut manifest = self.manifest(data, models)?;
         manifest.seconds = started.elapsed().as_secs_f64();
         manifest.write(&out.join("manifest.json")).with_context(|| format!("cannot write {}", out.join("manifest.json").display()))?;
-        let bootstrap = Bootstrap { resamples: self.cfg.attacks.bootstrap, seed: self.cfg.seed };
-        let rendered = crate::report::render_run(out, bootstrap)?;
+        let rendered = crate::report::render_run(out, self.bootstrap())?;
         for (name, why) in &rendered.skipped {
             status::warn(format!("{name} not drawn: {why}"));
         }
@@ -240,10 +240,15 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// The bootstrap of every interval: the config's resamples, the run's seed.
+    fn bootstrap(&self) -> Bootstrap {
+        Bootstrap { resamples: self.cfg.attacks.bootstrap, seed: self.cfg.seed }
+    }
+
     /// How the run was made.
     fn manifest(&self, data: &Data, models: &[RunModel]) -> Result<Manifest> {
         let cfg = self.cfg;
-        let mut manifest = Manifest::new(cfg.seed, Bootstrap { resamples: cfg.attacks.bootstrap, seed: cfg.seed });
+        let mut manifest = Manifest::new(cfg.seed, self.bootstrap());
         manifest.config_file = self.loaded.path.clone();
         manifest.config = Some(self.loaded.text.clone());
         manifest.template = Some(cfg.data.template);

@@ -89,7 +89,8 @@ impl Family for Gpt2 {
             WeightSpec::new("transformer.wpe.weight", [cfg.max_positions, d], Init::Normal),
         ];
         for i in 0..cfg.layers {
-            let p = |name: &str| format!("transformer.h.{i}.{name}");
+            let prefix = self.block_prefix(i);
+            let p = |name: &str| format!("{prefix}{name}");
             specs.extend([
                 WeightSpec::new(p("ln_1.weight"), [d], Init::Ones),
                 WeightSpec::new(p("ln_1.bias"), [d], Init::Zeros),
@@ -116,7 +117,8 @@ impl Family for Gpt2 {
         let wte = p.get("transformer.wte.weight")?;
         let mut h = (embed(wte, x.ids)? + embed(p.get("transformer.wpe.weight")?, x.positions)?)?;
         for i in 0..cfg.layers {
-            let w = |name: &str| p.get(&format!("transformer.h.{i}.{name}"));
+            let prefix = self.block_prefix(i);
+            let w = |name: &str| p.get(&format!("{prefix}{name}"));
             let conv = |t: &Tensor, name: &str| conv1d(t, w(&format!("{name}.weight"))?, w(&format!("{name}.bias"))?);
             let norm = |t: &Tensor, name: &str| {
                 ops::layer_norm(t, w(&format!("{name}.weight"))?, w(&format!("{name}.bias"))?, cfg.norm_eps)

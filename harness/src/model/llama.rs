@@ -94,7 +94,8 @@ impl Family for Llama {
         let (d, hd, v) = (cfg.hidden, cfg.head_dim, cfg.vocab_size);
         let mut specs = vec![WeightSpec::new("model.embed_tokens.weight", [v, d], Init::Normal)];
         for i in 0..cfg.layers {
-            let p = |name: &str| format!("model.layers.{i}.{name}");
+            let prefix = self.block_prefix(i);
+            let p = |name: &str| format!("{prefix}{name}");
             specs.push(WeightSpec::new(p("input_layernorm.weight"), [d], Init::Ones));
             for (proj, out) in [("q_proj", cfg.heads * hd), ("k_proj", cfg.kv_heads * hd), ("v_proj", cfg.kv_heads * hd)] {
                 specs.push(WeightSpec::new(p(&format!("self_attn.{proj}.weight")), [out, d], Init::Normal));
@@ -131,8 +132,9 @@ impl Family for Llama {
         let (cos, sin) = ops::rope_tables(x.positions, hd, cfg.rope_theta)?;
         let mut h = embed(p.get("model.embed_tokens.weight")?, x.ids)?;
         for i in 0..cfg.layers {
-            let w = |name: &str| p.get(&format!("model.layers.{i}.{name}"));
-            let proj = |t: &Tensor, name: &str| linear(t, w(&format!("{name}.weight"))?, p.maybe(&format!("model.layers.{i}.{name}.bias")));
+            let prefix = self.block_prefix(i);
+            let w = |name: &str| p.get(&format!("{prefix}{name}"));
+            let proj = |t: &Tensor, name: &str| linear(t, w(&format!("{name}.weight"))?, p.maybe(&format!("{prefix}{name}.bias")));
 
             let n = ops::rms_norm(&h, w("input_layernorm.weight")?, cfg.norm_eps)?;
             let split = |t: Tensor, n_heads: usize| t.reshape((b, s, n_heads, hd))?.transpose(1, 2);

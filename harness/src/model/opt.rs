@@ -91,7 +91,8 @@ impl Family for Opt {
             specs.push(WeightSpec::new("model.decoder.project_out.weight", [e, d], Init::Normal));
         }
         for i in 0..cfg.layers {
-            let p = |name: &str| format!("model.decoder.layers.{i}.{name}");
+            let prefix = self.block_prefix(i);
+            let p = |name: &str| format!("{prefix}{name}");
             for proj in ["k_proj", "v_proj", "q_proj"] {
                 specs.push(WeightSpec::new(p(&format!("self_attn.{proj}.weight")), [d, d], Init::Normal));
                 specs.push(WeightSpec::new(p(&format!("self_attn.{proj}.bias")), [d], Init::Zeros));
@@ -131,7 +132,8 @@ impl Family for Opt {
         let positions = x.positions.affine(1.0, POSITION_OFFSET as f64)?;
         h = (h + embed(p.get("model.decoder.embed_positions.weight")?, &positions)?)?;
         for i in 0..cfg.layers {
-            let w = |name: &str| p.get(&format!("model.decoder.layers.{i}.{name}"));
+            let prefix = self.block_prefix(i);
+            let w = |name: &str| p.get(&format!("{prefix}{name}"));
             let proj = |t: &Tensor, name: &str| linear(t, w(&format!("{name}.weight"))?, Some(w(&format!("{name}.bias"))?));
             let norm = |t: &Tensor, name: &str| {
                 ops::layer_norm(t, w(&format!("{name}.weight"))?, w(&format!("{name}.bias"))?, cfg.norm_eps)

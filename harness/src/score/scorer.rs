@@ -138,8 +138,8 @@ impl Scorer<'_> {
         let n = draws as usize;
         let key = sha256_bytes(format!("{}/perturbed/{scope}/{n}/{sigma}/{seed}", scored.key).as_bytes());
         let label = format!("{} ({scope}, {n} perturbations)", scored.name);
-        let samples = self.samples(model.tokenizer, model.template)?;
         let (losses, _, _) = self.cache.get_or_compute(&label, &key, || {
+            let samples = self.samples(model.tokenizer, model.template)?;
             let mut per_sample = vec![Vec::with_capacity(n); samples.len()];
             for draw in 0..n {
                 let overrides = blocks::perturbed(weights, blocks, scope, sigma, seed, draw);
