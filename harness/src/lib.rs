@@ -32,6 +32,7 @@ pub mod config;
 pub mod cli;
 pub mod data;
 pub mod distill;
+pub mod engine;
 pub mod eval;
 pub mod export;
 pub mod files;

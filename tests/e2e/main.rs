@@ -13,6 +13,7 @@ mod blocks;
 mod cache;
 mod data;
 mod distill;
+mod engine;
 mod doctor;
 mod eval;
 mod export;

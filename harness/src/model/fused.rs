@@ -36,8 +36,8 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
-/// An elementwise function with its derivative.
-trait Pointwise: Send + Sync + Copy + 'static {
+/// An elementwise function with its derivative (also the training engine's activations).
+pub(crate) trait Pointwise: Send + Sync + Copy + 'static {
     const NAME: &'static str;
     fn value(x: f32) -> f32;
     fn derivative(x: f32) -> f32;
@@ -76,7 +76,7 @@ impl<F: Pointwise> CustomOp2 for ElementwiseGrad<F> {
 /// computed as `x·σ(2u)` (the same function: `½(1 + tanh u) = σ(2u)`), which needs one
 /// `exp` instead of a `tanh`.
 #[derive(Clone, Copy)]
-struct GeluTanh;
+pub(crate) struct GeluTanh;
 
 const GELU_C: f32 = 0.797_884_6;
 const GELU_A: f32 = 0.044_715;
@@ -96,7 +96,7 @@ impl Pointwise for GeluTanh {
 
 /// SiLU: `x · σ(x)`.
 #[derive(Clone, Copy)]
-struct Silu;
+pub(crate) struct Silu;
 
 impl Pointwise for Silu {
     const NAME: &'static str = "fused-silu";

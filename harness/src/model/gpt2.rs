@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::config::{Keys, ModelConfig, Shape};
 use super::{Activation, Arch, Family, Forward, Init, KvCache, ModelError, Params, WeightSpec, activate, attend, conv1d, embed, linear, ops};
 use super::OnnxBuilder;
+use super::plan::{Block, Linear, Mlp, Norm, NormKind, Plan, Qkv, Stored};
 
 /// The GPT-2 family (`model_type` `gpt2`).
 pub(crate) struct Gpt2;
@@ -135,6 +136,31 @@ impl Family for Gpt2 {
         }
         let h = ops::layer_norm(&h, p.get("transformer.ln_f.weight")?, p.get("transformer.ln_f.bias")?, cfg.norm_eps)?;
         linear(&h, wte, None)
+    }
+
+    fn plan(&self, cfg: &ModelConfig) -> Result<Plan, String> {
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let p = self.block_prefix(i);
+                let conv = |name: &str| Linear::new(&format!("{p}{name}"), true, Stored::InOut);
+                Block {
+                    attn_norm: Norm::new(&format!("{p}ln_1"), NormKind::Layer),
+                    qkv: Qkv::Fused(conv("attn.c_attn")),
+                    out: conv("attn.c_proj"),
+                    mlp_norm: Norm::new(&format!("{p}ln_2"), NormKind::Layer),
+                    mlp: Mlp::Plain { up: conv("mlp.c_fc"), down: conv("mlp.c_proj") },
+                }
+            })
+            .collect();
+        Ok(Plan {
+            norm: NormKind::Layer,
+            tokens: "transformer.wte.weight".into(),
+            positions: Some(("transformer.wpe.weight".into(), 0)),
+            rope: false,
+            blocks,
+            final_norm: Norm::new("transformer.ln_f", NormKind::Layer),
+            head: "transformer.wte.weight".into(),
+        })
     }
 
     fn emit_onnx(&self, b: &mut OnnxBuilder, ids: &str, positions: &str) {

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::config::{Keys, ModelConfig, Shape};
 use super::{Activation, Arch, Family, Forward, Init, KvCache, ModelError, Params, WeightSpec, attend, embed, linear, ops};
 use super::OnnxBuilder;
+use super::plan::{Block, Linear, Mlp, Norm, NormKind, Plan, Qkv, Stored};
 
 /// The LLaMA family (`model_type` `llama`).
 pub(crate) struct Llama;
@@ -151,6 +152,32 @@ impl Family for Llama {
         let h = ops::rms_norm(&h, p.get("model.norm.weight")?, cfg.norm_eps)?;
         let head = if cfg.tie_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
         linear(&h, p.get(head)?, None)
+    }
+
+    fn plan(&self, cfg: &ModelConfig) -> Result<Plan, String> {
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let p = self.block_prefix(i);
+                let attn = |name: &str| Linear::new(&format!("{p}self_attn.{name}"), cfg.attention_bias, Stored::OutIn);
+                let mlp = |name: &str| Linear::new(&format!("{p}mlp.{name}"), cfg.mlp_bias, Stored::OutIn);
+                Block {
+                    attn_norm: Norm::new(&format!("{p}input_layernorm"), NormKind::Rms),
+                    qkv: Qkv::Separate { q: attn("q_proj"), k: attn("k_proj"), v: attn("v_proj") },
+                    out: attn("o_proj"),
+                    mlp_norm: Norm::new(&format!("{p}post_attention_layernorm"), NormKind::Rms),
+                    mlp: Mlp::Gated { gate: mlp("gate_proj"), up: mlp("up_proj"), down: mlp("down_proj") },
+                }
+            })
+            .collect();
+        Ok(Plan {
+            norm: NormKind::Rms,
+            tokens: "model.embed_tokens.weight".into(),
+            positions: None,
+            rope: true,
+            blocks,
+            final_norm: Norm::new("model.norm", NormKind::Rms),
+            head: if cfg.tie_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" }.into(),
+        })
     }
 
     fn emit_onnx(&self, b: &mut OnnxBuilder, ids: &str, positions: &str) {

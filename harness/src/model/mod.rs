@@ -12,12 +12,13 @@
 
 pub mod config;
 mod emit;
-mod fused;
+pub(crate) mod fused;
 pub mod generate;
 pub mod gpt2;
 pub mod llama;
 pub mod ops;
 pub mod opt;
+pub mod plan;
 pub mod smollm2;
 
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +121,10 @@ pub(crate) trait Family: Sync {
 
     /// Logits `[b, s, vocab]` for token ids `[b, s]`.
     fn forward(&self, cfg: &ModelConfig, p: &Params, x: &Forward, cache: Option<&mut KvCache>) -> candle_core::Result<Tensor>;
+
+    /// The model as the training engine runs it, or why the engine cannot (training then
+    /// uses candle's autograd).
+    fn plan(&self, cfg: &ModelConfig) -> Result<plan::Plan, String>;
 
     /// Emits the graph from the token embedding to `logits`, given the `input_ids` and
     /// `position_ids` graph inputs ([`OnnxBuilder`] holds the attention bias and the shared
@@ -503,6 +508,11 @@ impl Model {
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The model as the training engine runs it, or why the engine cannot.
+    pub fn plan(&self) -> Result<plan::Plan, String> {
+        self.config.arch.family().plan(&self.config)
     }
 
     /// Logits `[b, s, vocab]`; with a cache, the inputs continue the cached positions.

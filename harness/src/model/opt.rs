@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::config::{Keys, ModelConfig, Shape};
 use super::{Activation, Arch, Family, Forward, Init, KvCache, ModelError, Params, WeightSpec, activate, attend, embed, linear, ops};
 use super::OnnxBuilder;
+use super::plan::{Block, Linear, Mlp, Norm, NormKind, Plan, Qkv, Stored};
 
 /// OPT's learned position table starts two rows in (a fairseq legacy).
 pub const POSITION_OFFSET: usize = 2;
@@ -170,6 +171,37 @@ impl Family for Opt {
         }
         let head = if cfg.tie_embeddings { tokens } else { p.get("lm_head.weight")? };
         linear(&h, head, None)
+    }
+
+    fn plan(&self, cfg: &ModelConfig) -> Result<Plan, String> {
+        if !cfg.pre_norm {
+            return Err("OPT with post-norm blocks (`do_layer_norm_before` = false)".into());
+        }
+        if cfg.embed_dim != cfg.hidden {
+            return Err("OPT with projected embeddings (`word_embed_proj_dim` ≠ `hidden_size`)".into());
+        }
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let p = self.block_prefix(i);
+                let linear = |name: &str| Linear::new(&format!("{p}{name}"), true, Stored::OutIn);
+                Block {
+                    attn_norm: Norm::new(&format!("{p}self_attn_layer_norm"), NormKind::Layer),
+                    qkv: Qkv::Separate { q: linear("self_attn.q_proj"), k: linear("self_attn.k_proj"), v: linear("self_attn.v_proj") },
+                    out: linear("self_attn.out_proj"),
+                    mlp_norm: Norm::new(&format!("{p}final_layer_norm"), NormKind::Layer),
+                    mlp: Mlp::Plain { up: linear("fc1"), down: linear("fc2") },
+                }
+            })
+            .collect();
+        Ok(Plan {
+            norm: NormKind::Layer,
+            tokens: "model.decoder.embed_tokens.weight".into(),
+            positions: Some(("model.decoder.embed_positions.weight".into(), POSITION_OFFSET)),
+            rope: false,
+            blocks,
+            final_norm: Norm::new("model.decoder.final_layer_norm", NormKind::Layer),
+            head: if cfg.tie_embeddings { "model.decoder.embed_tokens.weight" } else { "lm_head.weight" }.into(),
+        })
     }
 
     fn emit_onnx(&self, b: &mut OnnxBuilder, ids: &str, positions: &str) {

@@ -1,0 +1,102 @@
+//! The training engine's hand-written backward pass against candle's autograd over the
+//! composite ops, and against PyTorch/transformers' gradients (tests/fixtures/hf/
+//! gradients.json, made by make_grad_reference.py), for every fixture family.
+
+use std::collections::BTreeMap;
+
+use candle_core::Device;
+use kdharness::engine::Engine;
+use kdharness::model::Model;
+use kdharness::train::{Example, batch_loss};
+use serde_json::Value;
+
+use crate::common::fixture;
+
+const MODELS: [&str; 4] = ["llama", "llama-tied", "gpt2", "opt"];
+
+/// The batch every gradient test uses: the reference inputs, right-padded, each with a
+/// two-token prompt (the loss covers every later token).
+fn batch(reference: &Value, name: &str) -> Vec<Example> {
+    let inputs = reference["models"][name]["inputs"].as_array().unwrap();
+    inputs
+        .iter()
+        .map(|seq| Example { ids: seq.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(), prompt_len: 2 })
+        .collect()
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture("hf/reference.json")).unwrap()).unwrap()
+}
+
+/// Rows of the padded batch that are trained, and their targets.
+fn targets(examples: &[Example]) -> (Vec<usize>, Vec<u32>) {
+    let seq = examples.iter().map(|e| e.ids.len()).max().unwrap();
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
+    for (r, e) in examples.iter().enumerate() {
+        for t in e.trained_positions() {
+            rows.push(r * seq + t);
+            targets.push(e.ids[t + 1]);
+        }
+    }
+    (rows, targets)
+}
+
+/// The engine's loss and every weight's gradient.
+fn engine_gradients(model: &Model, examples: &[Example]) -> (f64, BTreeMap<String, Vec<f32>>) {
+    let mut engine = Engine::new(model).unwrap();
+    let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
+    engine.forward(&rows, 0);
+    let (rows, targets) = targets(examples);
+    let loss = engine.cross_entropy(&rows, &targets, true);
+    let grads = engine.names().iter().map(|n| (n.clone(), engine.grad(n).unwrap().to_vec())).collect();
+    (loss, grads)
+}
+
+/// `max |a − b| / max |b|`, relative to the reference's scale.
+fn relative(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+    diff / max_abs(b).max(1e-30)
+}
+
+/// A key projection's bias has a true gradient of zero (softmax ignores a shift shared by
+/// a whole row of scores): both sides hold only rounding noise, which must stay tiny next
+/// to the model's largest gradient.
+fn vanishes(param: &str) -> bool {
+    param.ends_with("k_proj.bias")
+}
+
+fn max_abs(v: &[f32]) -> f64 {
+    v.iter().map(|y| y.abs() as f64).fold(0.0, f64::max)
+}
+
+#[test]
+fn gradients_equal_candle_autograd_over_the_composite_ops() {
+    let reference = reference();
+    for name in MODELS {
+        let model = Model::load(&fixture(&format!("hf/{name}")), &Device::Cpu).unwrap();
+        let examples = batch(&reference, name);
+        let refs: Vec<&Example> = examples.iter().collect();
+        let (loss, _) = batch_loss(&model, &refs).unwrap();
+        let grads = loss.backward().unwrap();
+        let (got_loss, got) = engine_gradients(&model, &examples);
+        let want_loss = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((got_loss - want_loss).abs() <= 1e-5 * want_loss.abs(), "{name}: loss {got_loss} vs {want_loss}");
+        let want: BTreeMap<&str, Vec<f32>> = model
+            .params
+            .iter()
+            .map(|(param, var)| (param, grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+        let largest = want.values().map(|g| max_abs(g)).fold(0.0, f64::max);
+        for (param, want) in &want {
+            let g = &got[*param];
+            if vanishes(param) {
+                assert!(max_abs(g) <= 1e-5 * largest, "{name}: `{param}` should vanish, got {}", max_abs(g));
+                continue;
+            }
+            assert!(g.iter().any(|&x| x != 0.0), "{name}: `{param}` got no gradient");
+            let rel = relative(g, want);
+            assert!(rel <= 1e-5, "{name}: `{param}` differs from candle's autograd by {rel:.2e} (relative)");
+        }
+    }
+}
