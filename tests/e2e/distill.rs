@@ -191,18 +191,23 @@ fn surrogate_backward_equals_autograd_through_the_same_loss() {
     let batch: Vec<&Example> = public[..3].iter().collect();
     let rows: Vec<Vec<u32>> = batch.iter().map(|e| e.ids.clone()).collect();
     let seq = rows.iter().map(Vec::len).max().unwrap();
-    let targets = kdharness::train::Targets::new(&batch, seq, &Device::Cpu).unwrap();
+    let targets = kdharness::train::Targets::new(&batch, seq);
     let x = kdharness::model::RowBatch::new(&rows, 0, &Device::Cpu).unwrap();
+    let picked = Tensor::from_vec(targets.rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), targets.count(), &Device::Cpu).unwrap();
+    let select = |logits: Tensor| {
+        let (b, s, v) = logits.dims3().unwrap();
+        logits.reshape((b * s, v)).unwrap().index_select(&picked, 0).unwrap().contiguous().unwrap()
+    };
     for objective in ["fkl", "rkl", "jsd", "tvd", "sfkl", "srkl"] {
-        let s = targets.select(&student.forward(&x.as_forward(), None).unwrap()).unwrap().contiguous().unwrap();
-        let t = targets.select(&teacher.forward(&x.as_forward(), None).unwrap()).unwrap().detach().contiguous().unwrap();
+        let s = select(student.forward(&x.as_forward(), None).unwrap());
+        let t = select(teacher.forward(&x.as_forward(), None).unwrap()).detach();
         // Autograd through the candle implementation.
         let autograd = candle_objective(objective, &s, &t).backward().unwrap();
         // The plugin's gradient through the surrogate Σ s·G.
         let mut method = registry.kd_method("kd").unwrap().create(&[("objective".into(), objective.into())]).unwrap();
         let (n, v) = s.dims2().unwrap();
         let (sv, tv) = (s.flatten_all().unwrap().to_vec1::<f32>().unwrap(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-        let ids: Vec<u32> = targets.ids.to_vec1().unwrap();
+        let ids = targets.ids.clone();
         let mask = vec![1f32; n];
         let mut grad = vec![0f32; n * v];
         let kd_batch = kdharness_plugin_api::kd::KdBatch {
@@ -218,14 +223,19 @@ fn surrogate_backward_equals_autograd_through_the_same_loss() {
             progress: 0.0,
         };
         method.loss_and_grad(&kd_batch, abi_stable::std_types::RSliceMut::from_mut_slice(&mut grad)).into_result().unwrap();
-        let g = Tensor::from_vec(grad, (n, v), &Device::Cpu).unwrap();
-        let surrogate = (&s * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        // ... back-propagated by the engine, as in training.
+        let mut engine = kdharness::engine::Engine::new(&student).unwrap();
+        engine.forward(&rows, 0);
+        let logits = engine.logits(&targets.rows);
+        let same = logits.iter().zip(&sv).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(same < 1e-4, "engine and candle logits differ by {same}");
+        engine.backward_logits(&grad);
         let mut worst = 0f32;
         for (name, var) in student.params.iter() {
             let a = autograd.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let b = surrogate.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = engine.grad(name).unwrap();
             let scale = a.iter().fold(1e-3f32, |m, x| m.max(x.abs()));
-            let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+            let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
             assert!(diff < 1e-4, "{objective}: `{name}` relative gradient difference {diff}");
             worst = worst.max(diff);
         }

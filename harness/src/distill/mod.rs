@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use abi_stable::std_types::{RSlice, RSliceMut};
-use candle_core::Tensor;
 use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdInstance};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -22,8 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::model::generate::{Decoding, GenerateConfig, generate, generate_mixed};
-use crate::model::{Model, ModelError, RowBatch};
-use crate::train::{AdamW, Example, Targets, TrainConfig, cross_entropy};
+use crate::model::{Model, ModelError};
+use crate::train::{Example, Passes, Targets, TrainConfig, batch_rows};
 
 /// Distillation settings: the optimiser's, plus what KD adds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,8 +103,11 @@ pub struct StepTiming {
     /// Generating student samples (on-policy steps; SeqKD's teacher samples are made once,
     /// before training, and not counted).
     pub sampling: f64,
-    /// Student and teacher forward passes.
+    /// The student's forward passes.
     pub forward: f64,
+    /// The teacher's forward passes.
+    #[serde(default)]
+    pub teacher: f64,
     /// The KD plugin's `loss_and_grad`, including access to the logits.
     pub plugin: f64,
     /// Back-propagation of the surrogate.
@@ -119,7 +121,7 @@ pub struct StepTiming {
 impl StepTiming {
     /// Total seconds.
     pub fn total(&self) -> f64 {
-        self.sampling + self.forward + self.plugin + self.backward + self.optimizer
+        self.sampling + self.forward + self.teacher + self.plugin + self.backward + self.optimizer
     }
 }
 
@@ -279,57 +281,34 @@ pub fn teacher_samples(
     Ok(out)
 }
 
-/// Runs `f` on the values of a contiguous f32 tensor without copying them (CPU), or on a
-/// host copy (other devices).
-fn with_host_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    if let candle_core::Storage::Cpu(cpu) = &*storage {
-        let all = cpu.as_slice::<f32>()?;
-        let start = layout.start_offset();
-        return Ok(f(&all[start..start + t.elem_count()]));
-    }
-    drop(storage);
-    Ok(f(&t.flatten_all()?.to_vec1::<f32>()?))
-}
-
 /// The inputs of one KD step, prepared for the plugin.
 struct Prepared {
-    /// Student logits at the trained positions, `[n, vocab]`, with gradients.
-    student: Tensor,
-    /// Teacher logits at the same positions (detached), when the method uses a teacher.
-    teacher: Option<Tensor>,
+    /// Student logits at the trained positions, `[n, vocab]`.
+    student: Vec<f32>,
+    /// Teacher logits at the same positions, when the method uses a teacher.
+    teacher: Option<Vec<f32>>,
+    vocab: usize,
     targets: Targets,
     sequence: Vec<u32>,
     behaviour: Vec<f32>,
 }
 
-fn prepare(student: &Model, teacher: Option<&Model>, data: &StepData) -> Result<Prepared, DistillError> {
-    let refs: Vec<&Example> = data.examples.iter().collect();
-    let rows: Vec<Vec<u32>> = data.examples.iter().map(|e| e.ids.clone()).collect();
-    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let device = student.device();
-    let targets = Targets::new(&refs, seq, device)?;
-    let x = RowBatch::new(&rows, 0, device)?;
-    let s = targets.select(&student.forward(&x.as_forward(), None)?)?.contiguous()?;
-    let t = match teacher {
-        Some(t) => Some(targets.select(&t.forward(&x.as_forward(), None)?)?.detach().contiguous()?),
-        None => None,
-    };
-    let mut sequence = Vec::with_capacity(targets.count);
+/// The plugin's inputs for `data`, given the student's (and teacher's) logits at the
+/// trained positions `targets`.
+fn prepared(data: &StepData, targets: Targets, student: Vec<f32>, teacher: Option<Vec<f32>>, vocab: usize) -> Prepared {
+    let mut sequence = Vec::with_capacity(targets.count());
     let mut behaviour = Vec::new();
     for (r, ex) in data.examples.iter().enumerate() {
         let positions = ex.trained_positions();
         sequence.extend(std::iter::repeat_n(r as u32, positions.len()));
         if let Some(b) = &data.behaviour {
-            // Response token k is predicted at position prompt_len − 1 + k.
             let first = ex.prompt_len.max(1) - 1;
             for p in positions {
                 behaviour.push(b[r].get(p - first).copied().unwrap_or(0.0));
             }
         }
     }
-    Ok(Prepared { student: s, teacher: t, targets, sequence, behaviour })
+    Prepared { student, teacher, vocab, targets, sequence, behaviour }
 }
 
 /// Calls the plugin on prepared logits; returns its loss and the gradient buffer.
@@ -340,32 +319,22 @@ fn call_method(
     on_policy: bool,
     progress: f64,
 ) -> Result<(f64, Vec<f32>), DistillError> {
-    let n = p.targets.count;
-    let vocab = p.student.dim(1)?;
-    let targets: Vec<u32> = p.targets.ids.to_vec1()?;
+    let (n, vocab) = (p.targets.count(), p.vocab);
     let mask = vec![1f32; n];
     let mut grad = vec![0f32; n * vocab];
-    let result = with_host_slice(&p.student, |student| -> Result<_, candle_core::Error> {
-        let mut call = |teacher: &[f32]| {
-            let batch = KdBatch {
-                positions: n as u32,
-                vocab: vocab as u32,
-                student_logits: RSlice::from_slice(student),
-                teacher_logits: RSlice::from_slice(teacher),
-                targets: RSlice::from_slice(&targets),
-                mask: RSlice::from_slice(&mask),
-                sequence: RSlice::from_slice(&p.sequence),
-                behaviour_logprob: RSlice::from_slice(&p.behaviour),
-                on_policy,
-                progress,
-            };
-            method.loss_and_grad(&batch, RSliceMut::from_mut_slice(&mut grad)).into_result()
-        };
-        match &p.teacher {
-            Some(t) => with_host_slice(t, call),
-            None => Ok(call(&[])),
-        }
-    })??;
+    let batch = KdBatch {
+        positions: n as u32,
+        vocab: vocab as u32,
+        student_logits: RSlice::from_slice(&p.student),
+        teacher_logits: RSlice::from_slice(p.teacher.as_deref().unwrap_or(&[])),
+        targets: RSlice::from_slice(&p.targets.ids),
+        mask: RSlice::from_slice(&mask),
+        sequence: RSlice::from_slice(&p.sequence),
+        behaviour_logprob: RSlice::from_slice(&p.behaviour),
+        on_policy,
+        progress,
+    };
+    let result = method.loss_and_grad(&batch, RSliceMut::from_mut_slice(&mut grad)).into_result();
     let out = result.map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
     if grad.iter().any(|g| !g.is_finite()) {
         return Err(DistillError::Plugin { method: name.into(), message: "returned a non-finite gradient".into() });
@@ -391,12 +360,12 @@ fn teacher_for<'t>(uses_teacher: bool, teacher: Option<&'t Model>, student: &Mod
 /// One student's distillation in progress: what every step reads and updates.
 struct Run<'a> {
     student: &'a mut Model,
-    teacher: Option<&'a Model>,
+    passes: Passes,
+    teacher: Option<(&'a Model, Passes)>,
     method: &'a mut KdInstance,
     name: &'a str,
     cfg: &'a DistillConfig,
     sampler: Sampler,
-    opt: AdamW,
     timing: StepTiming,
 }
 
@@ -408,35 +377,85 @@ impl Run<'_> {
         let (name, cfg, clock) = (self.name, self.cfg, std::time::Instant::now);
         let policy = self.method.data_policy(progress).into_result().map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
         let t0 = clock();
-        let data = self.sampler.step_data(&policy, train, indices, self.student, self.teacher)?;
+        if policy.student_fraction > 0.0 {
+            // Sampling reads the student's current weights.
+            self.passes.sync(self.student)?;
+        }
+        let data = self.sampler.step_data(&policy, train, indices, self.student, self.teacher.as_ref().map(|t| t.0))?;
         self.timing.sampling += t0.elapsed().as_secs_f64();
         let data = StepData { examples: data.examples.into_iter().filter(|e| !e.trained_positions().is_empty()).collect(), ..data };
         if data.examples.is_empty() {
             return Ok(None);
         }
+        let refs: Vec<&Example> = data.examples.iter().collect();
+        let (rows, targets) = batch_rows(&refs);
         let t0 = clock();
-        let p = prepare(self.student, self.teacher.filter(|_| policy.uses_teacher), &data)?;
+        let student = self.passes.logits(self.student, &rows, &targets.rows)?;
         let t1 = clock();
-        let (loss, grad) = call_method(self.method, name, &p, data.on_policy, progress)?;
+        let teacher = match &mut self.teacher {
+            Some((model, passes)) if policy.uses_teacher => Some(passes.logits(model, &rows, &targets.rows)?),
+            _ => None,
+        };
         let t2 = clock();
+        let p = prepared(&data, targets, student, teacher, self.student.config.vocab_size);
+        let (loss, mut grad) = call_method(self.method, name, &p, data.on_policy, progress)?;
+        let t3 = clock();
         self.timing.forward += (t1 - t0).as_secs_f64();
-        self.timing.plugin += (t2 - t1).as_secs_f64();
-        self.timing.tokens += p.targets.count;
+        self.timing.teacher += (t2 - t1).as_secs_f64();
+        self.timing.plugin += (t3 - t2).as_secs_f64();
+        self.timing.tokens += p.targets.count();
         if !loss.is_finite() {
             return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
         }
-        let g = Tensor::from_vec(grad, p.student.shape(), p.student.device())?;
-        let mut surrogate = ((&p.student * &g)?.sum_all()? * cfg.kd_ratio)?;
-        if cfg.kd_ratio < 1.0 {
-            surrogate = (surrogate + (cross_entropy(&p.student, &p.targets.ids)? * (1.0 - cfg.kd_ratio))?)?;
-        }
+        mix_in_cross_entropy(&mut grad, &p, cfg.kd_ratio);
         let t0 = clock();
-        let grads = surrogate.backward()?;
+        self.passes.backward_logits(&grad)?;
         let t1 = clock();
-        self.opt.step(&self.student.params, &grads, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
+        self.passes.step(self.student, cfg.train.weight_decay, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
         self.timing.backward += (t1 - t0).as_secs_f64();
         self.timing.optimizer += t1.elapsed().as_secs_f64();
         Ok(Some((loss, data.on_policy)))
+    }
+
+    /// The method's objective on ground-truth `val` examples (token-weighted), no update.
+    fn validate(&mut self, val: &[Example], batch_size: usize) -> Result<f64, DistillError> {
+        let (mut total, mut count) = (0.0, 0usize);
+        for chunk in val.chunks(batch_size.max(1)) {
+            let data = StepData {
+                examples: chunk.iter().filter(|e| !e.trained_positions().is_empty()).cloned().collect(),
+                behaviour: None,
+                on_policy: false,
+            };
+            if data.examples.is_empty() {
+                continue;
+            }
+            let refs: Vec<&Example> = data.examples.iter().collect();
+            let (rows, targets) = batch_rows(&refs);
+            let student = self.passes.logits(self.student, &rows, &targets.rows)?;
+            let teacher = match &mut self.teacher {
+                Some((model, passes)) => Some(passes.logits(model, &rows, &targets.rows)?),
+                None => None,
+            };
+            let p = prepared(&data, targets, student, teacher, self.student.config.vocab_size);
+            let (loss, _) = call_method(self.method, self.name, &p, false, 1.0)?;
+            total += loss * p.targets.count() as f64;
+            count += p.targets.count();
+        }
+        Ok(if count == 0 { f64::NAN } else { total / count as f64 })
+    }
+}
+
+/// The gradient of `kd_ratio · L_KD + (1 − kd_ratio) · CE` in the student's logits, given
+/// `grad` = ∂L_KD/∂logits (SPEC §6: the optional cross-entropy mix).
+fn mix_in_cross_entropy(grad: &mut [f32], p: &Prepared, kd_ratio: f64) {
+    if kd_ratio == 1.0 {
+        return;
+    }
+    let mut ce = p.student.clone();
+    let n = p.targets.count();
+    crate::engine::head::cross_entropy(&mut ce, p.vocab, &p.targets.ids, Some(((1.0 - kd_ratio) / n as f64) as f32));
+    for (g, c) in grad.iter_mut().zip(ce) {
+        *g = (*g as f64 * kd_ratio) as f32 + c;
     }
 }
 
@@ -472,16 +491,16 @@ pub fn distill(
     let total = steps_per_epoch * cfg.train.epochs;
     let mut run = Run {
         sampler: Sampler::new(seed, cfg, student.config.eos_token_id, samples),
-        opt: AdamW::new(&student.params, cfg.train.weight_decay)?,
+        passes: Passes::new(student),
         student,
-        teacher,
+        teacher: teacher.map(|t| (t, Passes::new(t))),
         method,
         name,
         cfg,
         timing: StepTiming::default(),
     };
     let mut order_rng = ChaCha8Rng::seed_from_u64(seed);
-    let initial_val_loss = validate(run.student, teacher, run.method, name, val, batch_size)?;
+    let initial_val_loss = run.validate(val, batch_size)?;
     crate::status::detail(format!("distill {name}: objective on held-out public data before training: {initial_val_loss:.4}"));
     let bar = crate::status::progress(total, &format!("distilling ({name})"), "steps");
     let mut epochs = Vec::new();
@@ -499,13 +518,14 @@ pub fn distill(
                 bar.inc(1);
             }
         }
-        let val_loss = validate(run.student, teacher, run.method, name, val, batch_size)?;
+        let val_loss = run.validate(val, batch_size)?;
         run.method.on_epoch_end(val_loss).into_result().map_err(plugin)?;
         crate::status::detail(format!(
             "distill {name}: epoch {epoch}: train loss {:.4}, held-out objective {val_loss:.4} (start {initial_val_loss:.4})",
             loss_sum / steps_per_epoch as f64
         ));
         epochs.push(DistillEpoch { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_loss, on_policy_steps, steps: steps_per_epoch });
+        run.passes.sync(run.student)?;
         if let Some(dir) = checkpoint {
             run.student.save(dir)?;
         }
@@ -594,29 +614,3 @@ pub fn train_student(
     Ok(log)
 }
 
-/// The method's objective on ground-truth `val` examples (token-weighted), no update.
-pub fn validate(
-    student: &Model,
-    teacher: Option<&Model>,
-    method: &mut KdInstance,
-    name: &str,
-    val: &[Example],
-    batch_size: usize,
-) -> Result<f64, DistillError> {
-    let (mut total, mut count) = (0.0, 0usize);
-    for chunk in val.chunks(batch_size.max(1)) {
-        let data = StepData {
-            examples: chunk.iter().filter(|e| !e.trained_positions().is_empty()).cloned().collect(),
-            behaviour: None,
-            on_policy: false,
-        };
-        if data.examples.is_empty() {
-            continue;
-        }
-        let p = prepare(student, teacher, &data)?;
-        let (loss, _) = call_method(method, name, &p, false, 1.0)?;
-        total += loss * p.targets.count as f64;
-        count += p.targets.count;
-    }
-    Ok(if count == 0 { f64::NAN } else { total / count as f64 })
-}

@@ -7,16 +7,18 @@
 //! paper's code does.
 
 mod adamw;
+mod passes;
 
 use std::path::Path;
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{D, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use adamw::AdamW;
+pub use passes::Passes;
 
 use crate::data::Encoded;
 use crate::model::{Model, ModelError, RowBatch, ops};
@@ -122,33 +124,37 @@ impl From<candle_core::Error> for TrainError {
 /// The scored positions of a right-padded batch, flattened: row indices into the
 /// `[b·s, vocab]` logits and the tokens they predict.
 pub struct Targets {
-    /// Indices into the flattened `[b·s]` positions.
-    pub rows: Tensor,
-    /// The next token at each of those positions.
-    pub ids: Tensor,
-    /// How many positions.
-    pub count: usize,
+    /// Row `b·s + t` for position `t` of example `b`.
+    pub rows: Vec<usize>,
+    /// The token each row predicts.
+    pub ids: Vec<u32>,
 }
 
 impl Targets {
-    /// Collects the trained positions of `batch`, padded to `seq` columns.
-    pub fn new(batch: &[&Example], seq: usize, device: &candle_core::Device) -> candle_core::Result<Self> {
+    /// The trained positions of `batch`, right-padded to `seq`.
+    pub fn new(batch: &[&Example], seq: usize) -> Self {
         let (mut rows, mut ids) = (Vec::new(), Vec::new());
         for (r, ex) in batch.iter().enumerate() {
             for t in ex.trained_positions() {
-                rows.push((r * seq + t) as u32);
+                rows.push(r * seq + t);
                 ids.push(ex.ids[t + 1]);
             }
         }
-        let count = rows.len();
-        Ok(Targets { rows: Tensor::from_vec(rows, count, device)?, ids: Tensor::from_vec(ids, count, device)?, count })
+        Targets { rows, ids }
     }
 
-    /// The logits `[count, vocab]` at the scored positions of `[b, s, vocab]` logits.
-    pub fn select(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, s, v) = logits.dims3()?;
-        logits.reshape((b * s, v))?.index_select(&self.rows, 0)
+    /// Number of scored positions.
+    pub fn count(&self) -> usize {
+        self.rows.len()
     }
+}
+
+/// A batch's token rows (to be right-padded) and its scored positions.
+pub fn batch_rows(batch: &[&Example]) -> (Vec<Vec<u32>>, Targets) {
+    let rows: Vec<Vec<u32>> = batch.iter().map(|e| e.ids.clone()).collect();
+    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let targets = Targets::new(batch, seq);
+    (rows, targets)
 }
 
 /// Mean next-token cross-entropy over the scored positions: `−Σ log q(y_t) / n`.
@@ -163,25 +169,36 @@ pub fn cross_entropy_composite(scored_logits: &Tensor, targets: &Tensor) -> cand
     picked.neg()?.mean_all()
 }
 
-/// The model's mean response cross-entropy on a batch of examples (pad id 0; padding is
-/// never scored).
+/// The model's mean response cross-entropy on a batch of examples through candle's
+/// autograd (pad id 0; padding is never scored): the reference the engine is tested
+/// against.
 pub fn batch_loss(model: &Model, batch: &[&Example]) -> candle_core::Result<(Tensor, usize)> {
-    let rows: Vec<Vec<u32>> = batch.iter().map(|e| e.ids.clone()).collect();
-    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let targets = Targets::new(batch, seq, model.device())?;
+    let (rows, targets) = batch_rows(batch);
     let x = RowBatch::new(&rows, 0, model.device())?;
     let logits = model.forward(&x.as_forward(), None)?;
-    Ok((cross_entropy(&targets.select(&logits)?, &targets.ids)?, targets.count))
+    let (b, s, v) = logits.dims3()?;
+    let picked: Vec<u32> = targets.rows.iter().map(|&r| r as u32).collect();
+    let picked = logits.reshape((b * s, v))?.index_select(&Tensor::from_vec(picked, targets.count(), model.device())?, 0)?;
+    let ids = Tensor::from_vec(targets.ids.clone(), targets.count(), model.device())?;
+    Ok((cross_entropy(&picked, &ids)?, targets.count()))
 }
 
 /// Token-weighted mean response cross-entropy over many examples, without gradients.
-pub fn evaluate(model: &Model, examples: &[Example], batch_size: usize) -> candle_core::Result<f64> {
+pub fn evaluate(model: &Model, examples: &[Example], batch_size: usize) -> Result<f64, ModelError> {
+    evaluate_with(&mut Passes::new(model), model, examples, batch_size)
+}
+
+/// [`evaluate`] through passes already set up (the weights being trained).
+pub fn evaluate_with(passes: &mut Passes, model: &Model, examples: &[Example], batch_size: usize) -> Result<f64, ModelError> {
     let (mut total, mut count) = (0.0, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
-        let batch: Vec<&Example> = chunk.iter().collect();
-        let (loss, n) = batch_loss(model, &batch)?;
-        total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * n as f64;
-        count += n;
+        let batch: Vec<&Example> = chunk.iter().filter(|e| !e.trained_positions().is_empty()).collect();
+        let (rows, targets) = batch_rows(&batch);
+        if targets.count() == 0 {
+            continue;
+        }
+        total += passes.cross_entropy(model, &rows, &targets.rows, &targets.ids, false)? * targets.count() as f64;
+        count += targets.count();
     }
     Ok(if count == 0 { f64::NAN } else { total / count as f64 })
 }
@@ -215,7 +232,7 @@ pub fn train(
     let batch_size = cfg.batch_size.max(1);
     let steps_per_epoch = examples.len().div_ceil(batch_size);
     let total = steps_per_epoch * cfg.epochs;
-    let mut opt = AdamW::new(&model.params, cfg.weight_decay)?;
+    let mut passes = Passes::new(model);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let bar = crate::status::progress(total, what, "steps");
     let mut logs = Vec::new();
@@ -225,22 +242,22 @@ pub fn train(
         order.shuffle(&mut rng);
         let (mut sum, mut tokens) = (0.0, 0usize);
         for batch in order.chunks(batch_size) {
-            let (loss, n) = batch_loss(model, batch)?;
-            let value = loss.to_scalar::<f32>()?;
+            let (rows, targets) = batch_rows(batch);
+            let value = passes.cross_entropy(model, &rows, &targets.rows, &targets.ids, true)?;
             if !value.is_finite() {
                 bar.abandon();
-                return Err(TrainError::NonFinite { loss: value, epoch, step: step + 1 });
+                return Err(TrainError::NonFinite { loss: value as f32, epoch, step: step + 1 });
             }
-            let grads = loss.backward()?;
-            opt.step(&model.params, &grads, cfg.lr_at(step, total), cfg.grad_clip)?;
-            sum += value as f64 * n as f64;
-            tokens += n;
+            passes.step(model, cfg.weight_decay, cfg.lr_at(step, total), cfg.grad_clip)?;
+            sum += value * targets.count() as f64;
+            tokens += targets.count();
             step += 1;
             bar.inc(1);
         }
         let log = EpochLog { epoch, train_loss: sum / tokens.max(1) as f64, lr: cfg.lr_at(step - 1, total) };
         crate::status::detail(format!("{what}: epoch {epoch}: train loss {:.4}", log.train_loss));
         logs.push(log);
+        passes.sync(model)?;
         if let Some(dir) = checkpoint {
             model.save(dir)?;
         }

@@ -1,0 +1,139 @@
+//! A model's forward and backward passes during training: the engine's
+//! ([`crate::engine`]) on the CPU, candle's autograd over the composite ops elsewhere (or
+//! for a family the engine has no plan for).
+//!
+//! With the engine, the engine's copy of the weights is the truth between steps: call
+//! [`Passes::sync`] before reading the model (saving, sampling from it).
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor};
+
+use super::AdamW;
+use crate::engine::{self, Engine};
+use crate::model::{Model, ModelError, RowBatch, ops};
+
+/// Forward and backward passes over one model's weights, and its optimiser state.
+pub struct Passes {
+    backend: Backend,
+}
+
+enum Backend {
+    Engine { engine: Box<Engine>, opt: Option<engine::AdamW> },
+    Autograd { picked: Option<Tensor>, grads: Option<GradStore>, opt: Option<AdamW> },
+}
+
+impl Passes {
+    /// The engine's passes where it runs `model`, else candle's autograd.
+    pub fn new(model: &Model) -> Self {
+        let backend = match Engine::new(model) {
+            Ok(engine) => Backend::Engine { engine: Box::new(engine), opt: None },
+            Err(why) => {
+                crate::status::detail(format!("training through candle's autograd: {why}"));
+                Backend::Autograd { picked: None, grads: None, opt: None }
+            }
+        };
+        Passes { backend }
+    }
+
+    /// Whether the engine runs the passes.
+    pub fn uses_engine(&self) -> bool {
+        matches!(self.backend, Backend::Engine { .. })
+    }
+
+    /// Logits `[n, vocab]` (host values) at rows `picked` (`b·seq + t`) of right-padded
+    /// `rows`; [`Passes::backward_logits`] takes their gradient.
+    pub fn logits(&mut self, model: &Model, rows: &[Vec<u32>], picked: &[usize]) -> Result<Vec<f32>, ModelError> {
+        match &mut self.backend {
+            Backend::Engine { engine, .. } => {
+                engine.forward(rows, 0);
+                Ok(engine.logits(picked).to_vec())
+            }
+            Backend::Autograd { picked: kept, .. } => {
+                let t = picked_logits(model, rows, picked)?;
+                let host = t.flatten_all()?.to_vec1::<f32>()?;
+                *kept = Some(t);
+                Ok(host)
+            }
+        }
+    }
+
+    /// Back-propagates the gradient of the loss with respect to the last
+    /// [`Passes::logits`] into every weight.
+    pub fn backward_logits(&mut self, grad: &[f32]) -> Result<(), ModelError> {
+        match &mut self.backend {
+            Backend::Engine { engine, .. } => engine.backward_logits(grad),
+            Backend::Autograd { picked, grads, .. } => {
+                let logits = picked.take().expect("logits before their gradient");
+                let g = Tensor::from_slice(grad, logits.shape(), logits.device())?;
+                // The surrogate Σ logits ⊙ g has exactly `g` as its gradient in the logits.
+                *grads = Some((&logits * &g)?.sum_all()?.backward()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Mean next-token cross-entropy of `targets` at rows `picked` of right-padded `rows`;
+    /// with `backward`, also its gradient into every weight.
+    pub fn cross_entropy(
+        &mut self,
+        model: &Model,
+        rows: &[Vec<u32>],
+        picked: &[usize],
+        targets: &[u32],
+        backward: bool,
+    ) -> Result<f64, ModelError> {
+        match &mut self.backend {
+            Backend::Engine { engine, .. } => {
+                engine.forward(rows, 0);
+                Ok(engine.cross_entropy(picked, targets, backward))
+            }
+            Backend::Autograd { grads, .. } => {
+                let logits = picked_logits(model, rows, picked)?;
+                let targets = Tensor::from_slice(targets, targets.len(), logits.device())?;
+                let loss = ops::cross_entropy(&logits, &targets)?.mean_all()?;
+                if backward {
+                    *grads = Some(loss.backward()?);
+                }
+                Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+            }
+        }
+    }
+
+    /// One AdamW update (weight decay `weight_decay`, learning rate `lr`, gradients clipped
+    /// to global norm `clip`) from the last backward pass. Returns the norm before clipping.
+    pub fn step(&mut self, model: &Model, weight_decay: f64, lr: f64, clip: f64) -> Result<f64, ModelError> {
+        match &mut self.backend {
+            Backend::Engine { engine, opt } => {
+                let opt = opt.get_or_insert_with(|| {
+                    let sizes: Vec<usize> = engine.names().iter().map(|n| engine.weight(n).map_or(0, <[f32]>::len)).collect();
+                    engine::AdamW::new(&sizes, engine.decayed(), weight_decay)
+                });
+                Ok(engine.step(opt, lr, clip))
+            }
+            Backend::Autograd { grads, opt, .. } => {
+                let grads = grads.take().expect("a backward pass before the step");
+                let opt = opt.get_or_insert_with(|| AdamW::new(&model.params, weight_decay));
+                Ok(opt.step(&model.params, &grads, lr, clip)?)
+            }
+        }
+    }
+
+    /// Writes the current weights into `model` (a no-op with autograd, which trains the
+    /// model's own variables).
+    pub fn sync(&self, model: &mut Model) -> Result<(), ModelError> {
+        match &self.backend {
+            Backend::Engine { engine, .. } => engine.store(model),
+            Backend::Autograd { .. } => Ok(()),
+        }
+    }
+}
+
+/// candle logits `[n, vocab]` at rows `picked` of right-padded `rows`.
+fn picked_logits(model: &Model, rows: &[Vec<u32>], picked: &[usize]) -> candle_core::Result<Tensor> {
+    let x = RowBatch::new(rows, 0, model.device())?;
+    let logits = model.forward(&x.as_forward(), None)?;
+    let (b, s, v) = logits.dims3()?;
+    let index: Vec<u32> = picked.iter().map(|&r| r as u32).collect();
+    let index = Tensor::from_vec(index, picked.len(), model.device())?;
+    logits.reshape((b * s, v))?.index_select(&index, 0)
+}
