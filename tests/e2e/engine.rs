@@ -1,6 +1,6 @@
 //! The training engine's hand-written backward pass against candle's autograd over the
 //! composite ops, and against PyTorch/transformers' gradients (tests/fixtures/hf/
-//! gradients.json, made by make_grad_reference.py), for every fixture family.
+//! gradients.safetensors, made by make_grad_reference.py), for every fixture family.
 
 use std::collections::BTreeMap;
 
@@ -97,6 +97,47 @@ fn gradients_equal_candle_autograd_over_the_composite_ops() {
             assert!(g.iter().any(|&x| x != 0.0), "{name}: `{param}` got no gradient");
             let rel = relative(g, want);
             assert!(rel <= 1e-5, "{name}: `{param}` differs from candle's autograd by {rel:.2e} (relative)");
+        }
+    }
+}
+
+/// PyTorch's gradients (float64, stored as float32) by weight name, and its loss.
+fn torch_gradients(name: &str) -> (f64, BTreeMap<String, Vec<f32>>) {
+    let bytes = std::fs::read(fixture("hf/gradients.safetensors")).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let reference: Value = serde_json::from_str(&metadata.metadata().as_ref().unwrap()["reference"]).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let prefix = format!("{name}/");
+    let grads = tensors
+        .tensors()
+        .into_iter()
+        .filter_map(|(key, view)| {
+            let weight = key.strip_prefix(&prefix)?.to_owned();
+            let values = view.data().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            Some((weight, values))
+        })
+        .collect();
+    (reference["loss"][name].as_f64().unwrap(), grads)
+}
+
+#[test]
+fn gradients_equal_pytorch_for_every_weight() {
+    let reference = reference();
+    for name in MODELS {
+        let model = Model::load(&fixture(&format!("hf/{name}")), &Device::Cpu).unwrap();
+        let (got_loss, got) = engine_gradients(&model, &batch(&reference, name));
+        let (want_loss, want) = torch_gradients(name);
+        assert!((got_loss - want_loss).abs() <= 1e-5 * want_loss, "{name}: loss {got_loss} vs PyTorch {want_loss}");
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{name}: the same weights");
+        let largest = want.values().map(|g| max_abs(g)).fold(0.0, f64::max);
+        for (param, want) in &want {
+            let g = &got[param];
+            if vanishes(param) {
+                assert!(max_abs(g) <= 1e-5 * largest, "{name}: `{param}` should vanish, got {}", max_abs(g));
+                continue;
+            }
+            let rel = relative(g, want);
+            assert!(rel <= 1e-4, "{name}: `{param}` differs from PyTorch by {rel:.2e} (relative)");
         }
     }
 }

@@ -153,35 +153,3 @@ pub(crate) fn matmul_into(out: &mut [f32], a: View, b: View, accumulate: bool) {
     // SAFETY: `out` is borrowed mutably for the call.
     unsafe { matmul(dst, a, b, accumulate, Threads::All) }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn naive(a: View, b: View) -> Vec<f32> {
-        let mut out = vec![0f32; a.rows * b.cols];
-        for i in 0..a.rows {
-            for j in 0..b.cols {
-                out[i * b.cols + j] =
-                    (0..a.cols).map(|k| a.data[a.offset + i * a.rs + k * a.cs] * b.data[b.offset + k * b.rs + j * b.cs]).sum();
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn strided_and_transposed_views_multiply_like_their_copies() {
-        let data: Vec<f32> = (0..600).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        // a: columns 3..10 of a [20, 30] buffer; b: the transpose of a [5, 7] block.
-        let a = View::strided(&data, 3, 20, 7, 30, 1);
-        let b = View::strided(&data, 100, 5, 7, 9, 1).t();
-        let want = naive(a, b);
-        let mut got = vec![1f32; 20 * 5];
-        matmul_into(&mut got, a, b, false);
-        let diff = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        assert!(diff < 1e-4, "{diff}");
-        matmul_into(&mut got, a, b, true);
-        let diff = got.iter().zip(&want).map(|(x, y)| (x - 2.0 * y).abs()).fold(0f32, f32::max);
-        assert!(diff < 1e-4, "{diff}");
-    }
-}

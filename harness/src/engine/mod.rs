@@ -29,6 +29,8 @@ pub mod head;
 mod norm;
 mod pointwise;
 mod rows;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
