@@ -1,13 +1,16 @@
-//! KD step cost (SPEC §14): tokens per second of distillation steps including the
-//! teacher's forward pass, for an off-policy method (forward KL on the ground truth) and
-//! an on-policy one (student samples), with the share of each phase — in particular the
-//! KD plugin's call, which reads the logits in place and writes the gradient in place.
-//! The plugins are the built ones, loaded by dlopen as in a real run.
+//! KD step cost (SPEC §14): tokens per second of distillation steps on a SmolLM2-shaped
+//! teacher and student (SmolLM2-135M's width and vocabulary), for an off-policy method
+//! (forward KL on the ground truth) and an on-policy one (MiniLLM: student samples mixed
+//! with the teacher), with the share of each phase: the student's forward and backward
+//! passes (the engine), AdamW, the teacher's forward passes and sampling (ONNX Runtime
+//! with the KV cache, as in a run), and the KD plugin's call. The plugins are the built
+//! ones, loaded by dlopen as in a real run.
 
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Parser;
-use kdharness::distill::{DistillConfig, distill};
+use kdharness::distill::{DistillConfig, Inference, distill};
+use kdharness::runtime::{Runtime, SessionOptions};
 use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
 use kdharness::train::{Example, TrainConfig};
@@ -16,76 +19,96 @@ use rand::{Rng, SeedableRng};
 #[derive(Parser)]
 struct Args {
     /// KD methods to time.
-    #[arg(long, value_delimiter = ',', default_value = "kd,imitkd")]
+    #[arg(long, value_delimiter = ',', default_value = "kd,minillm")]
     methods: Vec<String>,
+    /// Blocks of the teacher.
+    #[arg(long, default_value_t = 8)]
+    teacher_layers: usize,
+    /// Blocks of the student.
+    #[arg(long, default_value_t = 4)]
+    student_layers: usize,
+    /// Threads (ONNX Runtime and the engine's pool).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
     #[arg(long, default_value_t = 8)]
     batch: usize,
     #[arg(long, default_value_t = 128)]
     seq: usize,
     /// Optimiser steps to time.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 3)]
     steps: usize,
     /// Response tokens per sequence (ground truth, or the length of on-policy samples);
     /// the rest of the sequence is prompt.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     sample_tokens: usize,
 }
 
-fn gpt2(layers: usize) -> Result<Model> {
+const VOCAB: usize = 49152;
+
+fn smollm2(layers: usize) -> Result<Model> {
     let spec = Shape {
-        arch: "gpt2".into(),
+        arch: "llama".into(),
         layers,
-        d_model: 256,
-        heads: 8,
-        kv_heads: None,
-        ffn: Some(1024),
-        max_positions: 256,
+        d_model: 576,
+        heads: 9,
+        kv_heads: Some(3),
+        ffn: Some(1536),
+        max_positions: 8192,
         tie_embeddings: true,
     };
-    Ok(Model::scratch(ModelConfig::scratch(&spec, 2048)?, layers as u64, &Device::Cpu)?)
+    Ok(Model::scratch(ModelConfig::scratch(&spec, VOCAB)?, layers as u64, &Device::Cpu)?)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let exe_dir = std::env::current_exe()?.parent().context("executable directory")?.to_path_buf();
     let registry = Registry::discover(vec![SearchDir { path: exe_dir, origin: SearchOrigin::ExecutableDir }]);
-    let teacher = gpt2(6)?;
+    rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
+    let runtime = Runtime::get(None)?;
+    let inference = Inference::Ort(runtime, SessionOptions { threads: args.threads, ..Default::default() });
+    let teacher = smollm2(args.teacher_layers)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let examples: Vec<Example> = (0..args.batch * args.steps)
         .map(|_| Example {
-            ids: (0..args.seq).map(|_| rng.gen_range(1..2048)).collect(),
+            ids: (0..args.seq).map(|_| rng.gen_range(1..VOCAB as u32)).collect(),
             prompt_len: args.seq - args.sample_tokens,
         })
         .collect();
     println!(
-        "teacher gpt2 6 x 256 ({} weights), student gpt2 3 x 256, batch {} x {}, {} steps, on-policy samples of {} tokens",
+        "teacher SmolLM2-shaped {} blocks ({} weights), student {} blocks, batch {} x {}, {} steps, on-policy samples of {} tokens",
+        args.teacher_layers,
         teacher.params.count(),
+        args.student_layers,
         args.batch,
         args.seq,
         args.steps,
         args.sample_tokens
     );
-    println!("{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "method", "sampling", "forward", "plugin", "backward", "AdamW", "total s", "trained/s");
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}",
+        "method", "forward", "backward", "AdamW", "teacher", "sampling", "plugin", "total s", "trained/s"
+    );
     for name in &args.methods {
         let loaded = registry.kd_method(name).with_context(|| format!("KD plugin `{name}` not found next to the benchmark"))?;
         let mut method = loaded.create(&[]).map_err(anyhow::Error::msg)?;
-        let mut student = gpt2(3)?;
+        let mut student = smollm2(args.student_layers)?;
         let cfg = DistillConfig {
             train: TrainConfig { epochs: 1, lr: 1e-4, batch_size: args.batch, ..TrainConfig::default() },
             max_new_tokens: args.sample_tokens,
             ..DistillConfig::default()
         };
-        let log = distill(&mut student, Some(&teacher), &mut method, name, &examples, &examples[..1], &cfg, 0, None, None)?;
+        let log = distill(&mut student, Some(&teacher), &mut method, name, &examples, &examples[..1], &cfg, 0, inference, None, None)?;
         let t = log.timing;
         let share = |x: f64| format!("{:.1}%", 100.0 * x / t.total());
         println!(
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.2} {:>10.0}",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.2} {:>10.0}",
             name,
-            share(t.sampling),
             share(t.forward),
-            share(t.plugin),
             share(t.backward),
             share(t.optimizer),
+            share(t.teacher),
+            share(t.sampling),
+            share(t.plugin),
             t.total(),
             t.tokens as f64 / t.total()
         );

@@ -4,9 +4,10 @@
 
 use candle_core::{D, Device, Tensor};
 use kdharness::data::{Template, TokenLimits, TokenizerFile, encode, load_jsonl};
-use kdharness::distill::{DistillConfig, Sampler, StudentPlan, distill, stage, teacher_samples};
+use kdharness::distill::{CandleSamples, DistillConfig, Inference, Sampler, StudentPlan, distill, stage, teacher_samples};
 use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
+use kdharness::runtime::{Runtime, SessionOptions};
 use kdharness::train::{Example, TrainConfig, train};
 use kdharness_plugin_api::kd::DataPolicy;
 
@@ -33,6 +34,11 @@ pub fn scratch(layers: usize, d: usize, seed: u64) -> Model {
         tie_embeddings: true,
     };
     Model::scratch(ModelConfig::scratch(&spec, 300).unwrap(), seed, &Device::Cpu).unwrap()
+}
+
+/// ONNX Runtime for the forward-only passes, as in a run (one thread: reproducible).
+pub fn ort() -> Inference {
+    Inference::Ort(Runtime::get(None).unwrap(), SessionOptions { threads: 1, ..Default::default() })
 }
 
 /// A teacher fine-tuned on the members (so it has something to teach).
@@ -73,7 +79,7 @@ fn the_distill_stage_trains_every_method_lowers_its_objective_and_reproduces() {
             .collect()
     };
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let logs = stage(&registry, &teacher, &plans(), train_set, val, &cfg(), 3, a.path()).unwrap();
+    let logs = stage(&registry, &teacher, &plans(), train_set, val, &cfg(), 3, ort(), a.path()).unwrap();
     for (name, log) in methods.iter().zip(&logs) {
         eprintln!("{name}: held-out objective {:.4} -> {:.4}", log.initial_val_loss, log.final_val_loss());
         assert!(log.final_val_loss() < log.initial_val_loss, "{name}: {log:?}");
@@ -90,14 +96,14 @@ fn the_distill_stage_trains_every_method_lowers_its_objective_and_reproduces() {
     // The same seed, in another directory and in another order: byte-identical students.
     let mut reversed = plans();
     reversed.reverse();
-    stage(&registry, &teacher, &reversed, train_set, val, &cfg(), 3, b.path()).unwrap();
+    stage(&registry, &teacher, &reversed, train_set, val, &cfg(), 3, ort(), b.path()).unwrap();
     for name in methods {
         let file = |root: &std::path::Path| std::fs::read(root.join(format!("{name}-tiny/model.safetensors"))).unwrap();
         assert!(file(a.path()) == file(b.path()), "{name}: two runs with one seed differ");
     }
     // An unknown method is named, with a suggestion.
     let bad = vec![StudentPlan { method: "minilm".into(), params: vec![], student: "tiny".into(), init: scratch(1, 32, 21) }];
-    let err = stage(&registry, &teacher, &bad, train_set, val, &cfg(), 3, b.path()).unwrap_err().to_string();
+    let err = stage(&registry, &teacher, &bad, train_set, val, &cfg(), 3, ort(), b.path()).unwrap_err().to_string();
     assert!(err.contains("did you mean `minillm`"), "{err}");
 }
 
@@ -107,14 +113,15 @@ fn seqkd_trains_on_the_teachers_samples_generated_once() {
     let public = examples("nonmembers.jsonl", "n");
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("samples.json");
-    let samples = teacher_samples(&teacher, &public, &cfg(), 4, Some(&cache)).unwrap();
+    let mut source = CandleSamples { student: &teacher, teacher: Some(&teacher) };
+    let samples = teacher_samples(&mut source, Some(0), &public, &cfg(), 4, Some(&cache)).unwrap();
     assert!(cache.is_file());
     // Cached: a second call returns the file's contents, even with another seed.
-    assert_eq!(teacher_samples(&teacher, &public, &cfg(), 99, Some(&cache)).unwrap(), samples);
+    assert_eq!(teacher_samples(&mut source, Some(0), &public, &cfg(), 99, Some(&cache)).unwrap(), samples);
     let policy = DataPolicy { teacher_samples: true, ..DataPolicy::GROUND_TRUTH };
     let mut sampler = Sampler::new(1, &cfg(), Some(0), Some(samples.clone()));
     let student = scratch(1, 32, 21);
-    let step = sampler.step_data(&policy, &public, &[0, 5, 7], &student, Some(&teacher)).unwrap();
+    let step = sampler.step_data(&policy, &public, &[0, 5, 7], &mut CandleSamples { student: &student, teacher: Some(&teacher) }).unwrap();
     let mut differs = 0;
     for (ex, &i) in step.examples.iter().zip(&[0usize, 5, 7]) {
         assert_eq!(ex, &samples[i], "targets must be the teacher's sample");
@@ -134,7 +141,7 @@ fn on_policy_steps_sample_from_the_student_and_replay_them() {
     let mut replayed = 0;
     for step in 0..8 {
         let indices = [step % 12, (step + 3) % 12];
-        let data = sampler.step_data(&policy, &public, &indices, &student, Some(&teacher)).unwrap();
+        let data = sampler.step_data(&policy, &public, &indices, &mut CandleSamples { student: &student, teacher: Some(&teacher) }).unwrap();
         assert!(data.on_policy);
         let behaviour = data.behaviour.as_ref().unwrap();
         for (ex, b) in data.examples.iter().zip(behaviour) {
@@ -151,7 +158,7 @@ fn on_policy_steps_sample_from_the_student_and_replay_them() {
     // not the student's own.
     let mix = DataPolicy { student_fraction: 1.0, teacher_mix: 0.2, ..DataPolicy::GROUND_TRUTH };
     let mut sampler = Sampler::new(2, &cfg(), Some(0), None);
-    let data = sampler.step_data(&mix, &public, &[1], &student, Some(&teacher)).unwrap();
+    let data = sampler.step_data(&mix, &public, &[1], &mut CandleSamples { student: &student, teacher: Some(&teacher) }).unwrap();
     let ex = &data.examples[0];
     let logits = student.forward_rows(std::slice::from_ref(&ex.ids), 0).unwrap().squeeze(0).unwrap();
     let logq = kdharness::model::ops::log_softmax(&logits).unwrap().to_vec2::<f32>().unwrap();
@@ -270,7 +277,7 @@ fn a_scaffolded_kd_method_trains_a_student_through_the_same_loop() {
     let public = examples("nonmembers.jsonl", "n");
     let mut student = scratch(1, 32, 21);
     let before = weights(&student);
-    let log = distill(&mut student, Some(&teacher), &mut method, "tempered_fkl", &public[..9], &public[9..], &cfg(), 3, None, None).unwrap();
+    let log = distill(&mut student, Some(&teacher), &mut method, "tempered_fkl", &public[..9], &public[9..], &cfg(), 3, ort(), None, None).unwrap();
     assert!(log.final_val_loss() < log.initial_val_loss, "{log:?}");
     assert_ne!(weights(&student), before);
     // Parameters reach the plugin: a bad one is refused with its message.
@@ -278,4 +285,80 @@ fn a_scaffolded_kd_method_trains_a_student_through_the_same_loop() {
     assert!(err.contains("temperature must be positive"), "{err}");
     let err = registry.kd_method("tempered_fkl").unwrap().create(&[("temprature".into(), "1".into())]).err().unwrap();
     assert!(err.contains("did you mean `temperature`"), "{err}");
+}
+
+#[test]
+fn onnx_runtime_and_candle_forward_passes_distil_alike() {
+    // The teacher's logits, its samples (SeqKD) and the student's samples mixed with the
+    // teacher (MiniLLM) through ONNX Runtime, against the engine and candle decoding: the
+    // same seed draws the same tokens, so the runs agree up to rounding.
+    let registry = registry();
+    let teacher = teacher();
+    let public = examples("nonmembers.jsonl", "n");
+    for method in ["seqkd", "imitkd", "gkd", "minillm"] {
+        let run = |inference| {
+            let mut student = scratch(1, 32, 21);
+            let mut m = registry.kd_method(method).unwrap().create(&[]).unwrap();
+            distill(&mut student, Some(&teacher), &mut m, method, &public[..9], &public[9..], &cfg(), 3, inference, None, None).unwrap()
+        };
+        let (candle, onnx) = (run(Inference::Candle), run(ort()));
+        assert!((candle.initial_val_loss - onnx.initial_val_loss).abs() <= 1e-5 * candle.initial_val_loss.abs(), "{method}");
+        for (a, b) in candle.epochs.iter().zip(&onnx.epochs) {
+            assert_eq!(a.on_policy_steps, b.on_policy_steps, "{method}");
+            for (x, y) in [(a.train_loss, b.train_loss), (a.val_loss, b.val_loss)] {
+                assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{method}: epoch {}: {x} (candle) vs {y} (ONNX Runtime)", a.epoch);
+            }
+        }
+    }
+}
+
+#[test]
+fn onnx_runtime_decoding_equals_candle_decoding_mixed_with_a_teacher() {
+    use kdharness::model::generate::{CandleDecoder, Decoding, GenerateConfig, OrtDecoder, generate_mixed};
+    use rand::SeedableRng;
+    let teacher = teacher();
+    let student = scratch(1, 32, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let open = |m: &Model, name: &str| {
+        let path = dir.path().join(name);
+        kdharness::export::export(m, &path).unwrap();
+        kdharness::runtime::CausalLm::open(Runtime::get(None).unwrap(), &path, SessionOptions { threads: 1, ..Default::default() }).unwrap()
+    };
+    let (mut s_lm, mut t_lm) = (open(&student, "s.onnx"), open(&teacher, "t.onnx"));
+    let public = examples("nonmembers.jsonl", "n");
+    let prompts: Vec<Vec<u32>> = public[..4].iter().map(|e| e.ids[..e.prompt_len].to_vec()).collect();
+    let cfg = GenerateConfig { max_new_tokens: 12, decoding: Decoding::Sample { temperature: 1.0 }, eos: Some(0), use_cache: true };
+    let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let candle = generate_mixed(&mut CandleDecoder::new(&student, true), Some((&mut CandleDecoder::new(&teacher, true), 0.2)), &prompts, &cfg, &mut rng()).unwrap();
+    let onnx = generate_mixed(&mut OrtDecoder::new(&mut s_lm).unwrap(), Some((&mut OrtDecoder::new(&mut t_lm).unwrap(), 0.2)), &prompts, &cfg, &mut rng()).unwrap();
+    for (a, b) in candle.iter().zip(&onnx) {
+        assert_eq!(a.tokens, b.tokens);
+        let diff = a.logprobs.iter().zip(&b.logprobs).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff < 1e-4, "log-probabilities differ by {diff}");
+    }
+}
+
+#[test]
+fn a_graph_without_weights_runs_with_weights_handed_over_in_memory() {
+    use kdharness::runtime::{CausalLm, LmBatch, PaddingSide};
+    // One graph, exported from one model, runs another model's weights exactly.
+    let (graph_of, weights_of) = (scratch(2, 32, 21), scratch(2, 32, 99));
+    let graph = kdharness::export::graph_without_weights(&graph_of).unwrap();
+    let weights = weights_of.params.iter().map(|(n, v)| (n.to_owned(), v.dims().to_vec(), v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect();
+    let options = SessionOptions { threads: 1, ..Default::default() };
+    let mut lm = CausalLm::open_graph(Runtime::get(None).unwrap(), &graph, std::path::Path::new("test"), options, weights).unwrap();
+    let rows = vec![vec![5u32, 6, 7, 8, 9], vec![10, 11, 12]];
+    let batch = LmBatch::pad(rows.iter().map(Vec::as_slice), PaddingSide::Right, 0);
+    let got = lm.forward(&batch, |l, _| l.to_vec()).unwrap();
+    let want = weights_of.forward_rows(&rows, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    // Real positions only (the second row is padded).
+    let v = weights_of.config.vocab_size;
+    let mut worst = 0f32;
+    for (r, row) in rows.iter().enumerate() {
+        for t in 0..row.len() {
+            let at = (r * 5 + t) * v;
+            worst = got[at..at + v].iter().zip(&want[at..at + v]).fold(worst, |m, (a, b)| m.max((a - b).abs()));
+        }
+    }
+    assert!(worst < 1e-4, "logits differ by {worst}");
 }

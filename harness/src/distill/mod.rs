@@ -20,7 +20,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::model::generate::{Decoding, GenerateConfig, generate, generate_mixed};
+mod inference;
+
+pub use inference::{CandleSamples, Inference, Samples};
+use inference::Forwards;
+
+use crate::model::generate::{Decoding, GenerateConfig};
 use crate::model::{Model, ModelError};
 use crate::train::{Example, Passes, Targets, TrainConfig, batch_rows};
 
@@ -192,8 +197,7 @@ impl Sampler {
         policy: &DataPolicy,
         train: &[Example],
         indices: &[usize],
-        student: &Model,
-        teacher: Option<&Model>,
+        source: &mut dyn Samples,
     ) -> Result<StepData, DistillError> {
         let on_policy = policy.student_fraction > 0.0 && self.rng.r#gen::<f64>() < policy.student_fraction;
         if on_policy {
@@ -208,11 +212,8 @@ impl Sampler {
                 });
             }
             let prompts: Vec<Vec<u32>> = indices.iter().map(|&i| train[i].ids[..train[i].prompt_len].to_vec()).collect();
-            let mix = match (teacher, policy.teacher_mix) {
-                (Some(t), w) if w > 0.0 => Some((t, w)),
-                _ => None,
-            };
-            let generated = generate_mixed(student, mix, &prompts, &self.sampling, &mut self.rng)?;
+            let mix = (policy.teacher_mix > 0.0).then_some(policy.teacher_mix);
+            let generated = source.student(&prompts, mix, &self.sampling, &mut self.rng)?;
             let mut data = StepData { examples: Vec::new(), behaviour: Some(Vec::new()), on_policy: true };
             for (prompt, g) in prompts.into_iter().zip(generated) {
                 let example = Example { prompt_len: prompt.len(), ids: [prompt, g.tokens].concat() };
@@ -241,7 +242,8 @@ impl Sampler {
 /// each prompt of `train`, in order. Cached as JSON at `cache` when given: a rerun with
 /// the same file reuses it instead of sampling again.
 pub fn teacher_samples(
-    teacher: &Model,
+    source: &mut dyn Samples,
+    eos: Option<u32>,
     train: &[Example],
     cfg: &DistillConfig,
     seed: u64,
@@ -258,7 +260,7 @@ pub fn teacher_samples(
     let sampling = GenerateConfig {
         max_new_tokens: cfg.max_new_tokens,
         decoding: Decoding::Sample { temperature: cfg.temperature },
-        eos: teacher.config.eos_token_id,
+        eos,
         use_cache: true,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7365_716b);
@@ -266,7 +268,7 @@ pub fn teacher_samples(
     let bar = crate::status::progress(train.len(), "teacher samples (SeqKD)", "prompts");
     for chunk in train.chunks(cfg.train.batch_size.max(1)) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|e| e.ids[..e.prompt_len].to_vec()).collect();
-        let generated = generate(teacher, &prompts, &sampling, &mut rng)?;
+        let generated = source.teacher(&prompts, &sampling, &mut rng)?;
         for (prompt, g) in prompts.into_iter().zip(generated) {
             out.push(Example { prompt_len: prompt.len(), ids: [prompt, g.tokens].concat() });
         }
@@ -361,7 +363,9 @@ fn teacher_for<'t>(uses_teacher: bool, teacher: Option<&'t Model>, student: &Mod
 struct Run<'a> {
     student: &'a mut Model,
     passes: Passes,
-    teacher: Option<(&'a Model, Passes)>,
+    forwards: Forwards<'a>,
+    /// Whether the method reads the teacher's logits (validation follows the first policy).
+    uses_teacher: bool,
     method: &'a mut KdInstance,
     name: &'a str,
     cfg: &'a DistillConfig,
@@ -377,11 +381,12 @@ impl Run<'_> {
         let (name, cfg, clock) = (self.name, self.cfg, std::time::Instant::now);
         let policy = self.method.data_policy(progress).into_result().map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
         let t0 = clock();
-        if policy.student_fraction > 0.0 {
-            // Sampling reads the student's current weights.
+        if policy.student_fraction > 0.0 && self.forwards.samples_read_the_model() {
             self.passes.sync(self.student)?;
         }
-        let data = self.sampler.step_data(&policy, train, indices, self.student, self.teacher.as_ref().map(|t| t.0))?;
+        let mut source = self.forwards.samples(self.student, &self.passes);
+        let data = self.sampler.step_data(&policy, train, indices, source.as_mut())?;
+        drop(source);
         self.timing.sampling += t0.elapsed().as_secs_f64();
         let data = StepData { examples: data.examples.into_iter().filter(|e| !e.trained_positions().is_empty()).collect(), ..data };
         if data.examples.is_empty() {
@@ -392,10 +397,7 @@ impl Run<'_> {
         let t0 = clock();
         let student = self.passes.logits(self.student, &rows, &targets.rows)?;
         let t1 = clock();
-        let teacher = match &mut self.teacher {
-            Some((model, passes)) if policy.uses_teacher => Some(passes.logits(model, &rows, &targets.rows)?),
-            _ => None,
-        };
+        let teacher = if policy.uses_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
         let t2 = clock();
         let p = prepared(&data, targets, student, teacher, self.student.config.vocab_size);
         let (loss, mut grad) = call_method(self.method, name, &p, data.on_policy, progress)?;
@@ -432,10 +434,7 @@ impl Run<'_> {
             let refs: Vec<&Example> = data.examples.iter().collect();
             let (rows, targets) = batch_rows(&refs);
             let student = self.passes.logits(self.student, &rows, &targets.rows)?;
-            let teacher = match &mut self.teacher {
-                Some((model, passes)) => Some(passes.logits(model, &rows, &targets.rows)?),
-                None => None,
-            };
+            let teacher = if self.uses_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
             let p = prepared(&data, targets, student, teacher, self.student.config.vocab_size);
             let (loss, _) = call_method(self.method, self.name, &p, false, 1.0)?;
             total += loss * p.targets.count() as f64;
@@ -472,6 +471,7 @@ pub fn distill(
     val: &[Example],
     cfg: &DistillConfig,
     seed: u64,
+    inference: Inference,
     teacher_sample_cache: Option<&Path>,
     checkpoint: Option<&Path>,
 ) -> Result<DistillLog, DistillError> {
@@ -482,8 +482,13 @@ pub fn distill(
     }
     let first_policy = method.data_policy(0.0).into_result().map_err(plugin)?;
     let teacher = teacher_for(first_policy.uses_teacher, teacher, student, name)?;
+    let passes = Passes::new(student);
+    let mut forwards = Forwards::new(inference, student, teacher)?;
     let samples = match (first_policy.teacher_samples, teacher) {
-        (true, Some(t)) => Some(teacher_samples(t, &train, cfg, seed, teacher_sample_cache)?),
+        (true, Some(t)) => {
+            let mut source = forwards.samples(student, &passes);
+            Some(teacher_samples(source.as_mut(), t.config.eos_token_id, &train, cfg, seed, teacher_sample_cache)?)
+        }
         _ => None,
     };
     let batch_size = cfg.train.batch_size.max(1);
@@ -491,9 +496,10 @@ pub fn distill(
     let total = steps_per_epoch * cfg.train.epochs;
     let mut run = Run {
         sampler: Sampler::new(seed, cfg, student.config.eos_token_id, samples),
-        passes: Passes::new(student),
+        passes,
+        forwards,
+        uses_teacher: teacher.is_some(),
         student,
-        teacher: teacher.map(|t| (t, Passes::new(t))),
         method,
         name,
         cfg,
@@ -572,10 +578,14 @@ pub fn stage(
     val: &[Example],
     cfg: &DistillConfig,
     seed: u64,
+    inference: Inference,
     out: &Path,
 ) -> Result<Vec<DistillLog>, DistillError> {
     let samples = out.join("teacher_samples.json");
-    plans.iter().map(|plan| train_student(registry, teacher, plan, train, val, cfg, seed, &samples, &out.join(plan.name()))).collect()
+    plans
+        .iter()
+        .map(|plan| train_student(registry, teacher, plan, train, val, cfg, seed, inference, &samples, &out.join(plan.name())))
+        .collect()
 }
 
 /// Distils one student: creates its KD method from the registry, trains a copy of the
@@ -591,6 +601,7 @@ pub fn train_student(
     val: &[Example],
     cfg: &DistillConfig,
     seed: u64,
+    inference: Inference,
     teacher_samples: &Path,
     dir: &Path,
 ) -> Result<DistillLog, DistillError> {
@@ -606,7 +617,7 @@ pub fn train_student(
     let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
     let mut student = plan.init.clone_weights()?;
     let student_seed = crate::rng::derive(seed, &name);
-    let log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, Some(teacher_samples), Some(dir))?;
+    let log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir))?;
     student.save(dir)?;
     let text = serde_json::to_string_pretty(&log).expect("logs serialise");
     crate::files::write_atomic(&dir.join("distill_log.json"), text.as_bytes())

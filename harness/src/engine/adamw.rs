@@ -1,15 +1,16 @@
 //! AdamW with global gradient-norm clipping, updating weights in place on all threads.
 //!
-//! The arithmetic is PyTorch's `torch.optim.AdamW` (decoupled decay, bias-corrected
-//! moments) after `clip_grad_norm_`, in f64 per value. Work is cut into fixed chunks, and
-//! the norm sums the chunks' partial sums in order, so the update never depends on the
-//! thread count.
+//! The arithmetic is PyTorch's `torch.optim.AdamW` after `clip_grad_norm_`, in f32 and in
+//! PyTorch's order (decoupled decay first, then `w −= (lr / bc₁) · m / (√v / √bc₂ + ε)`),
+//! one pass over each weight that also zeroes its gradient. Work is cut into fixed
+//! chunks, and the norm (f64) sums the chunks' partial sums in order, so the update never
+//! depends on the thread count.
 
 use rayon::prelude::*;
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
+const EPS: f32 = 1e-8;
 const CHUNK: usize = 1 << 15;
 
 /// AdamW state for a list of weights.
@@ -50,25 +51,24 @@ impl AdamW {
         let scale = if clip > 0.0 { (clip / (norm + 1e-6)).min(1.0) } else { 1.0 };
         self.t += 1;
         let (bc1, bc2) = (1.0 - BETA1.powi(self.t), 1.0 - BETA2.powi(self.t));
+        let (step_size, bc2_sqrt) = ((lr / bc1) as f32, bc2.sqrt() as f32);
+        let (b1, b2, scale) = (BETA1 as f32, BETA2 as f32, scale as f32);
         let mut work = Vec::new();
         let state = self.m.iter_mut().zip(self.v.iter_mut()).zip(&self.decay);
         for ((w, g), ((m, v), &decayed)) in weights.iter_mut().zip(grads.iter_mut()).zip(state) {
             if g.is_empty() {
                 continue;
             }
-            let decay = if decayed { 1.0 - lr * self.weight_decay } else { 1.0 };
+            let decay = if decayed { (1.0 - lr * self.weight_decay) as f32 } else { 1.0 };
             let chunks = w.chunks_mut(CHUNK).zip(g.chunks_mut(CHUNK)).zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
             work.extend(chunks.map(|((w, g), (m, v))| (w, g, m, v, decay)));
         }
         work.into_par_iter().for_each(|(w, g, m, v, decay)| {
             for (((w, g), m), v) in w.iter_mut().zip(g.iter_mut()).zip(m).zip(v) {
-                let grad = *g as f64 * scale;
-                let m1 = BETA1 * *m as f64 + (1.0 - BETA1) * grad;
-                let v1 = BETA2 * *v as f64 + (1.0 - BETA2) * grad * grad;
-                *m = m1 as f32;
-                *v = v1 as f32;
-                let update = (m1 / bc1) / ((v1 / bc2).sqrt() + EPS);
-                *w = (*w as f64 * decay - lr * update) as f32;
+                let grad = *g * scale;
+                *m += (grad - *m) * (1.0 - b1);
+                *v = *v * b2 + grad * grad * (1.0 - b2);
+                *w = *w * decay - step_size * *m / (v.sqrt() / bc2_sqrt + EPS);
                 *g = 0.0;
             }
         });

@@ -189,6 +189,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Every weight as `(name, shape, values)`, copied.
+    pub fn named_weights(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        self.names.iter().zip(&self.shapes).zip(&self.weights).map(|((n, s), w)| (n.clone(), s.clone(), w.clone())).collect()
+    }
+
     /// A model with the engine's current weights.
     pub fn to_model(&self, device: &candle_core::Device) -> Result<Model, ModelError> {
         let tensors = self

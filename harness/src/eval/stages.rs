@@ -125,7 +125,9 @@ impl Pipeline<'_> {
                     let init = initial_student(p.cfg.seed, size, teacher_model)?;
                     let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
                     let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
-                    distill::train_student(&p.registry, teacher_model, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, &samples, &dir)?;
+                    let (runtime, options) = p.opts.runtime.open()?;
+                    let inference = distill::Inference::Ort(runtime, options);
+                    distill::train_student(&p.registry, teacher_model, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, inference, &samples, &dir)?;
                     std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
                     Ok(())
                 })?;

@@ -71,12 +71,28 @@ pub fn verify(model: &Model, lm: &mut crate::runtime::CausalLm) -> Result<f32, E
 
 /// The ONNX model of `model`.
 pub fn to_onnx(model: &Model) -> Result<proto::ModelProto, ExportError> {
+    to_onnx_with(model, true)
+}
+
+/// The ONNX graph of `model` without its weights, encoded: every weight is an initializer
+/// with external data, to be handed to ONNX Runtime in memory
+/// ([`crate::runtime::CausalLm::open_graph`]). One graph serves every set of weights of
+/// the architecture (a student's weights as they train).
+pub fn graph_without_weights(model: &Model) -> Result<Vec<u8>, ExportError> {
+    Ok(to_onnx_with(model, false)?.encode_to_vec())
+}
+
+fn to_onnx_with(model: &Model, with_weights: bool) -> Result<proto::ModelProto, ExportError> {
     let cfg = &model.config;
     let mut g = Graph::default();
     for (name, var) in model.params.iter() {
         let t = var.as_tensor();
-        let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(crate::model::ModelError::from)?;
-        g.weight(name, t.dims(), &values);
+        if with_weights {
+            let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(crate::model::ModelError::from)?;
+            g.weight(name, t.dims(), &values);
+        } else {
+            g.external_weight(name, t.dims());
+        }
     }
     let mut b = OnnxBuilder::new(g, cfg);
     let ids = b.g.input("input_ids", INT64, &[Dim::Named("batch_size"), Dim::Named("sequence_length")]);

@@ -8,7 +8,8 @@
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 
-use super::{Forward, KvCache, Model, ops};
+use super::{Forward, KvCache, Model, ModelError, ops};
+use crate::runtime::{CausalLm, LmBatch, PastState};
 
 /// How to pick each next token.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,66 +46,131 @@ pub struct Generated {
     pub logprobs: Vec<f32>,
 }
 
-/// Continues every prompt; `rng` drives sampling (unused when greedy).
+/// A model that continues a batch of left-padded rows one step at a time, keeping its own
+/// cache of earlier keys and values.
+pub trait Decoder {
+    /// Feeds `ids` (the padded prompts first, then one new token per row) at absolute
+    /// `positions`, where `mask` covers every key fed so far (1 = real token); returns each
+    /// row's logits at its last position.
+    fn step(&mut self, ids: &[Vec<u32>], positions: &[Vec<u32>], mask: &[Vec<u8>]) -> Result<Vec<Vec<f32>>, ModelError>;
+}
+
+/// Decoding in candle, with the KV cache or (to test that the cache changes nothing) by
+/// recomputing every position each step.
+pub struct CandleDecoder<'a> {
+    model: &'a Model,
+    cache: Option<KvCache>,
+    /// Everything fed so far (recomputation only).
+    fed: Vec<Vec<u32>>,
+}
+
+impl<'a> CandleDecoder<'a> {
+    /// A decoder over `model`'s weights.
+    pub fn new(model: &'a Model, use_cache: bool) -> Self {
+        CandleDecoder { model, cache: use_cache.then(|| KvCache::new(model.config.layers)), fed: Vec::new() }
+    }
+}
+
+impl Decoder for CandleDecoder<'_> {
+    fn step(&mut self, ids: &[Vec<u32>], positions: &[Vec<u32>], mask: &[Vec<u8>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let device = self.model.device();
+        let logits = match &mut self.cache {
+            Some(cache) => forward_step(self.model, ids, positions, mask, device, Some(cache))?,
+            None => {
+                self.fed.resize(ids.len(), Vec::new());
+                self.fed.iter_mut().zip(ids).for_each(|(f, new)| f.extend_from_slice(new));
+                let all: Vec<Vec<u32>> = mask.iter().map(|m| mask_positions(m)).collect();
+                forward_step(self.model, &self.fed, &all, mask, device, None)?
+            }
+        };
+        Ok(logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()?)
+    }
+}
+
+/// Decoding through ONNX Runtime, feeding `present.*` back as `past_key_values.*`.
+pub struct OrtDecoder<'a> {
+    lm: &'a mut CausalLm,
+    past: PastState,
+}
+
+impl<'a> OrtDecoder<'a> {
+    /// A decoder over an opened model (it must have cache inputs, as harness exports do).
+    pub fn new(lm: &'a mut CausalLm) -> Result<Self, ModelError> {
+        if lm.info().past.is_empty() {
+            return Err(ModelError::Config(format!("{}: sampling needs a model with a KV cache", lm.path().display())));
+        }
+        Ok(OrtDecoder { lm, past: PastState::default() })
+    }
+}
+
+impl Decoder for OrtDecoder<'_> {
+    fn step(&mut self, ids: &[Vec<u32>], positions: &[Vec<u32>], mask: &[Vec<u8>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let (rows, columns) = (ids.len(), ids.first().map_or(0, Vec::len));
+        let flat = |v: &[Vec<u32>]| v.iter().flatten().map(|&x| x as i64).collect::<Vec<i64>>();
+        let batch = LmBatch {
+            rows,
+            columns,
+            input_ids: flat(ids),
+            attention_mask: mask.iter().flatten().map(|&m| m as i64).collect(),
+            position_ids: flat(positions),
+            offsets: vec![0; rows],
+        };
+        let last = |logits: &[f32], vocab: usize| -> Vec<Vec<f32>> {
+            (0..rows).map(|r| logits[((r + 1) * columns - 1) * vocab..(r + 1) * columns * vocab].to_vec()).collect()
+        };
+        let (logits, past) = self.lm.forward_with_past(&batch, &self.past, last).map_err(|e| ModelError::Config(e.to_string()))?;
+        self.past = past;
+        Ok(logits)
+    }
+}
+
+/// Continues every prompt in candle; `rng` drives sampling (unused when greedy).
 pub fn generate(
     model: &Model,
     prompts: &[Vec<u32>],
     cfg: &GenerateConfig,
     rng: &mut impl Rng,
-) -> candle_core::Result<Vec<Generated>> {
-    generate_mixed(model, None, prompts, cfg, rng)
+) -> Result<Vec<Generated>, ModelError> {
+    generate_mixed(&mut CandleDecoder::new(model, cfg.use_cache), None, prompts, cfg, rng)
 }
 
-/// Like [`generate`], but with `mix = Some((teacher, w))` each token comes from the
-/// mixture `(1 − w)·q + w·p` of the model's and the teacher's (temperature-scaled)
-/// distributions (MiniLLM's teacher-mixed sampling); the recorded log-probability is the
-/// mixture's, the distribution that actually produced the token.
+/// Like [`generate`], with any decoder, and with `mix = Some((teacher, w))` each token
+/// comes from the mixture `(1 − w)·q + w·p` of the model's and the teacher's
+/// (temperature-scaled) distributions (MiniLLM's teacher-mixed sampling); the recorded
+/// log-probability is the mixture's, the distribution that actually produced the token.
 pub fn generate_mixed(
-    model: &Model,
-    mix: Option<(&Model, f64)>,
+    model: &mut dyn Decoder,
+    mut mix: Option<(&mut dyn Decoder, f64)>,
     prompts: &[Vec<u32>],
     cfg: &GenerateConfig,
     rng: &mut impl Rng,
-) -> candle_core::Result<Vec<Generated>> {
-    let device = model.device();
+) -> Result<Vec<Generated>, ModelError> {
     let b = prompts.len();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     if b == 0 || cfg.max_new_tokens == 0 {
         return Ok(vec![Generated { tokens: vec![], logprobs: vec![] }; b]);
     }
     if prompts.iter().any(Vec::is_empty) {
-        candle_core::bail!("generation needs a non-empty prompt for every row");
+        return Err(ModelError::Config("generation needs a non-empty prompt for every row".into()));
     }
     // Left padding: row r's tokens end at column `longest`.
-    let mut rows: Vec<Vec<u32>> = prompts.iter().map(|p| [vec![0; longest - p.len()], p.clone()].concat()).collect();
     let mut mask: Vec<Vec<u8>> = prompts.iter().map(|p| [vec![0; longest - p.len()], vec![1; p.len()]].concat()).collect();
     let mut next_pos: Vec<u32> = prompts.iter().map(|p| p.len() as u32).collect();
     let mut out = vec![Generated { tokens: vec![], logprobs: vec![] }; b];
     let mut done = vec![false; b];
-    let mut cache = KvCache::new(model.config.layers);
-    let mut teacher_cache = mix.map(|(teacher, _)| KvCache::new(teacher.config.layers));
 
-    let mut step_ids = rows.clone();
-    let mut step_pos: Vec<Vec<u32>> = mask.iter().map(|m| positions(m)).collect();
+    let mut step_ids: Vec<Vec<u32>> = prompts.iter().map(|p| [vec![0; longest - p.len()], p.clone()].concat()).collect();
+    let mut step_pos: Vec<Vec<u32>> = mask.iter().map(|m| mask_positions(m)).collect();
     for _ in 0..cfg.max_new_tokens {
-        let next_logits = |m: &Model, cache: Option<&mut KvCache>| -> candle_core::Result<Vec<Vec<f32>>> {
-            let logits = match cache {
-                Some(cache) if cfg.use_cache => forward_step(m, &step_ids, &step_pos, &mask, device, Some(cache))?,
-                _ => {
-                    let pos: Vec<Vec<u32>> = mask.iter().map(|m| positions(m)).collect();
-                    forward_step(m, &rows, &pos, &mask, device, None)?
-                }
-            };
-            logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?.to_dtype(DType::F32)?.to_vec2()
+        let last = model.step(&step_ids, &step_pos, &mask)?;
+        let teacher_last = match mix.as_mut() {
+            Some((teacher, _)) => Some(teacher.step(&step_ids, &step_pos, &mask)?),
+            None => None,
         };
-        let last = next_logits(model, Some(&mut cache))?;
-        let teacher_last = match (mix, teacher_cache.as_mut()) {
-            (Some((teacher, _)), Some(tc)) => Some(next_logits(teacher, Some(tc))?),
-            _ => None,
-        };
+        let weight = mix.as_ref().map(|(_, w)| *w);
         let mut picked = Vec::with_capacity(b);
         for (r, row_logits) in last.iter().enumerate() {
-            let mixture = teacher_last.as_ref().zip(mix).map(|(t, (_, w))| (t[r].as_slice(), w));
+            let mixture = teacher_last.as_ref().zip(weight).map(|(t, w)| (t[r].as_slice(), w));
             let (token, logprob) = choose(row_logits, mixture, cfg.decoding, rng);
             if !done[r] {
                 out[r].tokens.push(token);
@@ -116,10 +182,7 @@ pub fn generate_mixed(
         if done.iter().all(|&d| d) {
             break;
         }
-        for r in 0..b {
-            rows[r].push(picked[r]);
-            mask[r].push(1);
-        }
+        mask.iter_mut().for_each(|m| m.push(1));
         step_ids = picked.iter().map(|&t| vec![t]).collect();
         step_pos = next_pos.iter().map(|&p| vec![p]).collect();
         next_pos.iter_mut().for_each(|p| *p += 1);
@@ -128,7 +191,7 @@ pub fn generate_mixed(
 }
 
 /// Hugging Face positions for a key mask: `cumsum(mask) − 1`, padding at 0.
-fn positions(mask: &[u8]) -> Vec<u32> {
+fn mask_positions(mask: &[u8]) -> Vec<u32> {
     let mut seen = 0u32;
     mask.iter()
         .map(|&m| {

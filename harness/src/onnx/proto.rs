@@ -105,7 +105,11 @@ pub struct TensorProto {
     pub name: String,
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
-    /// 1 when the values live in an external file (read, never written).
+    /// Where external values live (`location`, `offset`, `length`).
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// 1 when the values live outside the model: in a file, or handed to ONNX Runtime in
+    /// memory when the session is made.
     #[prost(int32, tag = "14")]
     pub data_location: i32,
 }

@@ -139,6 +139,38 @@ impl CausalLm {
         if !path.is_file() {
             return Err(model_error(path, "no such model file"));
         }
+        let fail = |e: String| model_error(path, format!("ONNX Runtime cannot load it: {e}"));
+        let mut builder = Self::builder(runtime, options, path)?;
+        for (name, dims, values) in overrides {
+            let value = Tensor::from_array((dims, values)).map_err(|e| fail(e.to_string()))?.into_dyn();
+            builder = builder.with_initializer(&name, value).map_err(|e| fail(format!("cannot override `{name}`: {e}")))?;
+        }
+        let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
+        Self::finish(session, path)
+    }
+
+    /// Opens an encoded graph whose weights are external initializers
+    /// ([`crate::export::graph_without_weights`]), with every weight handed over in memory
+    /// (`(name, shape, values)`; ONNX Runtime substitutes them as it builds the graph, so
+    /// nothing is written to or read from disk). `label` names the model in messages.
+    pub fn open_graph(
+        runtime: &Runtime,
+        graph: &[u8],
+        label: &Path,
+        options: SessionOptions,
+        weights: Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<CausalLm, RuntimeError> {
+        let fail = |e: String| model_error(label, format!("ONNX Runtime cannot load it: {e}"));
+        let mut builder = Self::builder(runtime, options, label)?;
+        for (name, dims, values) in weights {
+            let value = Tensor::from_array((dims, values)).map_err(|e| fail(e.to_string()))?.into_dyn();
+            builder = builder.with_external_initializer(&name, value).map_err(|e| fail(format!("cannot hand over `{name}`: {e}")))?;
+        }
+        let session = builder.commit_from_memory(graph).map_err(|e| fail(e.to_string()))?;
+        Self::finish(session, label)
+    }
+
+    fn builder(runtime: &Runtime, options: SessionOptions, path: &Path) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
         runtime.check_device(options.device)?;
         let fail = |e: String| model_error(path, format!("ONNX Runtime cannot load it: {e}"));
         let mut builder = Session::builder(runtime.environment()).map_err(|e| fail(e.to_string()))?;
@@ -148,11 +180,11 @@ impl CausalLm {
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                 .map_err(|e| fail(e.to_string()))?;
         }
-        for (name, dims, values) in overrides {
-            let value = Tensor::from_array((dims, values)).map_err(|e| fail(e.to_string()))?.into_dyn();
-            builder = builder.with_initializer(&name, value).map_err(|e| fail(format!("cannot override `{name}`: {e}")))?;
-        }
-        let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
+        Ok(builder)
+    }
+
+    fn finish(session: Session, path: &Path) -> Result<CausalLm, RuntimeError> {
+        let fail = |e: String| model_error(path, format!("ONNX Runtime cannot load it: {e}"));
         let info = inspect(path, &session)?;
         let run_options = RunOptions::new()
             .map_err(|e| fail(e.to_string()))?

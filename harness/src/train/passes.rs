@@ -118,6 +118,18 @@ impl Passes {
         }
     }
 
+    /// Every current weight as `(name, shape, values)`, copied (for an ONNX Runtime session).
+    pub fn weights(&self, model: &Model) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, ModelError> {
+        match &self.backend {
+            Backend::Engine { engine, .. } => Ok(engine.named_weights()),
+            Backend::Autograd { .. } => model
+                .params
+                .iter()
+                .map(|(name, var)| Ok((name.to_owned(), var.dims().to_vec(), var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+                .collect(),
+        }
+    }
+
     /// Writes the current weights into `model` (a no-op with autograd, which trains the
     /// model's own variables).
     pub fn sync(&self, model: &mut Model) -> Result<(), ModelError> {
