@@ -38,30 +38,33 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build(args.shape, args.layers, args.seq)
+    model = build(args.shape, args.layers, args.seq).to(args.device)
     model.train()
     vocab = model.config.vocab_size
-    ids = torch.randint(0, vocab, (args.batch, args.seq))
+    ids = torch.randint(0, vocab, (args.batch, args.seq)).to(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     tokens = args.batch * args.seq  # as kdharness-bench-train counts them
     for precision in ("fp32", "bf16"):
         times = []
         for step in range(args.steps + 1):
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(args.device, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            sync()
             if step > 0:
                 times.append(time.perf_counter() - t0)
         n = sum(p.numel() for p in model.parameters())
         print(f"torch {precision}  {tokens / statistics.median(times):8.0f} tokens/s  "
-              f"({args.shape}, {n} weights, median of {args.steps} steps)", flush=True)
+              f"({args.shape}, {n} weights, {args.device}, median of {args.steps} steps)", flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ struct Args {
     /// Threads for ONNX Runtime and the signal reduction.
     #[arg(long, default_value_t = 2, value_parser = at_least(1))]
     threads: usize,
+    /// Execution device (cuda needs onnxruntime-gpu).
+    #[arg(long, value_enum, default_value_t = kdharness::runtime::Device::Cpu)]
+    device: kdharness::runtime::Device,
     /// Timed repetitions of each measurement (after one warm-up).
     #[arg(long, default_value_t = 5, value_parser = at_least(1))]
     iters: usize,
@@ -60,7 +63,7 @@ fn main() -> Result<()> {
     let args = Args::parse();
     rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global().ok();
     let runtime = Runtime::get(None)?;
-    let options = SessionOptions { threads: args.threads, ..Default::default() };
+    let options = SessionOptions { threads: args.threads, device: args.device };
     let mut lm = CausalLm::open(runtime, &args.model, options).context("opening the benchmark model")?;
     let vocab = lm.info().vocab.context("the model's logits must have a fixed vocabulary size")?;
     let tokenizer = id_tokenizer(vocab)?;

@@ -66,7 +66,12 @@ fn main() -> Result<()> {
     anyhow::ensure!(passes.uses_engine(), "the engine does not run this shape");
     let (rows, targets) = batch_rows(&batch);
     let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_start, mut wall_start) = (cpu_seconds(), Instant::now());
     for step in 0..=args.steps {
+        if step == 1 {
+            // The warm-up step is not timed.
+            (cpu_start, wall_start) = (cpu_seconds(), Instant::now());
+        }
         // Forward = the blocks and the head's logits; backward = the loss's gradient from
         // the logits back to every weight.
         let t0 = Instant::now();
@@ -85,6 +90,7 @@ fn main() -> Result<()> {
             upd.push((t3 - t2).as_secs_f64());
         }
     }
+    let busy = (cpu_seconds() - cpu_start) / wall_start.elapsed().as_secs_f64();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -103,6 +109,19 @@ fn main() -> Result<()> {
     println!("forward  {:>8.3} s  ({:>4.1}%)", f, 100.0 * f / total);
     println!("backward {:>8.3} s  ({:>4.1}%)", b, 100.0 * b / total);
     println!("AdamW    {:>8.3} s  ({:>4.1}%)", u, 100.0 * u / total);
+    println!("cores busy {busy:.2} of {} on average (CPU time / wall time)", rayon::current_num_threads());
     println!("training throughput: {:.0} tokens/s", tokens / total);
     Ok(())
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

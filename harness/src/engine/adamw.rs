@@ -2,7 +2,9 @@
 //!
 //! The arithmetic is PyTorch's `torch.optim.AdamW` after `clip_grad_norm_`, in f32 and in
 //! PyTorch's order (decoupled decay first, then `w −= (lr / bc₁) · m / (√v / √bc₂ + ε)`),
-//! one pass over each weight that also zeroes its gradient. Work is cut into fixed
+//! one pass over each weight. The gradients are read, never zeroed: the engine's next
+//! backward pass overwrites them (the update is memory-bound, and zeroing would be one
+//! more pass over memory). Work is cut into fixed
 //! chunks, and the norm (f64) sums the chunks' partial sums in order, so the update never
 //! depends on the thread count.
 
@@ -42,10 +44,9 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` after scaling the gradients so that their global
-    /// L2 norm is at most `clip` (none when `clip` ≤ 0); the gradients are then zeroed. A
-    /// weight whose gradient is empty has none and is left alone. Returns the norm before
-    /// clipping.
-    pub fn step(&mut self, weights: &mut [Vec<f32>], grads: &mut [Vec<f32>], lr: f64, clip: f64) -> f64 {
+    /// L2 norm is at most `clip` (none when `clip` ≤ 0). A weight whose gradient is empty
+    /// has none and is left alone. Returns the norm before clipping.
+    pub fn step(&mut self, weights: &mut [Vec<f32>], grads: &[Vec<f32>], lr: f64, clip: f64) -> f64 {
         assert_eq!(weights.len(), self.m.len());
         let norm = global_norm(grads);
         let scale = if clip > 0.0 { (clip / (norm + 1e-6)).min(1.0) } else { 1.0 };
@@ -55,21 +56,20 @@ impl AdamW {
         let (b1, b2, scale) = (BETA1 as f32, BETA2 as f32, scale as f32);
         let mut work = Vec::new();
         let state = self.m.iter_mut().zip(self.v.iter_mut()).zip(&self.decay);
-        for ((w, g), ((m, v), &decayed)) in weights.iter_mut().zip(grads.iter_mut()).zip(state) {
+        for ((w, g), ((m, v), &decayed)) in weights.iter_mut().zip(grads.iter()).zip(state) {
             if g.is_empty() {
                 continue;
             }
             let decay = if decayed { (1.0 - lr * self.weight_decay) as f32 } else { 1.0 };
-            let chunks = w.chunks_mut(CHUNK).zip(g.chunks_mut(CHUNK)).zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
+            let chunks = w.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK)));
             work.extend(chunks.map(|((w, g), (m, v))| (w, g, m, v, decay)));
         }
         work.into_par_iter().for_each(|(w, g, m, v, decay)| {
-            for (((w, g), m), v) in w.iter_mut().zip(g.iter_mut()).zip(m).zip(v) {
-                let grad = *g * scale;
+            for (((w, &g), m), v) in w.iter_mut().zip(g.iter()).zip(m).zip(v) {
+                let grad = g * scale;
                 *m += (grad - *m) * (1.0 - b1);
                 *v = *v * b2 + grad * grad * (1.0 - b2);
                 *w = *w * decay - step_size * *m / (v.sqrt() / bc2_sqrt + EPS);
-                *g = 0.0;
             }
         });
         norm
@@ -96,7 +96,6 @@ mod tests {
         let norm = opt.step(&mut w, &mut g, 0.1, 1.0);
         assert!((norm - 0.3125f64.sqrt()).abs() < 1e-7);
         assert!((w[0][0] - 0.85).abs() < 1e-6 && (w[0][1] + 2.0).abs() < 1e-6, "{w:?}");
-        assert_eq!(g[0], [0.0, 0.0], "gradients are consumed");
     }
 
     #[test]

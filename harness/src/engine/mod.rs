@@ -53,6 +53,10 @@ pub struct Engine {
     shapes: Vec<Vec<usize>>,
     weights: Vec<Vec<f32>>,
     grads: Vec<Vec<f32>>,
+    /// Whether each gradient holds this step's contributions; after an optimiser step none
+    /// does, and the next backward pass overwrites instead of adding (so nothing has to
+    /// zero the gradients: a pass over memory saved per step).
+    written: Vec<bool>,
     saved: Saved,
 }
 
@@ -133,8 +137,9 @@ impl Engine {
             weights.push(values);
         }
         let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
-        let grads = weights.iter().map(|w| vec![0.0; w.len()]).collect();
-        let engine = Engine { config, plan, index, names, shapes, weights, grads, saved: Saved::default() };
+        let grads: Vec<Vec<f32>> = weights.iter().map(|w| vec![0.0; w.len()]).collect();
+        let written = vec![true; grads.len()];
+        let engine = Engine { config, plan, index, names, shapes, weights, grads, written, saved: Saved::default() };
         engine.check_plan()?;
         Ok(engine)
     }
@@ -174,7 +179,8 @@ impl Engine {
         self.index.get(name).map(|&i| self.weights[i].as_slice())
     }
 
-    /// The accumulated gradient of weight `name`.
+    /// The gradient of weight `name` accumulated since the last [`Engine::step`] (stale
+    /// after a step, until the next backward pass).
     pub fn grad(&self, name: &str) -> Option<&[f32]> {
         self.index.get(name).map(|&i| self.grads[i].as_slice())
     }
@@ -343,7 +349,8 @@ impl Engine {
             if backward {
                 let g = View::rows(logits, m, v);
                 matmul_into(&mut d_head_in[start * d..(start + m) * d], g, w, false);
-                matmul_into(&mut self.grads[head_idx], g.t(), x, true);
+                let accumulate = first_write(&mut self.written, head_idx);
+                matmul_into(&mut self.grads[head_idx], g.t(), x, accumulate);
             }
         }
         if backward {
@@ -361,7 +368,8 @@ impl Engine {
         let g = View::rows(d_logits, n, v);
         let mut d_head_in = vec![0f32; n * d];
         matmul_into(&mut d_head_in, g, View::rows(&self.weights[head_idx], v, d), false);
-        matmul_into(&mut self.grads[head_idx], g.t(), View::rows(&self.saved.head_in[..n * d], n, d), true);
+        let accumulate = first_write(&mut self.written, head_idx);
+        matmul_into(&mut self.grads[head_idx], g.t(), View::rows(&self.saved.head_in[..n * d], n, d), accumulate);
         self.backward_from_head(&d_head_in);
     }
 
@@ -381,6 +389,7 @@ impl Engine {
         d_res.fill(0.0);
         let f = &self.plan.final_norm;
         let (wi, bi) = (self.index[&f.weight], f.bias.as_ref().map(|b| self.index[b]));
+        clear_unwritten(&mut self.grads, &mut self.written, [Some(wi), bi]);
         let (dw, db) = two_grads(&mut self.grads, wi, bi);
         norm::backward(self.plan.norm, &s.d_norm[..tokens * d], &s.out[..tokens * d], &s.stats, &self.weights[wi], d_res, dw, db);
         for i in (0..self.plan.blocks.len()).rev() {
@@ -392,11 +401,13 @@ impl Engine {
                 d_qkv: &mut s.d_qkv,
                 d_mlp: &mut s.d_mlp,
             };
-            let params = Params { weights: &self.weights, grads: &mut self.grads, index: &self.index };
+            let params = Params { weights: &self.weights, grads: &mut self.grads, written: &mut self.written, index: &self.index };
             backward_block(&self.plan.blocks[i], &self.config, &self.plan, params, rope, heads, &mut s.blocks[i], scratch);
         }
         // The embeddings: each token's row (and each position's) gathers its gradient.
         let d_res = &s.d_res[..tokens * d];
+        let positions = self.plan.positions.as_ref().map(|(name, _)| self.index[name]);
+        clear_unwritten(&mut self.grads, &mut self.written, [Some(self.index[&self.plan.tokens]), positions]);
         let table = &mut self.grads[self.index[&self.plan.tokens]];
         for (t, g) in d_res.chunks(d).enumerate() {
             let id = s.ids[t] as usize;
@@ -414,12 +425,30 @@ impl Engine {
     /// One AdamW update from the accumulated gradients (clipped to global norm `clip`),
     /// which are then zeroed. Returns the norm before clipping.
     pub fn step(&mut self, opt: &mut AdamW, lr: f64, clip: f64) -> f64 {
-        opt.step(&mut self.weights, &mut self.grads, lr, clip)
+        let norm = opt.step(&mut self.weights, &mut self.grads, lr, clip);
+        self.written.fill(false);
+        norm
     }
 
     /// Whether each weight is decayed by AdamW (matrices and embeddings, not biases or gains).
     pub fn decayed(&self) -> Vec<bool> {
         self.shapes.iter().map(|s| s.len() >= 2).collect()
+    }
+}
+
+/// Whether a product into gradient `i` adds to it (it already holds this step's
+/// contributions) or overwrites it (its first this step); marks it written.
+fn first_write(written: &mut [bool], i: usize) -> bool {
+    std::mem::replace(&mut written[i], true)
+}
+
+/// Zeroes the listed gradients that hold nothing of this step yet (before passes that add
+/// into them), and marks them written.
+fn clear_unwritten<const N: usize>(grads: &mut [Vec<f32>], written: &mut [bool], which: [Option<usize>; N]) {
+    for i in which.into_iter().flatten() {
+        if !first_write(written, i) {
+            grads[i].fill(0.0);
+        }
     }
 }
 
@@ -453,6 +482,7 @@ fn block_linears(b: &Block) -> Vec<&Linear> {
 struct Params<'a> {
     weights: &'a [Vec<f32>],
     grads: &'a mut [Vec<f32>],
+    written: &'a mut [bool],
     index: &'a HashMap<String, usize>,
 }
 
@@ -526,13 +556,17 @@ fn linear_backward(
     let dy = View::strided(dy_buf, col, tokens, outputs, width, 1);
     let m = matrix(lin, p.weights, p.index, inputs, outputs);
     matmul_into(dx, dy, m.t(), accumulate);
-    let gw = &mut p.grads[p.index[&lin.weight]];
+    let wi = p.index[&lin.weight];
+    let add = first_write(p.written, wi);
+    let gw = &mut p.grads[wi];
     match lin.stored {
-        Stored::OutIn => matmul_into(gw, dy.t(), x, true),
-        Stored::InOut => matmul_into(gw, x.t(), dy, true),
+        Stored::OutIn => matmul_into(gw, dy.t(), x, add),
+        Stored::InOut => matmul_into(gw, x.t(), dy, add),
     }
     if let Some(b) = &lin.bias {
-        rows::sum_cols_into(&mut p.grads[p.index[b]], dy_buf, width, col);
+        let bi = p.index[b];
+        clear_unwritten(p.grads, p.written, [Some(bi)]);
+        rows::sum_cols_into(&mut p.grads[bi], dy_buf, width, col);
     }
 }
 
@@ -684,6 +718,7 @@ fn backward_block(
 /// `d_res += ∂/∂x` of a norm whose output gradient is `d_out`, and its weights' gradients.
 fn norm_backward(n: &Norm, plan: &Plan, p: &mut Params, d_out: &[f32], x: &[f32], stats: &[f32], d_res: &mut [f32]) {
     let (wi, bi) = (p.index[&n.weight], n.bias.as_ref().map(|b| p.index[b]));
+    clear_unwritten(p.grads, p.written, [Some(wi), bi]);
     let (dw, db) = two_grads(&mut *p.grads, wi, bi);
     norm::backward(plan.norm, d_out, x, stats, &p.weights[wi], d_res, dw, db);
 }

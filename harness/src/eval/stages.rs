@@ -82,7 +82,8 @@ impl Pipeline<'_> {
         let key = key_of(&[&data.key, &json_key(&self.cfg.teacher)]);
         let dir = self.dir("models/teacher");
         self.stage("teacher", &dir, &key, |p| {
-            let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?;
+            let device = crate::model::training_device(p.opts.runtime.device)?;
+            let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
             let train_set = data.examples(p, "teacher_train.jsonl", "t")?;
             train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?;
             let (m, n) = (data.examples(p, "members.jsonl", "m")?, data.examples(p, "nonmembers.jsonl", "n")?);
@@ -119,10 +120,10 @@ impl Pipeline<'_> {
                 self.stage("distill", &dir, &key, |p| {
                     let teacher_model = match &mut teacher_model {
                         Some(t) => t,
-                        none => none.insert(Model::load(&teacher.dir, &Device::Cpu)?),
+                        none => none.insert(Model::load(&teacher.dir, &crate::model::training_device(p.opts.runtime.device)?)?),
                     };
                     let params = cfg.distill.params.get(method).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
-                    let init = initial_student(p.cfg.seed, size, teacher_model)?;
+                    let init = initial_student(p.cfg.seed, size, teacher_model)?.to_device(teacher_model.device())?;
                     let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
                     let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
                     let (runtime, options) = p.opts.runtime.open()?;

@@ -456,8 +456,11 @@ impl Model {
     /// Writes `config.json` and `model.safetensors` (Hugging Face layout) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(format!("cannot create {}", dir.display()), e))?;
-        let tensors: Vec<(String, Tensor)> =
-            self.params.iter().map(|(n, v)| (n.to_owned(), v.as_tensor().clone())).collect();
+        let tensors: Vec<(String, Tensor)> = self
+            .params
+            .iter()
+            .map(|(n, v)| Ok((n.to_owned(), v.as_tensor().to_device(&Device::Cpu)?)))
+            .collect::<candle_core::Result<_>>()?;
         // transformers refuses safetensors files without this metadata.
         let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
         let bytes = safetensors::tensor::serialize(tensors, metadata)
@@ -505,6 +508,15 @@ impl Model {
         Self::from_tensors(self.config.clone(), tensors, &self.device)
     }
 
+    /// This model on `device` (the same variables when it is already there).
+    pub fn to_device(&self, device: &Device) -> Result<Self, ModelError> {
+        if device.same_device(&self.device) {
+            return Ok(self.clone());
+        }
+        let tensors = self.params.iter().map(|(n, v)| Ok((n.to_owned(), v.as_tensor().to_device(device)?))).collect::<candle_core::Result<_>>()?;
+        Self::from_tensors(self.config.clone(), tensors, device)
+    }
+
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
@@ -525,6 +537,20 @@ impl Model {
     pub fn forward_rows(&self, rows: &[Vec<u32>], pad: u32) -> candle_core::Result<Tensor> {
         let x = RowBatch::new(rows, pad, &self.device)?;
         self.forward(&x.as_forward(), None)
+    }
+}
+
+/// The candle device that trains on `device`: the CPU, or the first CUDA GPU in a build
+/// with the `cuda` feature.
+pub fn training_device(device: crate::runtime::Device) -> Result<Device, ModelError> {
+    match device {
+        crate::runtime::Device::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        crate::runtime::Device::Cuda => Ok(Device::new_cuda(0)?),
+        #[cfg(not(feature = "cuda"))]
+        crate::runtime::Device::Cuda => Err(ModelError::Config(
+            "this build trains on the CPU only: build with `cargo build --release --features cuda` (bench/gpu.sh shows how, with nvcc from PyPI)".into(),
+        )),
     }
 }
 
