@@ -1,4 +1,5 @@
-//! Pieces the benchmark binaries share.
+//! Pieces the benchmark binaries share (each binary uses some of them).
+#![allow(dead_code)]
 
 use anyhow::Result;
 
@@ -25,4 +26,22 @@ pub fn records(n: usize) -> Vec<kdharness::data::Record> {
             origin: kdharness::data::Origin { file: "bench".into(), line: i + 1 },
         })
         .collect()
+}
+
+/// SmolLM2-135M's vocabulary.
+pub const SMOLLM2_VOCAB: usize = 49152;
+
+/// SmolLM2-135M's shape (width 576, 9 heads over 3 key/value heads, MLP 1536, tied head)
+/// with `layers` blocks (30 is the whole model).
+pub fn smollm2_shape(layers: usize) -> kdharness::model::Shape {
+    kdharness::model::Shape {
+        arch: "llama".into(),
+        layers,
+        d_model: 576,
+        heads: 9,
+        kv_heads: Some(3),
+        ffn: Some(1536),
+        max_positions: 8192,
+        tie_embeddings: true,
+    }
 }

@@ -9,9 +9,12 @@ use std::time::Instant;
 use anyhow::{Result, ensure};
 use candle_core::Device;
 use kdharness::engine::Engine;
-use kdharness::model::{Model, ModelConfig, Shape, training_device};
+use kdharness::model::{Model, ModelConfig, training_device};
 use kdharness::train::{Example, Passes, batch_loss, batch_rows};
 use rand::{Rng, SeedableRng};
+
+mod common;
+use common::{SMOLLM2_VOCAB, smollm2_shape};
 
 fn main() -> Result<()> {
     let cuda = training_device(kdharness::runtime::Device::Cuda)?;
@@ -40,18 +43,8 @@ fn main() -> Result<()> {
         println!("{name}: CUDA gradients vs the CPU engine: worst relative difference {worst:.2e}");
         ensure!(worst <= 1e-3, "{name}: CUDA and CPU gradients differ by {worst:.2e} (relative)");
     }
-    let spec = Shape {
-        arch: "llama".into(),
-        layers: 30,
-        d_model: 576,
-        heads: 9,
-        kv_heads: Some(3),
-        ffn: Some(1536),
-        max_positions: 8192,
-        tie_embeddings: true,
-    };
-    let model = Model::scratch(ModelConfig::scratch(&spec, 49152)?, 0, &Device::Cpu)?.to_device(&cuda)?;
-    let examples: Vec<Example> = (0..8).map(|_| Example { ids: (0..128).map(|_| rng.gen_range(0..49152)).collect(), prompt_len: 1 }).collect();
+    let model = Model::scratch(ModelConfig::scratch(&smollm2_shape(30), SMOLLM2_VOCAB)?, 0, &Device::Cpu)?.to_device(&cuda)?;
+    let examples: Vec<Example> = (0..8).map(|_| Example { ids: (0..128).map(|_| rng.gen_range(0..SMOLLM2_VOCAB as u32)).collect(), prompt_len: 1 }).collect();
     let batch: Vec<&Example> = examples.iter().collect();
     let (rows, targets) = batch_rows(&batch);
     let mut passes = Passes::new(&model);

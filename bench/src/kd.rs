@@ -11,7 +11,7 @@ use candle_core::Device;
 use clap::Parser;
 use kdharness::distill::{DistillConfig, Inference, distill};
 use kdharness::runtime::{Runtime, SessionOptions};
-use kdharness::model::{Model, ModelConfig, Shape};
+use kdharness::model::{Model, ModelConfig};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
 use kdharness::train::{Example, TrainConfig};
 use rand::{Rng, SeedableRng};
@@ -43,20 +43,11 @@ struct Args {
     sample_tokens: usize,
 }
 
-const VOCAB: usize = 49152;
+mod common;
+use common::{SMOLLM2_VOCAB as VOCAB, smollm2_shape};
 
 fn smollm2(layers: usize) -> Result<Model> {
-    let spec = Shape {
-        arch: "llama".into(),
-        layers,
-        d_model: 576,
-        heads: 9,
-        kv_heads: Some(3),
-        ffn: Some(1536),
-        max_positions: 8192,
-        tie_embeddings: true,
-    };
-    Ok(Model::scratch(ModelConfig::scratch(&spec, VOCAB)?, layers as u64, &Device::Cpu)?)
+    Ok(Model::scratch(ModelConfig::scratch(&smollm2_shape(layers), VOCAB)?, layers as u64, &Device::Cpu)?)
 }
 
 fn main() -> Result<()> {

@@ -11,6 +11,9 @@ use kdharness::model::{Model, ModelConfig, Shape};
 use kdharness::train::{Example, Passes, batch_rows};
 use rand::{Rng, SeedableRng};
 
+mod common;
+use common::{SMOLLM2_VOCAB, smollm2_shape};
+
 #[derive(Parser)]
 struct Args {
     /// Which shape: `gpt2-5m` (6 × 256, vocab 2048: 5.3M weights) or `smollm2-student`
@@ -42,16 +45,7 @@ fn main() -> Result<()> {
             max_positions: args.seq,
             tie_embeddings: true,
         }, 2048),
-        "smollm2-student" => (Shape {
-            arch: "llama".into(),
-            layers: args.layers,
-            d_model: 576,
-            heads: 9,
-            kv_heads: Some(3),
-            ffn: Some(1536),
-            max_positions: 8192,
-            tie_embeddings: true,
-        }, 49152),
+        "smollm2-student" => (smollm2_shape(args.layers), SMOLLM2_VOCAB),
         other => anyhow::bail!("unknown shape `{other}` (gpt2-5m, smollm2-student)"),
     };
     let model = Model::scratch(ModelConfig::scratch(&spec, vocab)?, 0, &Device::Cpu)?;
