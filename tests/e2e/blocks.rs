@@ -115,3 +115,38 @@ fn a_perturbation_attack_from_a_plugin_crate_alone() {
     assert!(worst.iter().zip(&mean).all(|(w, m)| w >= m), "max >= mean");
     assert!(worst.iter().zip(&mean).any(|(w, m)| w > m), "max > mean for some sample");
 }
+
+#[test]
+fn a_perturbation_reaches_every_weight_of_its_block() {
+    // The ONNX Runtime session of a perturbed block computes exactly what candle computes
+    // with the same noise added to that block's weights: projections, norm gains and all.
+    use candle_core::{Device, Tensor};
+    use kdharness::blocks::{OnnxWeights, Scope, open_perturbed, perturbed};
+    use kdharness::model::Model;
+    use kdharness::runtime::{CausalLm, LmBatch, PaddingSide, Runtime, SessionOptions};
+    let model = crate::distill::scratch(2, 32, 21);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.onnx");
+    kdharness::export::export(&model, &path).unwrap();
+    let weights = OnnxWeights::read(&path).unwrap();
+    let blocks = weights.blocks().unwrap();
+    let rows = vec![vec![5u32, 6, 7, 8, 9], vec![10, 11, 12, 13, 14]];
+    let batch = LmBatch::pad(rows.iter().map(Vec::as_slice), PaddingSide::Right, 0);
+    let options = SessionOptions { threads: 1, ..Default::default() };
+    let runtime = Runtime::get(None).unwrap();
+    let base = CausalLm::open(runtime, &path, options).unwrap().forward(&batch, |l, _| l.to_vec()).unwrap();
+    for scope in [Scope::Block(0), Scope::Block(1), Scope::All] {
+        let noise = perturbed(&weights, Some(&blocks), scope, 0.05, 3, 0);
+        let mut tensors: std::collections::HashMap<String, Tensor> =
+            model.params.iter().map(|(n, v)| (n.to_owned(), v.as_tensor().clone())).collect();
+        for init in &noise {
+            tensors.insert(init.name.clone(), Tensor::from_slice(&init.values, init.dims.as_slice(), &Device::Cpu).unwrap());
+        }
+        let want = Model::from_tensors(model.config.clone(), tensors, &Device::Cpu).unwrap();
+        let want = want.forward_rows(&rows, 0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = open_perturbed(runtime, &path, options, noise).unwrap().forward(&batch, |l, _| l.to_vec()).unwrap();
+        let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff(&got, &want) < 1e-4, "{scope:?}: ONNX Runtime and candle differ by {}", diff(&got, &want));
+        assert!(diff(&got, &base) > 1e-2, "{scope:?}: the perturbation changed nothing");
+    }
+}

@@ -130,6 +130,12 @@ impl CausalLm {
 
     /// Like [`CausalLm::open`], with some initializers replaced by the given values
     /// (`(name, shape, values)`): the same graph with other weights (perturbations).
+    ///
+    /// The replaced initializers are marked external in a copy of the model held in memory
+    /// (every other byte as it was; `onnx::external`) and handed over with
+    /// `AddExternalInitializers`, which ONNX Runtime substitutes while it builds the graph.
+    /// (Plain session initializers are applied after graph optimization, so weights folded
+    /// into optimized nodes would keep their old values.)
     pub fn open_with_initializers(
         runtime: &Runtime,
         path: &Path,
@@ -140,13 +146,20 @@ impl CausalLm {
             return Err(model_error(path, "no such model file"));
         }
         let fail = |e: String| model_error(path, format!("ONNX Runtime cannot load it: {e}"));
-        let mut builder = Self::builder(runtime, options, path)?;
-        for (name, dims, values) in overrides {
-            let value = Tensor::from_array((dims, values)).map_err(|e| fail(e.to_string()))?.into_dyn();
-            builder = builder.with_initializer(&name, value).map_err(|e| fail(format!("cannot override `{name}`: {e}")))?;
+        if overrides.is_empty() {
+            let session = Self::builder(runtime, options, path)?.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
+            return Self::finish(session, path);
         }
-        let session = builder.commit_from_file(path).map_err(|e| fail(e.to_string()))?;
-        Self::finish(session, path)
+        let bytes = std::fs::read(path).map_err(|e| model_error(path, format!("cannot read it: {e}")))?;
+        let names: std::collections::HashSet<&str> = overrides.iter().map(|(n, _, _)| n.as_str()).collect();
+        let graph = crate::onnx::external::externalize(&bytes, &names).map_err(|e| model_error(path, format!("not an ONNX model: {e}")))?;
+        let mut builder = Self::builder(runtime, options, path)?;
+        // Initializers of the model's own external data files stay where they are.
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let folder = folder.to_string_lossy();
+            builder = builder.with_config_entry("session.model_external_initializers_file_folder_path", folder.as_ref()).map_err(|e| fail(e.to_string()))?;
+        }
+        Self::commit_graph(builder, &graph, path, overrides)
     }
 
     /// Opens an encoded graph whose weights are external initializers
@@ -160,8 +173,16 @@ impl CausalLm {
         options: SessionOptions,
         weights: Vec<(String, Vec<usize>, Vec<f32>)>,
     ) -> Result<CausalLm, RuntimeError> {
+        Self::commit_graph(Self::builder(runtime, options, label)?, graph, label, weights)
+    }
+
+    fn commit_graph(
+        mut builder: ort::session::builder::SessionBuilder,
+        graph: &[u8],
+        label: &Path,
+        weights: Vec<(String, Vec<usize>, Vec<f32>)>,
+    ) -> Result<CausalLm, RuntimeError> {
         let fail = |e: String| model_error(label, format!("ONNX Runtime cannot load it: {e}"));
-        let mut builder = Self::builder(runtime, options, label)?;
         for (name, dims, values) in weights {
             let value = Tensor::from_array((dims, values)).map_err(|e| fail(e.to_string()))?.into_dyn();
             builder = builder.with_external_initializer(&name, value).map_err(|e| fail(format!("cannot hand over `{name}`: {e}")))?;

@@ -233,6 +233,7 @@ pub fn train(
     let steps_per_epoch = examples.len().div_ceil(batch_size);
     let total = steps_per_epoch * cfg.epochs;
     let mut passes = Passes::new(model);
+    passes.init_optimizer(model, cfg.weight_decay);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let bar = crate::status::progress(total, what, "steps");
     let mut logs = Vec::new();

@@ -99,21 +99,31 @@ impl Passes {
         }
     }
 
-    /// One AdamW update (weight decay `weight_decay`, learning rate `lr`, gradients clipped
-    /// to global norm `clip`) from the last backward pass. Returns the norm before clipping.
-    pub fn step(&mut self, model: &Model, weight_decay: f64, lr: f64, clip: f64) -> Result<f64, ModelError> {
+    /// Makes the AdamW state (weight decay `weight_decay`) now rather than in the first
+    /// [`Passes::step`], e.g. before timing steps.
+    pub fn init_optimizer(&mut self, model: &Model, weight_decay: f64) {
         match &mut self.backend {
             Backend::Engine { engine, opt } => {
-                let opt = opt.get_or_insert_with(|| {
+                opt.get_or_insert_with(|| {
                     let sizes: Vec<usize> = engine.names().iter().map(|n| engine.weight(n).map_or(0, <[f32]>::len)).collect();
                     engine::AdamW::new(&sizes, engine.decayed(), weight_decay)
                 });
-                Ok(engine.step(opt, lr, clip))
             }
+            Backend::Autograd { opt, .. } => {
+                opt.get_or_insert_with(|| AdamW::new(&model.params, weight_decay));
+            }
+        }
+    }
+
+    /// One AdamW update (weight decay `weight_decay`, learning rate `lr`, gradients clipped
+    /// to global norm `clip`) from the last backward pass. Returns the norm before clipping.
+    pub fn step(&mut self, model: &Model, weight_decay: f64, lr: f64, clip: f64) -> Result<f64, ModelError> {
+        self.init_optimizer(model, weight_decay);
+        match &mut self.backend {
+            Backend::Engine { engine, opt } => Ok(engine.step(opt.as_mut().expect("made above"), lr, clip)),
             Backend::Autograd { grads, opt, .. } => {
                 let grads = grads.take().expect("a backward pass before the step");
-                let opt = opt.get_or_insert_with(|| AdamW::new(&model.params, weight_decay));
-                Ok(opt.step(&model.params, &grads, lr, clip)?)
+                Ok(opt.as_mut().expect("made above").step(&model.params, &grads, lr, clip)?)
             }
         }
     }
