@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU build, check and benchmark (SPEC §6, §14), for a Linux machine with an NVIDIA GPU
 # and its driver. Nothing here needs a system CUDA toolkit: nvcc, the CUDA runtime, cuBLAS
-# and cuRAND come from PyPI wheels into a venv, which also gets onnxruntime-gpu and torch.
+# and cuRAND come from PyPI wheels (CUDA 13) into a venv, which also gets onnxruntime-gpu
+# and torch.
 #   1. builds kdharness with `--features cuda` (candle's CUDA kernels compiled by that nvcc);
 #   2. checks one training step's gradients on CUDA against the engine on the CPU for the
 #      tiny llama, llama-tied, gpt2 and opt fixtures (at most 1e-3 relative per weight);
@@ -13,28 +14,33 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${VENV:-target/gpu-venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# CUDA 13 (what onnxruntime-gpu 1.31.1 is built for): these wheels lay out one CUDA root,
+# site-packages/nvidia/cu13 with bin/nvcc, include, lib and nvvm. (The -cu12 nvcc wheels
+# ship ptxas only, no nvcc.)
 "$venv/bin/pip" install -q \
-  "nvidia-cuda-nvcc-cu12" "nvidia-cuda-runtime-cu12" "nvidia-cublas-cu12" "nvidia-curand-cu12" \
+  nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-crt nvidia-cuda-cccl nvidia-nvvm \
+  nvidia-cuda-nvrtc nvidia-cublas nvidia-curand \
   "onnxruntime-gpu[cuda,cudnn]==1.31.1" "torch==2.9.1" "transformers==4.57.6"
-nvidia=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] + "/x"))')
-
-# One CUDA root made of the wheels' pieces, where candle's build looks for nvcc and headers.
-root=target/gpu-cuda-root
-rm -rf "$root" && mkdir -p "$root/bin" "$root/include" "$root/lib64"
-ln -sf "$(realpath "$nvidia/cuda_nvcc/bin")"/* "$root/bin/"
-for part in "$nvidia"/*/; do
-  [ -d "$part/include" ] && cp -rs "$(realpath "$part/include")"/. "$root/include/" 2>/dev/null || true
-  [ -d "$part/lib" ] && ln -sf "$(realpath "$part/lib")"/* "$root/lib64/" 2>/dev/null || true
+root=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
+[ -x "$root/bin/nvcc" ] || { echo "no nvcc in $root" >&2; exit 1; }
+# The linker wants unversioned names (libcublas.so, ...) and the driver's libcuda.so.
+libs=$(realpath -m target/gpu-cuda-libs)
+rm -rf "$libs" && mkdir -p "$libs"
+for lib in "$root"/lib/lib*.so.*; do
+  base=$(basename "$lib"); ln -sf "$lib" "$libs/${base%%.so.*}.so"
 done
-root=$(realpath "$root")
+driver=$(ldconfig -p | awk '/libcuda\.so\.1 /{print $NF; exit}')
+[ -n "$driver" ] && ln -sf "$driver" "$libs/libcuda.so"
 export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_TOOLKIT_ROOT_DIR="$root" PATH="$root/bin:$PATH"
-export LD_LIBRARY_PATH="$root/lib64:${LD_LIBRARY_PATH:-}"
+export LIBRARY_PATH="$libs:$root/lib:${LIBRARY_PATH:-}" LD_LIBRARY_PATH="$root/lib:${LD_LIBRARY_PATH:-}"
+export RUSTFLAGS="${RUSTFLAGS:-} -L native=$libs"
 # The onnxruntime-gpu wheel's library (its CUDA provider finds cuDNN and CUDA beside it).
 export ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import onnxruntime, os, glob; print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*"))[0])')
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 echo "== build (--features cuda, nvcc $(nvcc --version | tail -1)) =="
-cargo build --release --features cuda -p kdharness -p kdharness-bench
+cargo build --release -p kdharness --features cuda
+cargo build --release -p kdharness-bench --features cuda
 
 echo "== gradients on CUDA vs the engine on the CPU; SmolLM2-135M training on CUDA =="
 target/release/kdharness-bench-gpu
