@@ -34,6 +34,10 @@ driver=$(ldconfig -p | awk '/libcuda\.so\.1 /{print $NF; exit}')
 export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_TOOLKIT_ROOT_DIR="$root" PATH="$root/bin:$PATH"
 export LIBRARY_PATH="$libs:$root/lib:${LIBRARY_PATH:-}" LD_LIBRARY_PATH="$root/lib:${LD_LIBRARY_PATH:-}"
 export RUSTFLAGS="${RUSTFLAGS:-} -L native=$libs"
+# cudarc 0.19.10 (candle's CUDA bindings) knows toolkits up to 13.4; a newer nvcc gets the
+# 13.4 driver bindings, which later drivers keep.
+read -r major minor < <(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+if [ "$major" -gt 13 ] || { [ "$major" -eq 13 ] && [ "$minor" -gt 4 ]; }; then export CUDARC_CUDA_VERSION=13040; fi
 # The onnxruntime-gpu wheel's library (its CUDA provider finds cuDNN and CUDA beside it).
 export ORT_DYLIB_PATH=$("$venv/bin/python" -c 'import onnxruntime, os, glob; print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*"))[0])')
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

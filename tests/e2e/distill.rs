@@ -344,7 +344,7 @@ fn a_graph_without_weights_runs_with_weights_handed_over_in_memory() {
     // One graph, exported from one model, runs another model's weights exactly.
     let (graph_of, weights_of) = (scratch(2, 32, 21), scratch(2, 32, 99));
     let graph = kdharness::export::graph_without_weights(&graph_of).unwrap();
-    let weights = weights_of.params.iter().map(|(n, v)| (n.to_owned(), v.dims().to_vec(), v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())).collect();
+    let weights = weights_of.host_weights().unwrap();
     let options = SessionOptions { threads: 1, ..Default::default() };
     let mut lm = CausalLm::open_graph(Runtime::get(None).unwrap(), &graph, std::path::Path::new("test"), options, weights).unwrap();
     let rows = vec![vec![5u32, 6, 7, 8, 9], vec![10, 11, 12]];

@@ -97,7 +97,7 @@ impl<'a> Forwards<'a> {
         let student_graph = graph(student)?;
         let teacher = match teacher {
             Some(t) => {
-                let weights = Passes::new(t).weights(t)?;
+                let weights = t.host_weights()?;
                 let lm = CausalLm::open_graph(runtime, &graph(t)?, Path::new("teacher (in memory)"), options, weights).map_err(runtime_error)?;
                 Some((t, lm))
             }

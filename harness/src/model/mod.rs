@@ -508,6 +508,15 @@ impl Model {
         Self::from_tensors(self.config.clone(), tensors, &self.device)
     }
 
+    /// Every weight as `(name, shape, values)` on the host, copied (for an ONNX Runtime
+    /// session).
+    pub fn host_weights(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, ModelError> {
+        self.params
+            .iter()
+            .map(|(name, var)| Ok((name.to_owned(), var.dims().to_vec(), var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+            .collect()
+    }
+
     /// This model on `device` (the same variables when it is already there).
     pub fn to_device(&self, device: &Device) -> Result<Self, ModelError> {
         if device.same_device(&self.device) {

@@ -132,11 +132,7 @@ impl Passes {
     pub fn weights(&self, model: &Model) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, ModelError> {
         match &self.backend {
             Backend::Engine { engine, .. } => Ok(engine.named_weights()),
-            Backend::Autograd { .. } => model
-                .params
-                .iter()
-                .map(|(name, var)| Ok((name.to_owned(), var.dims().to_vec(), var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
-                .collect(),
+            Backend::Autograd { .. } => model.host_weights(),
         }
     }
 
