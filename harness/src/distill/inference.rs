@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use super::DistillError;
 use crate::model::Model;
@@ -116,8 +117,11 @@ impl<'a> Forwards<'a> {
             Forwards::Ort(ort) => {
                 let (_, lm) = ort.teacher.as_mut().ok_or_else(no_teacher)?;
                 let batch = LmBatch::pad(rows.iter().map(Vec::as_slice), PaddingSide::Right, 0);
+                // Hundreds of megabytes for a real vocabulary: gathered on all threads.
                 let gather = |logits: &[f32], vocab: usize| -> Vec<f32> {
-                    picked.iter().flat_map(|&r| logits[r * vocab..(r + 1) * vocab].iter().copied()).collect()
+                    let mut out = vec![0f32; picked.len() * vocab];
+                    out.par_chunks_mut(vocab.max(1)).zip(picked.par_iter()).for_each(|(o, &r)| o.copy_from_slice(&logits[r * vocab..(r + 1) * vocab]));
+                    out
                 };
                 lm.forward(&batch, gather).map_err(runtime_error)
             }

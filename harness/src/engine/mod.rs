@@ -300,6 +300,15 @@ impl Engine {
         }
     }
 
+    /// [`Engine::logits`] copied out (on all threads: for a real vocabulary they are
+    /// hundreds of megabytes).
+    pub fn logits_owned(&mut self, rows: &[usize]) -> Vec<f32> {
+        let logits = self.logits(rows);
+        let mut out = vec![0f32; logits.len()];
+        rows::copy(&mut out, logits);
+        out
+    }
+
     /// Logits `[n, vocab]` at token rows `rows` (row `t` of sequence `b` is `b·seq + t`) of
     /// the last forward pass; [`Engine::backward_logits`] takes their gradient.
     pub fn logits(&mut self, rows: &[usize]) -> &[f32] {

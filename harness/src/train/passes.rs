@@ -46,7 +46,7 @@ impl Passes {
         match &mut self.backend {
             Backend::Engine { engine, .. } => {
                 engine.forward(rows, 0);
-                Ok(engine.logits(picked).to_vec())
+                Ok(engine.logits_owned(picked))
             }
             Backend::Autograd { picked: kept, .. } => {
                 let t = picked_logits(model, rows, picked)?;
