@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::DistillError;
-use crate::model::Model;
+use crate::model::{Model, ModelError};
 use crate::model::generate::{CandleDecoder, GenerateConfig, Generated, OrtDecoder, generate_mixed};
 use crate::runtime::{CausalLm, LmBatch, PaddingSide, Runtime, SessionOptions};
 use crate::train::Passes;
@@ -83,10 +83,6 @@ pub(super) struct OrtForwards<'a> {
     teacher: Option<(&'a Model, CausalLm)>,
 }
 
-fn runtime_error(e: impl std::fmt::Display) -> DistillError {
-    DistillError::Input(format!("ONNX Runtime: {e}"))
-}
-
 impl<'a> Forwards<'a> {
     /// Sets up the passes: with ONNX Runtime, exports the student's graph and opens the
     /// teacher (when there is one).
@@ -99,7 +95,7 @@ impl<'a> Forwards<'a> {
         let teacher = match teacher {
             Some(t) => {
                 let weights = t.host_weights()?;
-                let lm = CausalLm::open_graph(runtime, &graph(t)?, Path::new("teacher (in memory)"), options, weights).map_err(runtime_error)?;
+                let lm = CausalLm::open_graph(runtime, &graph(t)?, Path::new("teacher (in memory)"), options, weights).map_err(ModelError::from)?;
                 Some((t, lm))
             }
             None => None,
@@ -123,7 +119,7 @@ impl<'a> Forwards<'a> {
                     out.par_chunks_mut(vocab.max(1)).zip(picked.par_iter()).for_each(|(o, &r)| o.copy_from_slice(&logits[r * vocab..(r + 1) * vocab]));
                     out
                 };
-                lm.forward(&batch, gather).map_err(runtime_error)
+                Ok(lm.forward(&batch, gather).map_err(ModelError::from)?)
             }
         }
     }
@@ -155,7 +151,7 @@ impl Samples for OrtSamples<'_, '_> {
         // The current weights, handed to the session in memory.
         let weights = self.passes.weights(self.student)?;
         let label = Path::new("student (in memory)");
-        let mut lm = CausalLm::open_graph(ort.runtime, &ort.student_graph, label, ort.options, weights).map_err(runtime_error)?;
+        let mut lm = CausalLm::open_graph(ort.runtime, &ort.student_graph, label, ort.options, weights).map_err(ModelError::from)?;
         let mut student = OrtDecoder::new(&mut lm)?;
         match teacher_mix {
             Some(w) => {

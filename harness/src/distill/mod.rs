@@ -304,6 +304,7 @@ fn prepared(data: &StepData, targets: Targets, student: Vec<f32>, teacher: Optio
         let positions = ex.trained_positions();
         sequence.extend(std::iter::repeat_n(r as u32, positions.len()));
         if let Some(b) = &data.behaviour {
+            // Response token k is predicted at position prompt_len − 1 + k.
             let first = ex.prompt_len.max(1) - 1;
             for p in positions {
                 behaviour.push(b[r].get(p - first).copied().unwrap_or(0.0));
@@ -392,19 +393,12 @@ impl Run<'_> {
         if data.examples.is_empty() {
             return Ok(None);
         }
-        let refs: Vec<&Example> = data.examples.iter().collect();
-        let (rows, targets) = batch_rows(&refs);
+        let (p, forward, teacher) = self.prepare(&data, policy.uses_teacher)?;
         let t0 = clock();
-        let student = self.passes.logits(self.student, &rows, &targets.rows)?;
-        let t1 = clock();
-        let teacher = if policy.uses_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
-        let t2 = clock();
-        let p = prepared(&data, targets, student, teacher, self.student.config.vocab_size);
         let (loss, mut grad) = call_method(self.method, name, &p, data.on_policy, progress)?;
-        let t3 = clock();
-        self.timing.forward += (t1 - t0).as_secs_f64();
-        self.timing.teacher += (t2 - t1).as_secs_f64();
-        self.timing.plugin += (t3 - t2).as_secs_f64();
+        self.timing.forward += forward;
+        self.timing.teacher += teacher;
+        self.timing.plugin += t0.elapsed().as_secs_f64();
         self.timing.tokens += p.targets.count();
         if !loss.is_finite() {
             return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
@@ -419,6 +413,19 @@ impl Run<'_> {
         Ok(Some((loss, data.on_policy)))
     }
 
+    /// The plugin's inputs for `data`: the student's logits at the trained positions (and
+    /// the teacher's, `with_teacher`), with the seconds each forward pass took.
+    fn prepare(&mut self, data: &StepData, with_teacher: bool) -> Result<(Prepared, f64, f64), DistillError> {
+        let refs: Vec<&Example> = data.examples.iter().collect();
+        let (rows, targets) = batch_rows(&refs);
+        let t0 = std::time::Instant::now();
+        let student = self.passes.logits(self.student, &rows, &targets.rows)?;
+        let t1 = std::time::Instant::now();
+        let teacher = if with_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
+        let (forward, teacher_secs) = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
+        Ok((prepared(data, targets, student, teacher, self.student.config.vocab_size), forward, teacher_secs))
+    }
+
     /// The method's objective on ground-truth `val` examples (token-weighted), no update.
     fn validate(&mut self, val: &[Example], batch_size: usize) -> Result<f64, DistillError> {
         let (mut total, mut count) = (0.0, 0usize);
@@ -431,11 +438,7 @@ impl Run<'_> {
             if data.examples.is_empty() {
                 continue;
             }
-            let refs: Vec<&Example> = data.examples.iter().collect();
-            let (rows, targets) = batch_rows(&refs);
-            let student = self.passes.logits(self.student, &rows, &targets.rows)?;
-            let teacher = if self.uses_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
-            let p = prepared(&data, targets, student, teacher, self.student.config.vocab_size);
+            let (p, _, _) = self.prepare(&data, self.uses_teacher)?;
             let (loss, _) = call_method(self.method, self.name, &p, false, 1.0)?;
             total += loss * p.targets.count() as f64;
             count += p.targets.count();

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use crate::model::plan::{Block, Linear, Mlp, Norm, Plan, Qkv, Stored};
-use crate::model::{Activation, Model, ModelConfig, ModelError};
+use crate::model::{Model, ModelConfig, ModelError};
 pub use adamw::AdamW;
 use attention::Heads;
 use gemm::{Out, View, matmul_into};
@@ -144,7 +144,7 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Every weight the plan names exists, with the shape it implies.
+    /// Every weight the plan names exists.
     fn check_plan(&self) -> Result<(), String> {
         let mut named = vec![self.plan.tokens.clone(), self.plan.head.clone()];
         named.extend(self.plan.positions.iter().map(|(p, _)| p.clone()));
@@ -164,19 +164,9 @@ impl Engine {
         }
     }
 
-    /// The architecture.
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    /// Weight names, in the order of [`Engine::weight`] indices.
+    /// Weight names, in order.
     pub fn names(&self) -> &[String] {
         &self.names
-    }
-
-    /// The values of weight `name`.
-    pub fn weight(&self, name: &str) -> Option<&[f32]> {
-        self.index.get(name).map(|&i| self.weights[i].as_slice())
     }
 
     /// The gradient of weight `name` accumulated since the last [`Engine::step`] (stale
@@ -198,23 +188,6 @@ impl Engine {
     /// Every weight as `(name, shape, values)`, copied.
     pub fn named_weights(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         self.names.iter().zip(&self.shapes).zip(&self.weights).map(|((n, s), w)| (n.clone(), s.clone(), w.clone())).collect()
-    }
-
-    /// A model with the engine's current weights.
-    pub fn to_model(&self, device: &candle_core::Device) -> Result<Model, ModelError> {
-        let tensors = self
-            .names
-            .iter()
-            .zip(&self.weights)
-            .zip(&self.shapes)
-            .map(|((n, w), s)| Ok((n.clone(), Tensor::from_slice(w, s.as_slice(), device)?)))
-            .collect::<candle_core::Result<_>>()?;
-        Model::from_tensors(self.config.clone(), tensors, device)
-    }
-
-    /// Padded length of the rows of the last forward pass.
-    pub fn seq(&self) -> usize {
-        self.saved.seq
     }
 
     /// Runs the forward pass over right-padded `rows` up to the final norm, keeping what
@@ -277,17 +250,8 @@ impl Engine {
             );
         }
         let s = &mut self.saved;
-        let f = &self.plan.final_norm;
-        let bias = f.bias.as_ref().map(|b| self.weights[self.index[b]].as_slice());
-        norm::forward(
-            self.plan.norm,
-            &s.out[..tokens * d],
-            &self.weights[self.index[&f.weight]],
-            bias,
-            self.config.norm_eps as f32,
-            buf(&mut s.normed, tokens * d),
-            buf(&mut s.stats, 2 * tokens),
-        );
+        let eps = self.config.norm_eps as f32;
+        norm_forward(&self.plan.final_norm, &self.plan, &self.weights, &self.index, eps, &s.out[..tokens * d], &mut s.normed, &mut s.stats);
     }
 
     fn shape(&self) -> Heads {
@@ -396,11 +360,8 @@ impl Engine {
         }
         let d_res = buf(&mut s.d_res, tokens * d);
         d_res.fill(0.0);
-        let f = &self.plan.final_norm;
-        let (wi, bi) = (self.index[&f.weight], f.bias.as_ref().map(|b| self.index[b]));
-        clear_unwritten(&mut self.grads, &mut self.written, [Some(wi), bi]);
-        let (dw, db) = two_grads(&mut self.grads, wi, bi);
-        norm::backward(self.plan.norm, &s.d_norm[..tokens * d], &s.out[..tokens * d], &s.stats, &self.weights[wi], d_res, dw, db);
+        let mut params = Params { weights: &self.weights, grads: &mut self.grads, written: &mut self.written, index: &self.index };
+        norm_backward(&self.plan.final_norm, &self.plan, &mut params, &s.d_norm[..tokens * d], &s.out[..tokens * d], &s.stats, d_res);
         for i in (0..self.plan.blocks.len()).rev() {
             let rope = s.rope.as_ref();
             let scratch = Scratch {
@@ -431,17 +392,20 @@ impl Engine {
         }
     }
 
-    /// One AdamW update from the accumulated gradients (clipped to global norm `clip`),
-    /// which are then zeroed. Returns the norm before clipping.
-    pub fn step(&mut self, opt: &mut AdamW, lr: f64, clip: f64) -> f64 {
-        let norm = opt.step(&mut self.weights, &mut self.grads, lr, clip);
-        self.written.fill(false);
-        norm
+    /// Fresh AdamW state for these weights: matrices and embeddings are decayed by
+    /// `weight_decay`, biases and norm gains are not.
+    pub fn optimizer(&self, weight_decay: f64) -> AdamW {
+        let sizes: Vec<usize> = self.weights.iter().map(Vec::len).collect();
+        AdamW::new(&sizes, self.shapes.iter().map(|s| s.len() >= 2).collect(), weight_decay)
     }
 
-    /// Whether each weight is decayed by AdamW (matrices and embeddings, not biases or gains).
-    pub fn decayed(&self) -> Vec<bool> {
-        self.shapes.iter().map(|s| s.len() >= 2).collect()
+    /// One AdamW update from the accumulated gradients (clipped to global norm `clip`).
+    /// The gradients are then stale: the next backward pass overwrites them. Returns the
+    /// norm before clipping.
+    pub fn step(&mut self, opt: &mut AdamW, lr: f64, clip: f64) -> f64 {
+        let norm = opt.step(&mut self.weights, &self.grads, lr, clip);
+        self.written.fill(false);
+        norm
     }
 }
 
@@ -579,8 +543,22 @@ fn linear_backward(
     }
 }
 
-fn norm_parts<'a>(n: &Norm, weights: &'a [Vec<f32>], index: &HashMap<String, usize>) -> (&'a [f32], Option<&'a [f32]>) {
-    (&weights[index[&n.weight]], n.bias.as_ref().map(|b| weights[index[b]].as_slice()))
+/// `out = norm(x)` for `x.len() / d` rows, with each row's statistics in `stats`.
+#[allow(clippy::too_many_arguments)]
+fn norm_forward(
+    n: &Norm,
+    plan: &Plan,
+    weights: &[Vec<f32>],
+    index: &HashMap<String, usize>,
+    eps: f32,
+    x: &[f32],
+    out: &mut Vec<f32>,
+    stats: &mut Vec<f32>,
+) {
+    let w = &weights[index[&n.weight]];
+    let bias = n.bias.as_ref().map(|b| weights[index[b]].as_slice());
+    let tokens = x.len() / w.len();
+    norm::forward(plan.norm, x, w, bias, eps, buf(out, x.len()), buf(stats, 2 * tokens));
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -598,16 +576,7 @@ fn forward_block(
     let (d, f) = (cfg.hidden, cfg.ffn);
     let tokens = heads.batch * heads.seq;
     let eps = cfg.norm_eps as f32;
-    let (w, bias) = norm_parts(&b.attn_norm, weights, index);
-    norm::forward(
-        plan.norm,
-        &st.x[..tokens * d],
-        w,
-        bias,
-        eps,
-        buf(&mut st.attn_in, tokens * d),
-        buf(&mut st.attn_stats, 2 * tokens),
-    );
+    norm_forward(&b.attn_norm, plan, weights, index, eps, &st.x[..tokens * d], &mut st.attn_in, &mut st.attn_stats);
     let width = heads.qkv_width();
     let qkv = buf(&mut st.qkv, tokens * width);
     let n = View::rows(&st.attn_in[..tokens * d], tokens, d);
@@ -627,16 +596,7 @@ fn forward_block(
     attention::forward(heads, qkv, buf(&mut st.attn, tokens * ow), buf(&mut st.lse, heads.batch * heads.heads * heads.seq));
     let a = View::rows(&st.attn[..tokens * ow], tokens, ow);
     linear_forward(&b.out, weights, index, a, buf(&mut st.mid, tokens * d), d, 0, d, Some(&st.x[..tokens * d]));
-    let (w, bias) = norm_parts(&b.mlp_norm, weights, index);
-    norm::forward(
-        plan.norm,
-        &st.mid[..tokens * d],
-        w,
-        bias,
-        eps,
-        buf(&mut st.mlp_in, tokens * d),
-        buf(&mut st.mlp_stats, 2 * tokens),
-    );
+    norm_forward(&b.mlp_norm, plan, weights, index, eps, &st.mid[..tokens * d], &mut st.mlp_in, &mut st.mlp_stats);
     let n = View::rows(&st.mlp_in[..tokens * d], tokens, d);
     match &b.mlp {
         Mlp::Gated { gate, up, .. } => {
@@ -676,7 +636,7 @@ fn backward_block(
 ) {
     let (d, f) = (cfg.hidden, cfg.ffn);
     let tokens = heads.batch * heads.seq;
-    let act: Activation = cfg.activation;
+    let act = cfg.activation;
     // MLP: d_hidden = d_res · downᵀ, then through the activation (in place on `pre`/`up`).
     let down = match &b.mlp {
         Mlp::Gated { down, .. } | Mlp::Plain { down, .. } => down,

@@ -118,7 +118,7 @@ impl Decoder for OrtDecoder<'_> {
         let last = |logits: &[f32], vocab: usize| -> Vec<Vec<f32>> {
             (0..rows).map(|r| logits[((r + 1) * columns - 1) * vocab..(r + 1) * columns * vocab].to_vec()).collect()
         };
-        let (logits, past) = self.lm.forward_with_past(&batch, &self.past, last).map_err(|e| ModelError::Config(e.to_string()))?;
+        let (logits, past) = self.lm.forward_with_past(&batch, &self.past, last)?;
         self.past = past;
         Ok(logits)
     }

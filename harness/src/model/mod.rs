@@ -152,6 +152,9 @@ pub enum ModelError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// ONNX Runtime failed (decoding through it).
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }
 
 impl ModelError {

@@ -15,6 +15,17 @@
 
 use std::collections::HashSet;
 
+use prost::Message;
+
+use super::proto::StringStringEntryProto;
+
+/// The `external_data` of an initializer whose `length` bytes of values are handed over in
+/// memory: the location names no file that exists.
+pub fn in_memory(length: usize) -> Vec<StringStringEntryProto> {
+    let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
+    vec![entry("location", "in-memory.weights".into()), entry("offset", "0".into()), entry("length", length.to_string())]
+}
+
 /// The encoded model `bytes` with the values of the initializers named in `names` marked
 /// as external (handed over when the session is made); or why the bytes are not a model.
 pub fn externalize(bytes: &[u8], names: &HashSet<&str>) -> Result<Vec<u8>, String> {
@@ -110,11 +121,8 @@ fn external(tensor: &[u8]) -> Result<Vec<u8>, String> {
             _ => out.extend_from_slice(field.raw),
         }
     }
-    for (key, value) in [("location", "in-memory.weights".to_owned()), ("offset", "0".to_owned()), ("length", length.to_string())] {
-        let mut entry = Vec::new();
-        put_bytes(&mut entry, 1, key.as_bytes());
-        put_bytes(&mut entry, 2, value.as_bytes());
-        put_bytes(&mut out, 13, &entry);
+    for entry in in_memory(length) {
+        put_bytes(&mut out, 13, &entry.encode_to_vec());
     }
     put_varint(&mut out, 14 << 3);
     put_varint(&mut out, 1);
@@ -150,8 +158,6 @@ fn put_bytes(out: &mut Vec<u8>, field: u64, body: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
-
     use super::*;
     use crate::onnx::proto::{GraphProto, ModelProto, TensorProto};
 

@@ -113,15 +113,13 @@ impl Graph {
 
     /// A float32 initializer whose values are not in the model (data location external):
     /// they are handed to ONNX Runtime in memory when a session is made
-    /// (`CausalLm::open_graph`). The location names no file that exists.
+    /// (`CausalLm::open_graph`).
     pub fn external_weight(&mut self, name: &str, dims: &[usize]) -> String {
-        let bytes = dims.iter().product::<usize>() * 4;
-        let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
         self.initializers.push(TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: data_type::FLOAT,
             name: name.into(),
-            external_data: vec![entry("location", "in-memory.weights".into()), entry("offset", "0".into()), entry("length", bytes.to_string())],
+            external_data: super::external::in_memory(dims.iter().product::<usize>() * 4),
             data_location: 1,
             ..Default::default()
         });

@@ -21,7 +21,7 @@ pub use adamw::AdamW;
 pub use passes::Passes;
 
 use crate::data::Encoded;
-use crate::model::{Model, ModelError, RowBatch, ops};
+use crate::model::{Model, ModelError, ops};
 
 /// One training sequence: `ids = prompt ++ response ++ [eos]`; the loss covers the
 /// response and the end-of-sequence token, each predicted from everything before it.
@@ -174,22 +174,14 @@ pub fn cross_entropy_composite(scored_logits: &Tensor, targets: &Tensor) -> cand
 /// against.
 pub fn batch_loss(model: &Model, batch: &[&Example]) -> candle_core::Result<(Tensor, usize)> {
     let (rows, targets) = batch_rows(batch);
-    let x = RowBatch::new(&rows, 0, model.device())?;
-    let logits = model.forward(&x.as_forward(), None)?;
-    let (b, s, v) = logits.dims3()?;
-    let picked: Vec<u32> = targets.rows.iter().map(|&r| r as u32).collect();
-    let picked = logits.reshape((b * s, v))?.index_select(&Tensor::from_vec(picked, targets.count(), model.device())?, 0)?;
+    let picked = passes::picked_logits(model, &rows, &targets.rows)?;
     let ids = Tensor::from_vec(targets.ids.clone(), targets.count(), model.device())?;
     Ok((cross_entropy(&picked, &ids)?, targets.count()))
 }
 
 /// Token-weighted mean response cross-entropy over many examples, without gradients.
 pub fn evaluate(model: &Model, examples: &[Example], batch_size: usize) -> Result<f64, ModelError> {
-    evaluate_with(&mut Passes::new(model), model, examples, batch_size)
-}
-
-/// [`evaluate`] through passes already set up (the weights being trained).
-pub fn evaluate_with(passes: &mut Passes, model: &Model, examples: &[Example], batch_size: usize) -> Result<f64, ModelError> {
+    let mut passes = Passes::new(model);
     let (mut total, mut count) = (0.0, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
         let batch: Vec<&Example> = chunk.iter().filter(|e| !e.trained_positions().is_empty()).collect();

@@ -104,10 +104,7 @@ impl Passes {
     pub fn init_optimizer(&mut self, model: &Model, weight_decay: f64) {
         match &mut self.backend {
             Backend::Engine { engine, opt } => {
-                opt.get_or_insert_with(|| {
-                    let sizes: Vec<usize> = engine.names().iter().map(|n| engine.weight(n).map_or(0, <[f32]>::len)).collect();
-                    engine::AdamW::new(&sizes, engine.decayed(), weight_decay)
-                });
+                opt.get_or_insert_with(|| engine.optimizer(weight_decay));
             }
             Backend::Autograd { opt, .. } => {
                 opt.get_or_insert_with(|| AdamW::new(&model.params, weight_decay));
@@ -147,7 +144,7 @@ impl Passes {
 }
 
 /// candle logits `[n, vocab]` at rows `picked` of right-padded `rows`.
-fn picked_logits(model: &Model, rows: &[Vec<u32>], picked: &[usize]) -> candle_core::Result<Tensor> {
+pub(super) fn picked_logits(model: &Model, rows: &[Vec<u32>], picked: &[usize]) -> candle_core::Result<Tensor> {
     let x = RowBatch::new(rows, 0, model.device())?;
     let logits = model.forward(&x.as_forward(), None)?;
     let (b, s, v) = logits.dims3()?;
