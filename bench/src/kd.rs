@@ -9,7 +9,7 @@
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Parser;
-use kdharness::distill::{DistillConfig, Inference, distill};
+use kdharness::distill::{DistillConfig, Inference, StepTiming, distill};
 use kdharness::runtime::{Runtime, SessionOptions};
 use kdharness::model::{Model, ModelConfig};
 use kdharness::plugins::{Registry, SearchDir, SearchOrigin};
@@ -34,7 +34,7 @@ struct Args {
     batch: usize,
     #[arg(long, default_value_t = 128)]
     seq: usize,
-    /// Optimiser steps to time.
+    /// Optimiser steps to time (after one warm-up step).
     #[arg(long, default_value_t = 3)]
     steps: usize,
     /// Response tokens per sequence (ground truth, or the length of on-policy samples);
@@ -54,12 +54,14 @@ fn main() -> Result<()> {
     let args = Args::parse();
     let exe_dir = std::env::current_exe()?.parent().context("executable directory")?.to_path_buf();
     let registry = Registry::discover(vec![SearchDir { path: exe_dir, origin: SearchOrigin::ExecutableDir }]);
+    // SAFETY: no other thread runs yet. The plugins' own rayon pools read it.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string()) };
     rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global()?;
     let runtime = Runtime::get(None)?;
     let inference = Inference::Ort(runtime, SessionOptions { threads: args.threads, ..Default::default() });
     let teacher = smollm2(args.teacher_layers)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let examples: Vec<Example> = (0..args.batch * args.steps)
+    let examples: Vec<Example> = (0..args.batch * (args.steps + 1))
         .map(|_| Example {
             ids: (0..args.seq).map(|_| rng.gen_range(1..VOCAB as u32)).collect(),
             prompt_len: args.seq - args.sample_tokens,
@@ -81,15 +83,20 @@ fn main() -> Result<()> {
     );
     for name in &args.methods {
         let loaded = registry.kd_method(name).with_context(|| format!("KD plugin `{name}` not found next to the benchmark"))?;
-        let mut method = loaded.create(&[]).map_err(anyhow::Error::msg)?;
-        let mut student = smollm2(args.student_layers)?;
         let cfg = DistillConfig {
             train: TrainConfig { epochs: 1, lr: 1e-4, batch_size: args.batch, ..TrainConfig::default() },
             max_new_tokens: args.sample_tokens,
             ..DistillConfig::default()
         };
-        let log = distill(&mut student, Some(&teacher), &mut method, name, &examples, &examples[..1], &cfg, 0, inference, None, None)?;
-        let t = log.timing;
+        // The first step pays one-off costs (page faults of fresh gradients and optimiser
+        // state, first calls into the plugin and the sessions): time it in a run of its
+        // own and subtract, as the training benchmark leaves its warm-up step untimed.
+        let timing = |examples: &[Example]| -> Result<StepTiming> {
+            let mut student = smollm2(args.student_layers)?;
+            let mut method = loaded.create(&[]).map_err(anyhow::Error::msg)?;
+            Ok(distill(&mut student, Some(&teacher), &mut method, name, examples, &examples[..1], &cfg, 0, inference, None, None)?.timing)
+        };
+        let t = timing(&examples)?.minus(&timing(&examples[..args.batch])?);
         let share = |x: f64| format!("{:.1}%", 100.0 * x / t.total());
         println!(
             "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.2} {:>10.0}",

@@ -15,6 +15,8 @@
 //! mixtures included. With `b_j = q_j · ∂d/∂q_j` (computed without dividing by `q`), the
 //! gradient with respect to the logits is `b_j − q_j Σ_k b_k`.
 
+use rayon::prelude::*;
+
 use crate::kd::{KdBatch, KdLoss};
 use crate::{ParamList, ParamSpec};
 
@@ -170,35 +172,52 @@ impl Objective {
     /// logits, written into `grad`; `KL(p‖q)` is reported beside it.
     pub fn loss_and_grad(self, batch: &KdBatch<'_>, grad: &mut [f32]) -> KdLoss {
         let v = batch.vocab as usize;
-        let (mut logq, mut logp, mut b) = (vec![0.0; v], vec![0.0; v], vec![0.0; v]);
-        let (loss, kl) = masked_mean(batch, grad, |i, out, scale| {
-            log_softmax(batch.student_row(i), &mut logq);
-            log_softmax(batch.teacher_row(i), &mut logp);
-            let d = self.row(&logq, &logp, &mut b);
-            let kl = logp.iter().zip(&logq).map(|(lp, lq)| if *lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() * (lp - lq) }).sum::<f64>();
-            logits_grad(&logq, &b, scale, out);
+        let scratch = || (vec![0.0; v], vec![0.0; v], vec![0.0; v]);
+        let (loss, kl) = masked_mean(batch, grad, scratch, |(logq, logp, b), i, out, scale| {
+            log_softmax(batch.student_row(i), logq);
+            log_softmax(batch.teacher_row(i), logp);
+            let d = self.row(logq, logp, b);
+            let kl = logp.iter().zip(logq.iter()).map(|(lp, lq)| if *lp == f64::NEG_INFINITY { 0.0 } else { lp.exp() * (lp - lq) }).sum::<f64>();
+            logits_grad(logq, b, scale, out);
             (d, kl)
         });
         KdLoss { loss, kl }
     }
 }
 
-/// Runs `row(i, grad_row, mask_i / Σ mask)` on every unmasked position (masked rows get a
-/// zero gradient) and returns the mask-weighted means of the two values it reports.
-fn masked_mean(batch: &KdBatch<'_>, grad: &mut [f32], mut row: impl FnMut(usize, &mut [f32], f64) -> (f64, f64)) -> (f64, f64) {
+/// Runs `row(scratch, i, grad_row, mask_i / Σ mask)` on every unmasked position (masked
+/// rows get a zero gradient) and returns the mask-weighted means of the two values it
+/// reports. Positions run in parallel on rayon's pool, each thread with its own
+/// `scratch()`; the means add the positions' values in order, so the result never depends
+/// on the thread count.
+fn masked_mean<S>(
+    batch: &KdBatch<'_>,
+    grad: &mut [f32],
+    scratch: impl Fn() -> S + Sync + Send,
+    row: impl Fn(&mut S, usize, &mut [f32], f64) -> (f64, f64) + Sync + Send,
+) -> (f64, f64) {
     let total = batch.mask_total();
-    let v = batch.vocab as usize;
+    let v = (batch.vocab as usize).max(1);
+    let positions = batch.positions as usize;
+    let values: Vec<(f64, f64, f64)> = grad[..positions * batch.vocab as usize]
+        .par_chunks_mut(v)
+        .enumerate()
+        .map_init(scratch, |s, (i, out)| {
+            let w = batch.mask[i] as f64;
+            if w == 0.0 || total == 0.0 {
+                out.fill(0.0);
+                return (0.0, 0.0, 0.0);
+            }
+            let (a, b) = row(s, i, out, w / total);
+            (w, a, b)
+        })
+        .collect();
     let (mut first, mut second) = (0.0, 0.0);
-    for i in 0..batch.positions as usize {
-        let w = batch.mask[i] as f64;
-        let out = &mut grad[i * v..(i + 1) * v];
-        if w == 0.0 || total == 0.0 {
-            out.fill(0.0);
-            continue;
+    for (w, a, b) in values {
+        if w != 0.0 {
+            first += w * a;
+            second += w * b;
         }
-        let (a, b) = row(i, out, w / total);
-        first += w * a;
-        second += w * b;
     }
     let n = if total == 0.0 { 1.0 } else { total };
     (first / n, second / n)
@@ -207,11 +226,11 @@ fn masked_mean(batch: &KdBatch<'_>, grad: &mut [f32], mut row: impl FnMut(usize,
 /// Mean next-token cross-entropy of the student against `batch.targets` (the No-KD
 /// baseline's loss) and its gradient `(q − onehot)·mask/Σ mask`.
 pub fn cross_entropy(batch: &KdBatch<'_>, grad: &mut [f32]) -> KdLoss {
-    let mut logq = vec![0.0; batch.vocab as usize];
-    let (loss, _) = masked_mean(batch, grad, |i, out, scale| {
-        log_softmax(batch.student_row(i), &mut logq);
+    let v = batch.vocab as usize;
+    let (loss, _) = masked_mean(batch, grad, || vec![0.0; v], |logq, i, out, scale| {
+        log_softmax(batch.student_row(i), logq);
         let t = batch.targets[i] as usize;
-        for (o, lq) in out.iter_mut().zip(&logq) {
+        for (o, lq) in out.iter_mut().zip(logq.iter()) {
             *o = (lq.exp() * scale) as f32;
         }
         out[t] -= scale as f32;

@@ -92,9 +92,14 @@ impl PluginArgs {
 
 impl RuntimeArgs {
     /// The library's runtime settings. `--threads` also bounds rayon's global pool (the
-    /// signal reduction and the training engine's elementwise work).
+    /// signal reduction and the training engine's elementwise work) and, through
+    /// `RAYON_NUM_THREADS`, the pools of the plugins (each plugin library links its own
+    /// rayon: the KD objectives run on it).
     pub fn settings(&self) -> crate::runtime::RuntimeSettings {
         if let Some(threads) = self.threads {
+            // SAFETY: called while a command sets up, before this process starts any
+            // other thread (rayon's pool is built next; ONNX Runtime is not loaded yet).
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
             rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().ok();
         }
         crate::runtime::RuntimeSettings { ort_lib: self.ort_lib.clone(), device: self.device, threads: self.threads }

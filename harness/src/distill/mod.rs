@@ -124,6 +124,20 @@ pub struct StepTiming {
 }
 
 impl StepTiming {
+    /// The time of the steps in `self` that are not in `earlier` (a run of fewer steps of
+    /// the same work), field by field.
+    pub fn minus(&self, earlier: &StepTiming) -> StepTiming {
+        StepTiming {
+            sampling: self.sampling - earlier.sampling,
+            forward: self.forward - earlier.forward,
+            teacher: self.teacher - earlier.teacher,
+            plugin: self.plugin - earlier.plugin,
+            backward: self.backward - earlier.backward,
+            optimizer: self.optimizer - earlier.optimizer,
+            tokens: self.tokens - earlier.tokens,
+        }
+    }
+
     /// Total seconds.
     pub fn total(&self) -> f64 {
         self.sampling + self.forward + self.teacher + self.plugin + self.backward + self.optimizer

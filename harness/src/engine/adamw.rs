@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::zeros;
+
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPS: f32 = 1e-8;
@@ -30,8 +32,8 @@ impl AdamW {
     pub fn new(sizes: &[usize], decay: Vec<bool>, weight_decay: f64) -> Self {
         assert_eq!(sizes.len(), decay.len());
         AdamW {
-            m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
-            v: sizes.iter().map(|&n| vec![0.0; n]).collect(),
+            m: sizes.iter().map(|&n| zeros(n)).collect(),
+            v: sizes.iter().map(|&n| zeros(n)).collect(),
             decay,
             weight_decay,
             t: 0,

@@ -12,6 +12,7 @@
 use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdLoss, KdMethod};
 use kdharness_plugin_api::objectives::{Objective, log_softmax};
 use kdharness_plugin_api::{ParamList, ParamSpec, export_plugins};
+use rayon::prelude::*;
 
 /// The `minillm` method.
 pub struct MiniLlm {
@@ -55,18 +56,25 @@ impl KdMethod for MiniLlm {
         }
         let v = batch.vocab as usize;
         let n = batch.positions as usize;
-        // log q(y_t), log p(y_t) and the student's log-softmax rows.
+        // The student's log-softmax rows with log q(y_t) and log p(y_t), on all threads.
         let mut logq_rows = vec![0.0; n * v];
-        let (mut logq_y, mut logp_y) = (vec![0.0; n], vec![0.0; n]);
-        let mut logp = vec![0.0; v];
-        for i in 0..n {
-            let row = &mut logq_rows[i * v..(i + 1) * v];
-            log_softmax(batch.student_row(i), row);
-            log_softmax(batch.teacher_row(i), &mut logp);
-            let y = batch.targets[i] as usize;
-            logq_y[i] = row[y];
-            logp_y[i] = logp[y];
-        }
+        let picked: Vec<(f64, f64)> = logq_rows
+            .par_chunks_mut(v)
+            .enumerate()
+            .map_init(
+                || vec![0.0; v],
+                |logp, (i, row)| {
+                    log_softmax(batch.student_row(i), row);
+                    log_softmax(batch.teacher_row(i), logp);
+                    let y = batch.targets[i] as usize;
+                    (row[y], logp[y])
+                },
+            )
+            .collect();
+        let (logq_y, logp_y): (Vec<f64>, Vec<f64>) = picked.into_iter().unzip();
+        // The scale of each position's policy-gradient term in d/d log q(y_t) (zero where
+        // the clipped term is the minimum).
+        let mut dlogq = vec![0.0; n];
         let mut pg_loss = 0.0;
         let mut start = 0;
         while start < n {
@@ -88,17 +96,20 @@ impl KdMethod for MiniLlm {
                 pg_loss -= w * unclipped_term.min(clipped_term);
                 // d(−min(..))/d log q(y_t): −ρR when the unclipped term is the minimum.
                 if unclipped_term <= clipped_term {
-                    let dlogq = -ratio * ret * w / total;
-                    let row = &logq_rows[t * v..(t + 1) * v];
-                    let out = &mut grad[t * v..(t + 1) * v];
-                    for (o, lq) in out.iter_mut().zip(row) {
-                        *o -= (dlogq * lq.exp()) as f32;
-                    }
-                    out[batch.targets[t] as usize] += dlogq as f32;
+                    dlogq[t] = -ratio * ret * w / total;
                 }
             }
             start = end;
         }
+        // d log q(y)/d z = onehot(y) − q, into each position's gradient row.
+        grad[..n * v].par_chunks_mut(v).zip(logq_rows.par_chunks(v)).enumerate().for_each(|(t, (out, row))| {
+            if dlogq[t] != 0.0 {
+                for (o, lq) in out.iter_mut().zip(row) {
+                    *o -= (dlogq[t] * lq.exp()) as f32;
+                }
+                out[batch.targets[t] as usize] += dlogq[t] as f32;
+            }
+        });
         Ok(KdLoss { loss: reg.loss + pg_loss / total, kl: reg.kl })
     }
 }
