@@ -8,7 +8,7 @@ use anyhow::Result;
 use candle_core::Device;
 use clap::Parser;
 use kdharness::model::{Model, ModelConfig, Shape};
-use kdharness::train::{Example, Passes, batch_rows};
+use kdharness::train::{Example, Passes, Precision, batch_rows};
 use rand::{Rng, SeedableRng};
 
 mod common;
@@ -30,6 +30,10 @@ struct Args {
     /// Timed steps (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// `f32` (the engine) or `bf16` (mixed precision through candle's autograd, f32
+    /// master weights: what a GPU run uses, timed here on the CPU for comparison).
+    #[arg(long, default_value = "f32")]
+    precision: String,
 }
 
 fn main() -> Result<()> {
@@ -56,8 +60,13 @@ fn main() -> Result<()> {
         .map(|_| Example { ids: (0..args.seq).map(|_| rng.gen_range(0..vocab)).collect(), prompt_len: 1 })
         .collect();
     let batch: Vec<&Example> = examples.iter().collect();
-    let mut passes = Passes::new(&model);
-    anyhow::ensure!(passes.uses_engine(), "the engine does not run this shape");
+    let precision = match args.precision.as_str() {
+        "f32" => Precision::F32,
+        "bf16" => Precision::Bf16,
+        other => anyhow::bail!("unknown precision `{other}` (f32, bf16)"),
+    };
+    let mut passes = Passes::with_precision(&model, precision);
+    anyhow::ensure!(passes.uses_engine() || precision == Precision::Bf16, "the engine does not run this shape");
     let (rows, targets) = batch_rows(&batch);
     let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
     let (mut cpu_start, mut wall_start) = (cpu_seconds(), Instant::now());
@@ -73,6 +82,7 @@ fn main() -> Result<()> {
         let t1 = Instant::now();
         let mut grad = logits;
         let n = targets.count();
+        // The loss's gradient in the logits (the head's fused cross-entropy, on the host).
         kdharness::engine::head::cross_entropy(&mut grad, model.config.vocab_size, &targets.ids, Some(1.0 / n as f32));
         passes.backward_logits(&grad)?;
         let t2 = Instant::now();
@@ -93,9 +103,10 @@ fn main() -> Result<()> {
     let total = f + b + u;
     let tokens = (args.batch * args.seq) as f64;
     println!(
-        "shape {} ({} weights), batch {} x {}, median of {} steps",
+        "shape {} ({} weights), {}, batch {} x {}, median of {} steps",
         args.shape,
         model.params.count(),
+        args.precision,
         args.batch,
         args.seq,
         args.steps

@@ -499,7 +499,7 @@ pub fn distill(
     }
     let first_policy = method.data_policy(0.0).into_result().map_err(plugin)?;
     let teacher = teacher_for(first_policy.uses_teacher, teacher, student, name)?;
-    let mut passes = Passes::new(student);
+    let mut passes = Passes::with_precision(student, cfg.train.precision);
     passes.init_optimizer(student, cfg.train.weight_decay);
     let mut forwards = Forwards::new(inference, student, teacher)?;
     let samples = match (first_policy.teacher_samples, teacher) {

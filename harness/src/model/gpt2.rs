@@ -116,7 +116,7 @@ impl Family for Gpt2 {
         let (b, s) = x.ids.dims2()?;
         let (heads, hd, d) = (cfg.heads, cfg.head_dim, cfg.hidden);
         let wte = p.get("transformer.wte.weight")?;
-        let mut h = (embed(wte, x.ids)? + embed(p.get("transformer.wpe.weight")?, x.positions)?)?;
+        let mut h = (embed(p.table("transformer.wte.weight")?, x.ids)? + embed(p.table("transformer.wpe.weight")?, x.positions)?)?;
         for i in 0..cfg.layers {
             let prefix = self.block_prefix(i);
             let w = |name: &str| p.get(&format!("{prefix}{name}"));

@@ -131,7 +131,7 @@ impl Family for Llama {
         let (b, s) = x.ids.dims2()?;
         let (heads, kv, hd) = (cfg.heads, cfg.kv_heads, cfg.head_dim);
         let (cos, sin) = ops::rope_tables(x.positions, hd, cfg.rope_theta)?;
-        let mut h = embed(p.get("model.embed_tokens.weight")?, x.ids)?;
+        let mut h = embed(p.table("model.embed_tokens.weight")?, x.ids)?;
         for i in 0..cfg.layers {
             let prefix = self.block_prefix(i);
             let w = |name: &str| p.get(&format!("{prefix}{name}"));

@@ -203,24 +203,31 @@ pub fn block_prefix(arch: Arch, i: usize) -> String {
     arch.family().block_prefix(i)
 }
 
-/// A model's weights by Hugging Face name; each is a trainable candle [`Var`].
+/// A model's weights by Hugging Face name; each is a trainable candle [`Var`]. A
+/// compute copy ([`Model::compute_copy`]) also holds lower-precision casts of the matrices,
+/// which the forward pass reads instead.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     vars: BTreeMap<String, Var>,
+    casts: BTreeMap<String, Tensor>,
 }
 
 impl Params {
-    /// The weight called `name`.
+    /// The weight called `name` (its cast, in a compute copy).
     pub fn get(&self, name: &str) -> candle_core::Result<&Tensor> {
-        self.vars
-            .get(name)
-            .map(|v| v.as_tensor())
-            .ok_or_else(|| candle_core::Error::Msg(format!("the model has no weight `{name}`")))
+        self.maybe(name).ok_or_else(|| candle_core::Error::Msg(format!("the model has no weight `{name}`")))
     }
 
     /// The weight called `name`, if the model has one (optional biases).
     pub fn maybe(&self, name: &str) -> Option<&Tensor> {
-        self.vars.get(name).map(|v| v.as_tensor())
+        self.casts.get(name).or_else(|| self.vars.get(name).map(|v| v.as_tensor()))
+    }
+
+    /// The embedding table called `name` for lookups: always the weight itself, never a
+    /// cast (a mixed-precision pass looks rows up in f32, as PyTorch's autocast does; a
+    /// tied output head still multiplies by the cast through [`Params::get`]).
+    pub fn table(&self, name: &str) -> candle_core::Result<&Tensor> {
+        self.vars.get(name).map(|v| v.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("the model has no weight `{name}`")))
     }
 
     /// Every weight, by name in sorted order.
@@ -307,12 +314,18 @@ pub fn conv1d(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor>
     matmul_last(x, w)?.broadcast_add(b)
 }
 
-/// `x · w` over the last axis of `x` (`[.., in] · [in, out]`), as one 2-D matmul.
+/// `x · w` over the last axis of `x` (`[.., in] · [in, out]`), as one 2-D matmul, in
+/// `w`'s dtype and returned in `x`'s (a mixed-precision pass multiplies in bf16 and keeps
+/// its activations in f32).
 fn matmul_last(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let mut dims = x.dims().to_vec();
     let inner = dims.pop().unwrap_or(1);
     let rows: usize = dims.iter().product();
-    let y = x.reshape((rows, inner))?.matmul(w)?;
+    let y = if x.dtype() == w.dtype() {
+        x.reshape((rows, inner))?.matmul(w)?
+    } else {
+        x.reshape((rows, inner))?.to_dtype(w.dtype())?.matmul(w)?.to_dtype(x.dtype())?
+    };
     dims.push(w.dim(1)?);
     y.reshape(dims)
 }
@@ -387,7 +400,7 @@ impl Model {
             let t = Tensor::from_vec(values, spec.shape.as_slice(), device)?;
             vars.insert(spec.name.clone(), Var::from_tensor(&t)?);
         }
-        Ok(Model { config, params: Params { vars }, device: device.clone() })
+        Ok(Model { config, params: Params { vars, casts: BTreeMap::new() }, device: device.clone() })
     }
 
     /// Loads a Hugging Face checkpoint directory (`config.json` + `model.safetensors`).
@@ -453,7 +466,7 @@ impl Model {
                 abbreviate(&unexpected)
             )));
         }
-        Ok(Model { config, params: Params { vars }, device: device.clone() })
+        Ok(Model { config, params: Params { vars, casts: BTreeMap::new() }, device: device.clone() })
     }
 
     /// Writes `config.json` and `model.safetensors` (Hugging Face layout) into `dir`.
@@ -527,6 +540,19 @@ impl Model {
         }
         let tensors = self.params.iter().map(|(n, v)| Ok((n.to_owned(), v.as_tensor().to_device(device)?))).collect::<candle_core::Result<_>>()?;
         Self::from_tensors(self.config.clone(), tensors, device)
+    }
+
+    /// The model as a mixed-precision forward pass sees it: every matrix (rank ≥ 2: the
+    /// projections, the embeddings) cast to `dtype`, the rest as it is. The casts are
+    /// differentiable, so gradients of a loss computed through the copy reach this model's
+    /// f32 variables (the master weights). The forward pass keeps the residual stream,
+    /// norms, attention softmax and the logits in f32: [`linear`] multiplies in the
+    /// weight's dtype and returns f32, and embedding rows are looked up in the f32 tables
+    /// ([`Params::table`]).
+    pub fn compute_copy(&self, dtype: DType) -> candle_core::Result<Model> {
+        let mut params = self.params.clone();
+        params.casts = self.params.vars.iter().filter(|(_, v)| v.rank() >= 2).map(|(n, v)| Ok((n.clone(), v.as_tensor().to_dtype(dtype)?))).collect::<candle_core::Result<_>>()?;
+        Ok(Model { config: self.config.clone(), params, device: self.device.clone() })
     }
 
     /// The device the weights live on.

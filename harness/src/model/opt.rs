@@ -125,13 +125,12 @@ impl Family for Opt {
     fn forward(&self, cfg: &ModelConfig, p: &Params, x: &Forward, mut cache: Option<&mut KvCache>) -> candle_core::Result<Tensor> {
         let (b, s) = x.ids.dims2()?;
         let (heads, hd) = (cfg.heads, cfg.head_dim);
-        let tokens = p.get("model.decoder.embed_tokens.weight")?;
-        let mut h = embed(tokens, x.ids)?;
+        let mut h = embed(p.table("model.decoder.embed_tokens.weight")?, x.ids)?;
         if let Some(w) = p.maybe("model.decoder.project_in.weight") {
             h = linear(&h, w, None)?;
         }
         let positions = x.positions.affine(1.0, POSITION_OFFSET as f64)?;
-        h = (h + embed(p.get("model.decoder.embed_positions.weight")?, &positions)?)?;
+        h = (h + embed(p.table("model.decoder.embed_positions.weight")?, &positions)?)?;
         for i in 0..cfg.layers {
             let prefix = self.block_prefix(i);
             let w = |name: &str| p.get(&format!("{prefix}{name}"));
@@ -169,7 +168,7 @@ impl Family for Opt {
         if let Some(w) = p.maybe("model.decoder.project_out.weight") {
             h = linear(&h, w, None)?;
         }
-        let head = if cfg.tie_embeddings { tokens } else { p.get("lm_head.weight")? };
+        let head = p.get(if cfg.tie_embeddings { "model.decoder.embed_tokens.weight" } else { "lm_head.weight" })?;
         linear(&h, head, None)
     }
 

@@ -64,6 +64,31 @@ pub struct TrainConfig {
     pub warmup_steps: usize,
     /// Floor of the cosine schedule, as a fraction of `lr`.
     pub min_lr_ratio: f64,
+    /// The arithmetic of the training passes.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
+}
+
+/// The arithmetic of training passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout: the CPU engine's arithmetic, and candle's elsewhere.
+    #[default]
+    F32,
+    /// Mixed precision, as PyTorch's bf16 autocast: the matrix products run in bfloat16 on
+    /// bf16 copies of the weights, cast from the f32 master weights at every pass; the
+    /// residual stream, norms, softmax, logits, loss and AdamW stay in f32. Runs through
+    /// candle's autograd (on a GPU: what 1–7B models need; on the CPU it is slower than
+    /// the f32 engine). No fp16: it would need loss scaling, which bf16's range makes
+    /// unnecessary.
+    Bf16,
+}
+
+impl Precision {
+    fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
 }
 
 impl Default for TrainConfig {
@@ -76,6 +101,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             warmup_steps: 0,
             min_lr_ratio: 0.0,
+            precision: Precision::F32,
         }
     }
 }
@@ -224,7 +250,7 @@ pub fn train(
     let batch_size = cfg.batch_size.max(1);
     let steps_per_epoch = examples.len().div_ceil(batch_size);
     let total = steps_per_epoch * cfg.epochs;
-    let mut passes = Passes::new(model);
+    let mut passes = Passes::with_precision(model, cfg.precision);
     passes.init_optimizer(model, cfg.weight_decay);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let bar = crate::status::progress(total, what, "steps");

@@ -8,7 +8,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor};
 
-use super::AdamW;
+use super::{AdamW, Precision};
 use crate::engine::{self, Engine};
 use crate::model::{Model, ModelError, RowBatch, ops};
 
@@ -19,18 +19,33 @@ pub struct Passes {
 
 enum Backend {
     Engine { engine: Box<Engine>, opt: Option<engine::AdamW> },
-    Autograd { picked: Option<Tensor>, grads: Option<GradStore>, opt: Option<AdamW> },
+    /// `compute`: the dtype of the matrix products when it is not the weights' own
+    /// (mixed precision, [`Model::compute_copy`]).
+    Autograd { compute: Option<DType>, picked: Option<Tensor>, grads: Option<GradStore>, opt: Option<AdamW> },
 }
 
 impl Passes {
-    /// The engine's passes where it runs `model`, else candle's autograd.
+    /// The engine's passes (f32) where it runs `model`, else candle's autograd.
     pub fn new(model: &Model) -> Self {
-        let backend = match Engine::new(model) {
-            Ok(engine) => Backend::Engine { engine: Box::new(engine), opt: None },
-            Err(why) => {
-                crate::status::detail(format!("training through candle's autograd: {why}"));
-                Backend::Autograd { picked: None, grads: None, opt: None }
+        Self::with_precision(model, Precision::F32)
+    }
+
+    /// Passes in `precision`: f32 as [`Passes::new`]; bf16 through candle's autograd over
+    /// a compute copy of the f32 master weights.
+    pub fn with_precision(model: &Model, precision: Precision) -> Self {
+        let autograd = |compute| Backend::Autograd { compute, picked: None, grads: None, opt: None };
+        let backend = match precision {
+            Precision::Bf16 => {
+                crate::status::detail("training in mixed precision (bf16 products, f32 master weights) through candle's autograd");
+                autograd(Some(DType::BF16))
             }
+            Precision::F32 => match Engine::new(model) {
+                Ok(engine) => Backend::Engine { engine: Box::new(engine), opt: None },
+                Err(why) => {
+                    crate::status::detail(format!("training through candle's autograd: {why}"));
+                    autograd(None)
+                }
+            },
         };
         Passes { backend }
     }
@@ -48,8 +63,8 @@ impl Passes {
                 engine.forward(rows, 0);
                 Ok(engine.logits_owned(picked))
             }
-            Backend::Autograd { picked: kept, .. } => {
-                let t = picked_logits(model, rows, picked)?;
+            Backend::Autograd { compute, picked: kept, .. } => {
+                let t = compute_logits(model, *compute, rows, picked)?;
                 let host = t.flatten_all()?.to_vec1::<f32>()?;
                 *kept = Some(t);
                 Ok(host)
@@ -87,8 +102,8 @@ impl Passes {
                 engine.forward(rows, 0);
                 Ok(engine.cross_entropy(picked, targets, backward))
             }
-            Backend::Autograd { grads, .. } => {
-                let logits = picked_logits(model, rows, picked)?;
+            Backend::Autograd { compute, grads, .. } => {
+                let logits = compute_logits(model, *compute, rows, picked)?;
                 let targets = Tensor::from_slice(targets, targets.len(), logits.device())?;
                 let loss = ops::cross_entropy(&logits, &targets)?.mean_all()?;
                 if backward {
@@ -140,6 +155,14 @@ impl Passes {
             Backend::Engine { engine, .. } => engine.store(model),
             Backend::Autograd { .. } => Ok(()),
         }
+    }
+}
+
+/// [`picked_logits`] of `model`, or of its compute copy in `compute`.
+fn compute_logits(model: &Model, compute: Option<DType>, rows: &[Vec<u32>], picked: &[usize]) -> candle_core::Result<Tensor> {
+    match compute {
+        Some(dtype) => picked_logits(&model.compute_copy(dtype)?, rows, picked),
+        None => picked_logits(model, rows, picked),
     }
 }
 
