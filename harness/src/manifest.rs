@@ -77,6 +77,10 @@ pub struct Manifest {
     /// Stage timings of `eval` (and whether each stage was up to date).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `eval`'s margin of the `did_not_learn` flag: ROUGE-L points below the size's No-KD
+    /// student (`distill.learn_margin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learn_margin: Option<f64>,
     /// Wall-clock seconds of the whole command.
     pub seconds: f64,
 }
@@ -206,14 +210,46 @@ pub struct ModelRecord {
     /// Seconds spent on it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds: Option<f64>,
+    /// Where a student started (`eval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitRecord>,
+    /// Its training (`eval`): optimiser steps and the held-out loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<crate::report::TrainingRecord>,
 }
 
 impl ModelRecord {
     /// A model known by its ONNX file.
     pub fn new(name: &str, role: ModelRole, onnx: &Path) -> ModelRecord {
-        ModelRecord { name: name.into(), role, onnx: FileRecord::of(onnx), weights: None, input_key: None, signals: None, seconds: None }
+        ModelRecord {
+            name: name.into(),
+            role,
+            onnx: FileRecord::of(onnx),
+            weights: None,
+            input_key: None,
+            signals: None,
+            seconds: None,
+            init: None,
+            training: None,
+        }
     }
 }
+
+/// Where a student's weights came from before its method trained it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitRecord {
+    /// `scratch`, `base`, `teacher_blocks`, `hf` or `warm_start`.
+    pub kind: String,
+    /// The source checkpoint: the base model, the teacher, the HF directory or the No-KD
+    /// student (`None` for scratch: the seed made it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The SHA-256 of the source's `model.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+
 
 /// What the attack stage recorded in its manifest: the runtime that scored the models and
 /// the attacks that ran (`None`/empty when the stage left no readable manifest).

@@ -16,6 +16,7 @@ mod distill;
 mod engine;
 mod doctor;
 mod eval;
+mod learning;
 mod export;
 mod memorize;
 mod metrics;

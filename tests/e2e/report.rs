@@ -19,7 +19,7 @@ const FIGURES: [&str; 9] = [
     "fig5_blocks",
     "fig6_membership_vs_memorization",
     "fig7_memorization",
-    "fig8_privacy_vs_utility",
+    "fig0_privacy_vs_utility",
     "fig9_canary_exposure",
 ];
 
@@ -115,7 +115,7 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
         ("fig5_blocks", vec!["transformer block", "AUC", "teacher"]),
         ("fig6_membership_vs_memorization", vec!["Spearman", "mean AUC", "member rate", "teacher"]),
         ("fig7_memorization", vec!["member rate", "gap", "kd", "small", "tiny"]),
-        ("fig8_privacy_vs_utility", vec!["ROUGE-L", "mean AUC", "nokd-small"]),
+        ("fig0_privacy_vs_utility", vec!["ROUGE-L", "mean AUC", "nokd-small"]),
         ("fig9_canary_exposure", vec!["repetitions", "teacher (teacher)", "students (small), mean"]),
     ] {
         let text = svg(fig);

@@ -273,5 +273,15 @@ fn attack_runs<'a>(attack: &Planned<'_>, references: &'a [Scored]) -> Vec<(Strin
 
 fn model_record(m: &Scored, role: Role) -> ModelRecord {
     let onnx = FileRecord { path: m.path.clone(), sha256: Some(m.sha256.clone()), count: None };
-    ModelRecord { name: m.name.clone(), role: role.into(), onnx, weights: None, input_key: None, signals: Some(m.source), seconds: Some(m.seconds) }
+    ModelRecord {
+        name: m.name.clone(),
+        role: role.into(),
+        onnx,
+        weights: None,
+        input_key: None,
+        signals: Some(m.source),
+        seconds: Some(m.seconds),
+        init: None,
+        training: None,
+    }
 }

@@ -122,6 +122,47 @@ pub struct StudentConfig {
     /// the teacher's blocks at these indices (pretrained teachers).
     #[serde(default)]
     pub teacher_blocks: Option<Vec<usize>>,
+    /// Where every student of this size starts (see [`StudentInit`]); by default `scratch`
+    /// for a `shape`, `teacher_blocks` for `teacher_blocks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
+}
+
+/// Where the students of one size start, before any method trains them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StudentInit {
+    /// Random weights of `shape`, seeded by the size.
+    Scratch,
+    /// `shape`, language-modelled on the public split first (`[distill.base]`): the
+    /// analogue of the paper's pretrained students, trained once per size and shared by
+    /// every method. No member record is in its data.
+    Base,
+    /// The teacher's blocks `teacher_blocks` (pretrained teachers).
+    TeacherBlocks,
+    /// A Hugging Face checkpoint directory (relative to the config).
+    Hf(String),
+}
+
+impl StudentConfig {
+    /// The size's initialisation (the config was validated, so it parses).
+    pub fn init(&self) -> StudentInit {
+        match self.init.as_deref() {
+            None if self.teacher_blocks.is_some() => StudentInit::TeacherBlocks,
+            None | Some("scratch") => StudentInit::Scratch,
+            Some("base") => StudentInit::Base,
+            Some("teacher_blocks") => StudentInit::TeacherBlocks,
+            Some(other) => StudentInit::Hf(other.strip_prefix("hf:").unwrap_or(other).to_string()),
+        }
+    }
+}
+
+/// The base language model of `init = "base"` students.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseSection {
+    /// Its training: next-token prediction on every token (prompt and response) of the
+    /// public training split (the validation share held out).
+    pub train: TrainConfig,
 }
 
 /// The KD methods and how students are trained.
@@ -151,6 +192,22 @@ pub struct DistillSection {
     /// Per-method parameter overrides: `[distill.params.gkd] lambda = "0.5"`.
     #[serde(default)]
     pub params: BTreeMap<String, BTreeMap<String, String>>,
+    /// The base model of sizes with `init = "base"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseSection>,
+    /// Methods whose students start from the No-KD student of their size (the size's
+    /// init fine-tuned on the public ground truth), as GKD's, MiniLLM's and DistiLLM's
+    /// papers start from a fine-tuned student. Needs `nokd = true`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_start: Vec<String>,
+    /// A student whose ROUGE-L is below its size's No-KD student's by more than this many
+    /// points is flagged `did_not_learn` (summary.csv and the report).
+    #[serde(default = "default_learn_margin")]
+    pub learn_margin: f64,
+}
+
+fn default_learn_margin() -> f64 {
+    5.0
 }
 
 fn default_true() -> bool {
@@ -308,8 +365,27 @@ fn validate(c: &Config) -> Result<(), String> {
         return Err("[[students]] must list at least one student size".into());
     }
     for s in &c.students {
-        if s.shape.is_some() == s.teacher_blocks.is_some() {
-            return Err(format!("student `{}` needs exactly one of `shape` or `teacher_blocks`", s.name));
+        match s.init.as_deref() {
+            None | Some("scratch") | Some("base") | Some("teacher_blocks") => {}
+            Some(hf) if hf.starts_with("hf:") => {}
+            Some(other) => return Err(format!("student `{}`: init `{other}` must be scratch, base, teacher_blocks or hf:DIR", s.name)),
+        }
+        let wanted = match s.init() {
+            StudentInit::Scratch | StudentInit::Base => (true, false),
+            StudentInit::TeacherBlocks => (false, true),
+            StudentInit::Hf(_) => (false, false),
+        };
+        if (s.shape.is_some(), s.teacher_blocks.is_some()) != wanted {
+            let init = s.init.as_deref().unwrap_or(if s.teacher_blocks.is_some() { "teacher_blocks" } else { "scratch" });
+            let needs = match wanted {
+                (true, _) => "`shape` (and no `teacher_blocks`)",
+                (_, true) => "`teacher_blocks` (and no `shape`)",
+                _ => "neither `shape` nor `teacher_blocks`",
+            };
+            return Err(format!("student `{}`: init `{init}` needs {needs}", s.name));
+        }
+        if s.init() == StudentInit::Base && c.distill.base.is_none() {
+            return Err(format!("student `{}` has init = \"base\": add [distill.base] with its `train` settings", s.name));
         }
         if s.name.is_empty() || s.name.contains(['/', ',', ':', ' ']) {
             return Err(format!("student name `{}` must be non-empty and free of '/', ',', ':' and spaces", s.name));
@@ -317,6 +393,14 @@ fn validate(c: &Config) -> Result<(), String> {
     }
     if c.distill.methods.iter().any(|m| m == "nokd") {
         return Err("list the No-KD baseline with `nokd = true`, not among distill.methods".into());
+    }
+    for m in &c.distill.warm_start {
+        if !c.distill.methods.contains(m) {
+            return Err(format!("distill.warm_start lists `{m}`, which is not among distill.methods"));
+        }
+    }
+    if !c.distill.warm_start.is_empty() && !c.distill.nokd {
+        return Err("distill.warm_start starts students from the No-KD student: set distill.nokd = true".into());
     }
     if !(0.0..1.0).contains(&c.distill.validation_fraction) {
         return Err(format!("distill.validation_fraction must be in [0, 1), got {}", c.distill.validation_fraction));

@@ -155,9 +155,18 @@ pub struct DistillLog {
     pub initial_val_loss: f64,
     /// Per-epoch results.
     pub epochs: Vec<DistillEpoch>,
+    /// The student's token-weighted response cross-entropy on the held-out public data
+    /// after training (whatever the method's objective): its utility beside its leakage.
+    #[serde(default)]
+    pub heldout_ce: Option<f64>,
 }
 
 impl DistillLog {
+    /// Optimiser steps taken (the training budget).
+    pub fn steps(&self) -> usize {
+        self.epochs.iter().map(|e| e.steps).sum()
+    }
+
     /// The objective on the held-out data after the last epoch.
     pub fn final_val_loss(&self) -> f64 {
         self.epochs.last().map_or(self.initial_val_loss, |e| e.val_loss)
@@ -554,7 +563,7 @@ pub fn distill(
             run.student.save(dir)?;
         }
     }
-    let log = DistillLog { method: name.into(), timing: run.timing, initial_val_loss, epochs };
+    let log = DistillLog { method: name.into(), timing: run.timing, initial_val_loss, epochs, heldout_ce: None };
     bar.finish();
     let end = log.final_val_loss();
     crate::status::info(format!(
@@ -635,7 +644,8 @@ pub fn train_student(
     let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
     let mut student = plan.init.clone_weights()?;
     let student_seed = crate::rng::derive(seed, &name);
-    let log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir))?;
+    let mut log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir))?;
+    log.heldout_ce = Some(crate::train::evaluate(&student, val, cfg.train.batch_size.max(1))?);
     student.save(dir)?;
     let text = serde_json::to_string_pretty(&log).expect("logs serialise");
     crate::files::write_atomic(&dir.join("distill_log.json"), text.as_bytes())

@@ -51,6 +51,8 @@ struct RunModel {
     dir: PathBuf,
     /// The hash of everything it was made from.
     key: String,
+    /// Where a student started.
+    init: Option<crate::manifest::InitRecord>,
 }
 
 /// The run in progress: its config, options, plugins and stage timings.

@@ -12,15 +12,15 @@ use super::marker::{json_key, key_of};
 use super::{Pipeline, RunModel};
 use crate::attack::stage::AttackRequest;
 use crate::score::Target;
-use crate::config::{Loaded, StudentConfig};
+use crate::config::{Loaded, StudentConfig, StudentInit};
 use crate::data::{self, DataRequest, DataSource, TokenLimits, TokenizerFile, TokenizerSource};
 use crate::distill::{self, DistillConfig, StudentPlan};
-use crate::manifest::{FileRecord, Manifest, ModelRecord, PluginRecord};
+use crate::manifest::{FileRecord, InitRecord, Manifest, ModelRecord, PluginRecord};
 use crate::memorize::stage::MemorizeRequest;
 use crate::memorize::{MemorizeSettings, guess_eos};
 use crate::metrics::Bootstrap;
 use crate::model::{Model, ModelConfig};
-use crate::report::{ModelRole, Role};
+use crate::report::{ModelRole, Role, TrainingRecord};
 use crate::score::BatchSettings;
 use crate::status;
 use crate::train::{self, Example};
@@ -90,13 +90,17 @@ impl Pipeline<'_> {
             let (lm, ln) = (train::evaluate(&model, &m, 16)?, train::evaluate(&model, &n, 16)?);
             status::info(format!("teacher: response loss {lm:.3} on members vs {ln:.3} on non-members"));
             model.save(&dir)?;
+            let (_, val_set) = p.public_split(data)?;
+            let steps = p.cfg.teacher.train.epochs * train_set.len().div_ceil(p.cfg.teacher.train.batch_size.max(1));
+            write_training(&dir, steps, train::evaluate(&model, &val_set, 16)?)?;
             std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
             Ok(())
         })?;
-        Ok(RunModel { name: "teacher".into(), role: Role::Teacher.into(), dir, key })
+        Ok(RunModel { name: "teacher".into(), role: Role::Teacher.into(), dir, key, init: None })
     }
 
-    /// 3. One student per size × method, plus No-KD, each resumable on its own.
+    /// 3. One student per size × method, plus No-KD, each resumable on its own; before
+    /// them, a size's base model when it starts from one.
     pub(super) fn distill(&mut self, data: &Data, teacher: &RunModel) -> Result<Vec<RunModel>> {
         let cfg = self.cfg;
         let distill_cfg = DistillConfig {
@@ -105,17 +109,29 @@ impl Pipeline<'_> {
             max_new_tokens: cfg.distill.max_new_tokens,
             temperature: cfg.distill.temperature,
         };
-        let public = data.examples(self, "public.jsonl", "p")?;
-        let n_val = ((public.len() as f64) * cfg.distill.validation_fraction).round() as usize;
-        let (train_set, val_set) = public.split_at(public.len() - n_val.min(public.len().saturating_sub(1)));
-        let methods: Vec<&str> = cfg.distill.methods.iter().map(String::as_str).chain(cfg.distill.nokd.then_some("nokd")).collect();
+        let (train_set, val_set) = self.public_split(data)?;
+        // No-KD first: warm-started methods start from it. Outputs keep the config's order.
+        let mut methods: Vec<&str> = cfg.distill.nokd.then_some("nokd").into_iter().collect();
+        methods.extend(cfg.distill.methods.iter().map(String::as_str));
+        let listed = |m: &str| if m == "nokd" { cfg.distill.methods.len() } else { cfg.distill.methods.iter().position(|x| x == m).unwrap_or(0) };
         // Loaded only when a student still has to be trained (a finished run skips it).
         let mut teacher_model: Option<Model> = None;
         let mut students = Vec::new();
         for size in &cfg.students {
+            let size_init = self.size_init(data, size, &train_set, &val_set)?;
+            let mut of_size: Vec<RunModel> = Vec::new();
             for &method in &methods {
                 let name = format!("{method}-{}", size.name);
-                let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method]);
+                let warm = cfg.distill.warm_start.iter().any(|m| m == method);
+                let (init_key, init) = match warm {
+                    true => {
+                        let nokd = of_size.iter().find(|m| m.role.role == Role::Nokd).context("warm starts need the No-KD student")?;
+                        let record = InitRecord { kind: "warm_start".into(), source: Some(nokd.name.clone()), sha256: weights_sha(&nokd.dir) };
+                        (nokd.key.clone(), Init::Dir(nokd.dir.clone(), record))
+                    }
+                    false => (size_init.key.clone(), size_init.init.clone()),
+                };
+                let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key]);
                 let dir = self.dir(&format!("models/{name}"));
                 self.stage("distill", &dir, &key, |p| {
                     let teacher_model = match &mut teacher_model {
@@ -123,19 +139,76 @@ impl Pipeline<'_> {
                         none => none.insert(Model::load(&teacher.dir, &crate::model::training_device(p.opts.runtime.device)?)?),
                     };
                     let params = cfg.distill.params.get(method).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
-                    let init = initial_student(p.cfg.seed, size, teacher_model)?.to_device(teacher_model.device())?;
+                    let init = init.model(p, size, teacher_model)?.to_device(teacher_model.device())?;
                     let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
                     let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
                     let (runtime, options) = p.opts.runtime.open()?;
                     let inference = distill::Inference::Ort(runtime, options);
-                    distill::train_student(&p.registry, teacher_model, &plan, train_set, val_set, &distill_cfg, p.cfg.seed, inference, &samples, &dir)?;
+                    distill::train_student(&p.registry, teacher_model, &plan, &train_set, &val_set, &distill_cfg, p.cfg.seed, inference, &samples, &dir)?;
                     std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
                     Ok(())
                 })?;
-                students.push(RunModel { name, role: student_role(method, &size.name), dir, key });
+                of_size.push(RunModel { name, role: student_role(method, &size.name), dir, key, init: Some(init.record()) });
             }
+            of_size.sort_by_key(|m| listed(if m.role.role == Role::Nokd { "nokd" } else { &m.role.kd_method }));
+            students.extend(of_size);
         }
         Ok(students)
+    }
+
+    /// The public split's training and validation shares (the validation share is held
+    /// out of every student's and base model's training).
+    fn public_split(&self, data: &Data) -> Result<(Vec<Example>, Vec<Example>)> {
+        let mut public = data.examples(self, "public.jsonl", "p")?;
+        let n_val = ((public.len() as f64) * self.cfg.distill.validation_fraction).round() as usize;
+        let val = public.split_off(public.len() - n_val.min(public.len().saturating_sub(1)));
+        Ok((public, val))
+    }
+
+    /// Where the students of `size` start, with the hash of what made it; trains the
+    /// size's base model first (its own resumable stage) for `init = "base"`.
+    fn size_init(&mut self, data: &Data, size: &StudentConfig, train_set: &[Example], val_set: &[Example]) -> Result<SizeInit> {
+        let record = |kind: &str, source: Option<String>, sha256: Option<String>| InitRecord { kind: kind.into(), source, sha256 };
+        Ok(match size.init() {
+            StudentInit::Scratch => SizeInit { key: "scratch".into(), init: Init::Scratch(record("scratch", None, None)) },
+            StudentInit::TeacherBlocks => {
+                // The pretrained teacher's blocks, never the fine-tuned teacher's: those
+                // would hand every student the members before any distillation.
+                let source = self.cfg.teacher.source.clone();
+                let sha = match source.as_str() {
+                    "smollm2-135m" => weights_sha(&crate::model::smollm2::fetch()?),
+                    s => s.strip_prefix("hf:").and_then(|dir| weights_sha(&self.loaded.resolve(dir))),
+                };
+                let key = key_of(&[&source, sha.as_deref().unwrap_or(&data.key)]);
+                SizeInit { key, init: Init::TeacherBlocks(record("teacher_blocks", Some(source), sha)) }
+            }
+            StudentInit::Hf(dir) => {
+                let path = self.loaded.resolve(&dir);
+                let sha = weights_sha(&path);
+                SizeInit { key: sha.clone().unwrap_or_else(|| path.display().to_string()), init: Init::Dir(path.clone(), record("hf", Some(dir), sha)) }
+            }
+            StudentInit::Base => {
+                let base = self.cfg.distill.base.as_ref().context("init = \"base\" needs [distill.base]")?;
+                let name = format!("base-{}", size.name);
+                let key = key_of(&[&data.key, &json_key(size), &json_key(base), &self.cfg.seed.to_string()]);
+                let dir = self.dir(&format!("models/{name}"));
+                self.stage("distill", &dir, &key, |p| {
+                    let mut model = scratch_student(p.cfg.seed, size, data.tokenizer.tokenizer.get_vocab_size(true))?
+                        .to_device(&crate::model::training_device(p.opts.runtime.device)?)?;
+                    // Next-token prediction on every token of the public training records.
+                    let text: Vec<Example> = train_set.iter().map(|e| Example { ids: e.ids.clone(), prompt_len: 0 }).collect();
+                    let seed = crate::rng::derive(p.cfg.seed, &name);
+                    let logs = train::train(&mut model, &text, &base.train, seed, &name, Some(&dir))?;
+                    let heldout = train::evaluate(&model, val_set, 16)?;
+                    status::info(format!("{name}: response loss {heldout:.3} on held-out public data"));
+                    model.save(&dir)?;
+                    write_training(&dir, logs.len() * text.len().div_ceil(base.train.batch_size.max(1)), heldout)?;
+                    Ok(())
+                })?;
+                let sha = weights_sha(&dir);
+                SizeInit { key, init: Init::Dir(dir, record("base", Some(name), sha)) }
+            }
+        })
     }
 
     /// 4. Every model to ONNX.
@@ -268,10 +341,13 @@ impl Pipeline<'_> {
             .map(|m| ModelRecord {
                 weights: Some(FileRecord::of(&m.dir.join("model.safetensors"))),
                 input_key: Some(m.key.clone()),
+                init: m.init.clone(),
+                training: read_training(&m.dir),
                 ..ModelRecord::new(&m.name, m.role.clone(), &m.dir.join("model.onnx"))
             })
             .collect();
         manifest.stages = Some(self.timings.clone());
+        manifest.learn_margin = Some(cfg.distill.learn_margin);
         Ok(manifest)
     }
 }
@@ -373,13 +449,78 @@ fn initial_teacher(loaded: &Loaded, vocab: usize) -> Result<Model> {
     }
 }
 
-fn initial_student(seed: u64, size: &StudentConfig, teacher: &Model) -> Result<Model> {
-    if let Some(blocks) = &size.teacher_blocks {
-        return Ok(teacher.with_blocks(blocks)?);
+/// Where the students of one size start, and the hash that stands for it in their keys.
+struct SizeInit {
+    key: String,
+    init: Init,
+}
+
+/// A student's initial weights, before they are made.
+#[derive(Clone)]
+enum Init {
+    /// Fresh weights of the size's shape.
+    Scratch(InitRecord),
+    /// The teacher's blocks.
+    TeacherBlocks(InitRecord),
+    /// A checkpoint directory: the base model, an HF checkpoint, the No-KD student.
+    Dir(PathBuf, InitRecord),
+}
+
+impl Init {
+    fn record(&self) -> InitRecord {
+        match self {
+            Init::Scratch(r) | Init::TeacherBlocks(r) | Init::Dir(_, r) => r.clone(),
+        }
     }
-    let shape = size.shape.as_ref().context("a student needs `shape` or `teacher_blocks`")?;
-    // Every method of one size starts from the same weights (seeded by the size), so
-    // differences between students come from the methods alone.
+
+    /// The weights (every method of a size starts from the same ones, so differences
+    /// between students come from the methods alone).
+    fn model(&self, p: &Pipeline<'_>, size: &StudentConfig, teacher: &Model) -> Result<Model> {
+        let vocab = teacher.config.vocab_size;
+        let model = match self {
+            Init::Scratch(_) => scratch_student(p.cfg.seed, size, vocab)?,
+            Init::TeacherBlocks(_) => {
+                let blocks = size.teacher_blocks.as_deref().context("init teacher_blocks needs `teacher_blocks`")?;
+                initial_teacher(p.loaded, vocab)?.with_blocks(blocks)?
+            }
+            Init::Dir(dir, record) => {
+                let model = Model::load(dir, &Device::Cpu).with_context(|| format!("student `{}`: cannot load its init ({})", size.name, record.kind))?;
+                if model.config.vocab_size != vocab {
+                    bail!("student `{}`: its init {} has {} logits, the teacher {vocab}", size.name, dir.display(), model.config.vocab_size);
+                }
+                model
+            }
+        };
+        Ok(model)
+    }
+}
+
+/// Fresh weights of `size`'s shape, seeded by the size's name.
+fn scratch_student(seed: u64, size: &StudentConfig, vocab: usize) -> Result<Model> {
+    let shape = size.shape.as_ref().context("a scratch or base student needs `shape`")?;
     let seed = crate::rng::derive(seed, &format!("student/{}", size.name));
-    Ok(Model::scratch(ModelConfig::scratch(shape, teacher.config.vocab_size)?, seed, &Device::Cpu)?)
+    Ok(Model::scratch(ModelConfig::scratch(shape, vocab)?, seed, &Device::Cpu)?)
+}
+
+/// The SHA-256 of a checkpoint directory's weights.
+fn weights_sha(dir: &std::path::Path) -> Option<String> {
+    crate::files::sha256_file(&dir.join("model.safetensors")).ok()
+}
+
+/// Records a model's training budget and held-out loss beside its weights
+/// (`training.json`, read back into the manifest).
+fn write_training(dir: &std::path::Path, steps: usize, heldout_ce: f64) -> Result<()> {
+    let record = TrainingRecord { steps, heldout_ce };
+    let text = serde_json::to_string_pretty(&record).expect("records serialise");
+    crate::files::write_atomic(&dir.join("training.json"), text.as_bytes()).with_context(|| format!("cannot write {}", dir.join("training.json").display()))
+}
+
+/// A model's training record: `training.json` (teacher, base models) or its distillation
+/// log (students).
+fn read_training(dir: &std::path::Path) -> Option<TrainingRecord> {
+    if let Ok(text) = std::fs::read_to_string(dir.join("training.json")) {
+        return serde_json::from_str(&text).ok();
+    }
+    let log: distill::DistillLog = serde_json::from_str(&std::fs::read_to_string(dir.join("distill_log.json")).ok()?).ok()?;
+    Some(TrainingRecord { steps: log.steps(), heldout_ce: log.heldout_ce? })
 }

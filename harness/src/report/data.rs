@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::tables::{BlockRow, ModelRole, Role, ScoreRow, SummaryRow, UtilityRow};
+use super::tables::{BlockRow, ModelRole, Role, ScoreRow, SummaryRow, TrainingRecord, UtilityRow};
 use crate::metrics::memorization::MemorizationRow;
 use crate::metrics;
 
@@ -36,7 +36,15 @@ pub struct ReportData {
     pub summary: Vec<SummaryRow>,
     /// Comparison length K of the memorization rows.
     pub k: usize,
+    /// Each trained model's budget and held-out loss, by name (from the manifest).
+    pub training: BTreeMap<String, TrainingRecord>,
+    /// ROUGE-L points below its size's No-KD student at which a student did not learn
+    /// (`None`: [`DEFAULT_LEARN_MARGIN`]).
+    pub learn_margin: Option<f64>,
 }
+
+/// The `did_not_learn` margin of a run that recorded none.
+pub const DEFAULT_LEARN_MARGIN: f64 = 5.0;
 
 /// A rendered figure.
 #[derive(Debug, Clone)]
@@ -63,6 +71,20 @@ fn owned(values: Vec<&str>) -> Vec<String> {
 }
 
 impl ReportData {
+    /// The No-KD student of `size`, if the run has one.
+    pub fn nokd_of(&self, size: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.role.role == Role::Nokd && m.role.student == size)
+    }
+
+    /// Students of one size, in run order, grouped by size (No-KD included).
+    pub fn students_by_size(&self) -> Vec<Vec<&ModelEntry>> {
+        let sizes = first_seen(self.models.iter().filter(|m| matches!(m.role.role, Role::Student | Role::Nokd)).map(|m| m.role.student.as_str()));
+        sizes
+            .into_iter()
+            .map(|size| self.models.iter().filter(|m| matches!(m.role.role, Role::Student | Role::Nokd) && m.role.student == size).collect())
+            .collect()
+    }
+
     /// Attacks in order of first appearance.
     pub fn attacks(&self) -> Vec<String> {
         owned(first_seen(self.scores.iter().map(|r| r.attack.as_str())))

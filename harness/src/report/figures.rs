@@ -455,6 +455,10 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
         Ok(())
     };
     let rows = d.kd_methods().len().max(1) as u32;
+    // Utility first: a leakage number means something only for a model that learned.
+    add("fig0_privacy_vs_utility", "Privacy vs utility".into(), utility, "needs attack scores and ROUGE-L for two or more models", &mut || {
+        Ok(draw_both!(privacy_vs_utility, d, dir, "fig0_privacy_vs_utility", (900, 560)))
+    })?;
     add("fig1_student_auc", "Student AUC by KD method and attack, per student size".into(), students, "no students with attack scores", &mut || {
         Ok(draw_both!(student_heatmap, d, dir, "fig1_student_auc", (width, 140 + 56 * rows)))
     })?;
@@ -477,9 +481,6 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     })?;
     add("fig7_memorization", "Memorization: member rate and gap".into(), memorized, "no memorization results", &mut || {
         Ok(draw_both!(memorization_heatmap, d, dir, "fig7_memorization", (1200, 140 + 56 * (rows + 2))))
-    })?;
-    add("fig8_privacy_vs_utility", "Privacy vs utility".into(), utility, "needs attack scores and ROUGE-L for two or more models", &mut || {
-        Ok(draw_both!(privacy_vs_utility, d, dir, "fig8_privacy_vs_utility", (900, 560)))
     })?;
     add("fig9_canary_exposure", "Exposure vs canary repetition".into(), !d.canary_series().is_empty(), "no canaries in the data", &mut || {
         Ok(draw_both!(canary_exposure, d, dir, "fig9_canary_exposure", (900, 520)))

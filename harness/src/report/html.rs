@@ -40,11 +40,30 @@ fn auc_table(h: &mut String, d: &ReportData) {
     if attacks.is_empty() {
         return;
     }
-    h.push_str("<h2>Membership inference: AUC by model and attack</h2><table><tr><th>model</th><th>role</th>");
+    h.push_str("<h2>Leakage and utility: AUC by model and attack, beside ROUGE-L and held-out loss</h2>");
+    // Each size's students share one budget; the sizes may differ.
+    let mut budgets: Vec<String> = Vec::new();
+    for students in d.students_by_size() {
+        for steps in students.iter().filter_map(|m| d.training.get(&m.name)).map(|t| t.steps.to_string()) {
+            if !budgets.contains(&steps) {
+                budgets.push(steps);
+            }
+        }
+    }
+    if !budgets.is_empty() {
+        let _ = write!(
+            h,
+            "<p class=\"note\">Training budget: {} optimiser steps per student{}. Held-out loss: response cross-entropy (nats) on the public validation share. <b>did not learn</b>: ROUGE-L more than {} points below the No-KD student of its size.</p>",
+            budgets.join(" / "),
+            if budgets.len() > 1 { " (by size)" } else { "" },
+            num(d.learn_margin.unwrap_or(super::data::DEFAULT_LEARN_MARGIN), 1)
+        );
+    }
+    h.push_str("<table><tr><th>model</th><th>role</th>");
     for a in &attacks {
         let _ = write!(h, "<th>{}</th>", esc(a));
     }
-    h.push_str("<th>mean</th></tr>");
+    h.push_str("<th>mean</th><th>ROUGE-L</th><th>held-out loss</th><th>steps</th></tr>");
     for m in d.models.iter().filter(|m| d.scores.iter().any(|s| s.model == m.name)) {
         let role = if m.role.kd_method.is_empty() { m.role.role.to_string() } else { format!("{} ({}, {})", m.role.role, m.role.kd_method, m.role.student) };
         let _ = write!(h, "<tr><td>{}</td><td>{}</td>", esc(&m.name), esc(&role));
@@ -57,7 +76,16 @@ fn auc_table(h: &mut String, d: &ReportData) {
                 None => h.push_str("<td>–</td>"),
             }
         }
-        let _ = write!(h, "<td><b>{}</b></td></tr>", num(d.mean_auc(&m.name), 3));
+        let flag = if d.metric(&m.name, "did_not_learn") == 1.0 { " <b>did not learn</b>" } else { "" };
+        let training = d.training.get(&m.name);
+        let _ = write!(
+            h,
+            "<td><b>{}</b></td><td>{}{flag}</td><td>{}</td><td>{}</td></tr>",
+            num(d.mean_auc(&m.name), 3),
+            num(d.metric(&m.name, "rouge_l"), 1),
+            training.map_or("–".into(), |t| num(t.heldout_ce, 3)),
+            training.map_or("–".into(), |t| t.steps.to_string()),
+        );
     }
     h.push_str("</table>");
 }
@@ -90,7 +118,7 @@ fn comparisons_table(h: &mut String, comparisons: &[ComparisonRow]) {
     if comparisons.is_empty() {
         return;
     }
-    h.push_str("<h2>Statistical comparisons</h2><p class=\"note\">paired_auc: AUC(teacher) − AUC(model) on the same samples (paired bootstrap); spearman: rank correlation across models.</p>");
+    h.push_str("<h2>Statistical comparisons</h2><p class=\"note\">paired_auc: AUC(a) − AUC(b) on the same samples (paired bootstrap): the teacher against every model for every attack, and every two students of one size against each other for the loss attack; spearman: rank correlation across models.</p>");
     h.push_str("<table><tr><th>kind</th><th>a</th><th>b</th><th>attack</th><th>value</th><th>95% interval</th><th>p</th><th>n</th></tr>");
     for c in comparisons {
         let ci = c.ci.map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]")).unwrap_or_default();

@@ -22,6 +22,6 @@ pub use data::{Figure, ModelEntry, ReportData, Skipped};
 pub use render::{Rendered, aggregate_rows, comparisons, load, render_run, summarize, summary_rows};
 pub use tables::{
     BLOCKS_HEADER, BlockRow, CANARIES_HEADER, COMPARISONS_HEADER, ComparisonRow, MEMORIZATION_HEADER, ModelRole, ReportError, Role, SCORES_HEADER,
-    SUMMARY_HEADER, ScoreRow, SummaryRow, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_memorization, read_scores, read_utility,
+    SUMMARY_HEADER, ScoreRow, SummaryRow, TrainingRecord, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_memorization, read_scores, read_utility,
     write_blocks, write_comparisons, write_memorization, write_scores, write_summary, write_utility,
 };

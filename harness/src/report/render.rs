@@ -11,7 +11,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::data::{Figure, ModelEntry, ReportData, Skipped, first_seen};
-use super::tables::{self, ComparisonRow, ModelRole, ReportError, Role, ScoreRow, SummaryRow};
+use super::tables::{self, ComparisonRow, ModelRole, ReportError, Role, ScoreRow, SummaryRow, TrainingRecord};
 use super::{figures, html};
 use crate::metrics::memorization::{self, MemorizationRow};
 use crate::metrics::{self, Bootstrap, Metrics};
@@ -122,6 +122,31 @@ pub fn comparisons(d: &ReportData, bootstrap: Bootstrap) -> Vec<ComparisonRow> {
             }
         }
     }
+    // Student against student, within each size, on the `loss` attack: what claims
+    // about the ordering of KD techniques rest on.
+    for students in d.students_by_size() {
+        for (i, a) in students.iter().enumerate() {
+            for b in &students[i + 1..] {
+                let attack = "loss";
+                let (am, an) = paired_scores(d, &a.name, &b.name, attack);
+                if am.0.is_empty() || an.0.is_empty() {
+                    continue;
+                }
+                let stream = format!("{}/{}/{attack}", a.name, b.name);
+                let t = metrics::paired_auc_test(&am.0, &an.0, &am.1, &an.1, bootstrap, &stream);
+                rows.push(ComparisonRow {
+                    kind: "paired_auc",
+                    a: a.name.clone(),
+                    b: b.name.clone(),
+                    attack: attack.into(),
+                    value: t.difference,
+                    ci: (bootstrap.resamples > 0).then_some(t.ci),
+                    p_value: t.p_value,
+                    n: am.0.len() + an.0.len(),
+                });
+            }
+        }
+    }
     for metric in ["mem_rate_member", "mem_gap", "rouge_l"] {
         if let Some((rho, p, n)) = d.spearman_auc_vs(metric) {
             rows.push(ComparisonRow { kind: "spearman", a: "mean_auc".into(), b: metric.into(), attack: String::new(), value: rho, ci: None, p_value: p, n });
@@ -179,12 +204,39 @@ pub fn summary_rows(d: &ReportData, bootstrap: Bootstrap) -> Vec<SummaryRow> {
         }
         let utility: Vec<f64> = d.utility.iter().filter(|u| u.model == m.name).map(|u| u.rouge_l).collect();
         if !utility.is_empty() {
-            let value = utility.iter().sum::<f64>() / utility.len() as f64;
-            let aggregate = memorization::Aggregate { metric: "rouge_l", value, ci: None, n_members: 0, n_nonmembers: utility.len() };
+            let aggregate = memorization::Aggregate { metric: "rouge_l", value: mean(&utility), ci: None, n_members: 0, n_nonmembers: utility.len() };
+            rows.extend(aggregate_rows(&m.name, &m.role, "all", &[aggregate]));
+        }
+        if let Some(t) = d.training.get(&m.name) {
+            let of = |metric, value| memorization::Aggregate { metric, value, ci: None, n_members: 0, n_nonmembers: 0 };
+            rows.extend(aggregate_rows(&m.name, &m.role, "all", &[of("heldout_ce", t.heldout_ce), of("train_steps", t.steps as f64)]));
+        }
+        if let Some(flag) = did_not_learn(d, m) {
+            let aggregate = memorization::Aggregate { metric: "did_not_learn", value: flag as u8 as f64, ci: None, n_members: 0, n_nonmembers: utility.len() };
             rows.extend(aggregate_rows(&m.name, &m.role, "all", &[aggregate]));
         }
     }
     rows
+}
+
+/// Whether student `m` did not learn: its mean ROUGE-L is below its size's No-KD
+/// student's by more than the run's margin. `None` for models that are not distilled
+/// students, or without the ROUGE-L of both.
+pub fn did_not_learn(d: &ReportData, m: &ModelEntry) -> Option<bool> {
+    if m.role.role != Role::Student {
+        return None;
+    }
+    let nokd = d.nokd_of(&m.role.student)?;
+    let rouge = |name: &str| {
+        let values: Vec<f64> = d.utility.iter().filter(|u| u.model == name).map(|u| u.rouge_l).collect();
+        (!values.is_empty()).then(|| mean(&values))
+    };
+    let margin = d.learn_margin.unwrap_or(super::data::DEFAULT_LEARN_MARGIN);
+    Some(rouge(&m.name)? < rouge(&nokd.name)? - margin)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
 }
 
 /// What [`render_run`] wrote.
@@ -227,6 +279,12 @@ pub fn load(dir: &Path) -> Result<ReportData, ReportError> {
     };
     if let Some(k) = manifest.pointer("/memorization/k").and_then(|v| v.as_u64()) {
         d.k = k as usize;
+    }
+    d.learn_margin = manifest["learn_margin"].as_f64();
+    for m in manifest["models"].as_array().into_iter().flatten() {
+        if let (Some(name), Ok(t)) = (m["name"].as_str(), serde_json::from_value::<TrainingRecord>(m["training"].clone())) {
+            d.training.insert(name.to_string(), t);
+        }
     }
     for m in manifest["models"].as_array().into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or_default().to_string();

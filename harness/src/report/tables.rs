@@ -104,6 +104,18 @@ impl From<Role> for ModelRole {
     }
 }
 
+/// How much a model was trained, and how well it predicts held-out public data (recorded
+/// in the manifest by `eval`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Optimiser steps of its own training (the budget; a warm start's or base model's
+    /// steps are not counted).
+    pub steps: usize,
+    /// Token-weighted response cross-entropy (nats) on the held-out public validation
+    /// share (`NaN` when there is none).
+    pub heldout_ce: f64,
+}
+
 /// One attack score of one sample under one model: a row of `scores.csv`, whose columns
 /// the fields are.
 #[derive(Clone, Debug, PartialEq)]
