@@ -84,7 +84,7 @@ fn main() -> Result<()> {
         let n = targets.count();
         // The loss's gradient in the logits (the head's fused cross-entropy, on the host).
         kdharness::engine::head::cross_entropy(&mut grad, model.config.vocab_size, &targets.ids, Some(1.0 / n as f32));
-        passes.backward_logits(&grad)?;
+        passes.backward_logits(&model, &grad)?;
         let t2 = Instant::now();
         passes.step(&model, 0.01, 1e-4, 1.0)?;
         let t3 = Instant::now();

@@ -238,3 +238,29 @@ fn mixed_precision_training_keeps_f32_masters_and_learns() {
     assert!(last < 0.5 * first, "bf16 training did not learn: {first} -> {last}");
     assert!((last - f32_last).abs() <= 0.1 * f32_last, "after ten steps: bf16 {last} vs f32 {f32_last}");
 }
+
+#[test]
+fn two_backward_passes_before_a_step_add_up() {
+    // Distillation's hard-label term is a second backward pass in the same step (over the
+    // ground truth): its gradients add to the first pass's, for every weight.
+    let reference = reference();
+    for name in MODELS {
+        let model = Model::load(&fixture(&format!("hf/{name}")), &Device::Cpu).unwrap();
+        let examples = batch(&reference, name);
+        let (first, second) = examples.split_at(1);
+        let (_, a) = engine_gradients(&model, first);
+        let (_, b) = engine_gradients(&model, second);
+        let mut engine = Engine::new(&model).unwrap();
+        for part in [first, second] {
+            let rows: Vec<Vec<u32>> = part.iter().map(|e| e.ids.clone()).collect();
+            engine.forward(&rows, 0);
+            let (rows, targets) = targets(part);
+            engine.cross_entropy(&rows, &targets, true);
+        }
+        for param in engine.names() {
+            let sum: Vec<f32> = a[param].iter().zip(&b[param]).map(|(x, y)| x + y).collect();
+            let rel = relative(engine.grad(param).unwrap(), &sum);
+            assert!(rel <= 1e-5 || (vanishes(param) && max_abs(&sum) <= 1e-5), "{name}: `{param}` is not the sum of both passes ({rel:.2e})");
+        }
+    }
+}

@@ -98,8 +98,9 @@ fn a_killed_run_resumes_without_redoing_finished_models_and_matches_an_uninterru
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once the first student is finished, while the others train.
-    let first = resumed.join("models/kd-tiny/.done");
+    // Kill it once the first student (No-KD: warm starts begin from it) is finished,
+    // while the others train.
+    let first = resumed.join("models/nokd-tiny/.done");
     let deadline = Instant::now() + Duration::from_secs(120);
     while !first.exists() {
         assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the run ended before its first student was done");
@@ -107,15 +108,15 @@ fn a_killed_run_resumes_without_redoing_finished_models_and_matches_an_uninterru
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!resumed.join("models/nokd-tiny/.done").exists(), "killed too late: every student was done");
-    let kd_weights = resumed.join("models/kd-tiny/model.safetensors");
-    let before = std::fs::metadata(&kd_weights).unwrap().modified().unwrap();
+    assert!(!resumed.join("models/distillm-tiny/.done").exists(), "killed too late: every student was done");
+    let first_weights = resumed.join("models/nokd-tiny/model.safetensors");
+    let before = std::fs::metadata(&first_weights).unwrap().modified().unwrap();
 
     let rerun = eval(&config, &resumed);
     rerun.ok();
     assert!(rerun.stderr.contains("teacher: up to date"), "{}", rerun.stderr);
     assert!(rerun.stderr.contains("distill: up to date"), "finished students are not redone:\n{}", rerun.stderr);
-    assert_eq!(std::fs::metadata(&kd_weights).unwrap().modified().unwrap(), before, "kd-tiny was retrained");
+    assert_eq!(std::fs::metadata(&first_weights).unwrap().modified().unwrap(), before, "nokd-tiny was retrained");
     let files = ["scores.csv", "summary.csv", "memorization.csv", "utility.csv", "blocks.csv", "comparisons.csv"];
     assert!(read(&whole, &files) == read(&resumed, &files), "the resumed run's CSVs differ from the uninterrupted run's");
 

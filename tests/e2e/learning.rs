@@ -7,18 +7,29 @@ use std::path::{Path, PathBuf};
 
 use crate::common::kdharness;
 
-/// configs/smoke.toml cut to one KD method and the loss attack, with `epochs` of
-/// distillation and longer generations (ROUGE-L needs a response to compare).
+/// configs/smoke.toml cut to one KD method and the loss attack, with a student size large
+/// enough to learn: its base model and its students trained for `epochs` each (the KD
+/// student warm-started from No-KD), with longer generations for ROUGE-L.
 fn config(dir: &Path, epochs: usize) -> PathBuf {
     let smoke = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smoke.toml")).unwrap();
+    let train = format!("train = {{ epochs = {epochs}, lr = 3e-3, batch_size = 8 }}");
     let text = smoke
-        .replace("synthetic_records = 70", "synthetic_records = 160")
+        .replace("synthetic_records = 70", "synthetic_records = 300")
+        .replace("nonmember_count = 20", "nonmember_count = 60")
+        .replace(
+            "name = \"tiny\"\nshape = { arch = \"llama\", layers = 1, d_model = 32, heads = 2, kv_heads = 1, ffn = 64 }",
+            "name = \"tiny\"\nshape = { arch = \"llama\", layers = 1, d_model = 64, heads = 4, kv_heads = 2, ffn = 172 }\ninit = \"base\"",
+        )
         .replace(r#"methods = ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm"]"#, r#"methods = ["kd"]"#)
-        .replace("train = { epochs = 1, lr = 3e-3, batch_size = 8 }", &format!("train = {{ epochs = {epochs}, lr = 5e-3, batch_size = 8 }}"))
-        .replace("train = { epochs = 4, lr = 5e-3, batch_size = 8, warmup_steps = 2 }", "train = { epochs = 10, lr = 5e-3, batch_size = 8, warmup_steps = 2 }")
+        .replace("train = { epochs = 1, lr = 3e-3, batch_size = 8 }", &format!("{train}\nkd_ratio = 0.5\nwarm_start = [\"kd\"]"))
         .replace(r#"names = ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope"]"#, r#"names = ["loss"]"#)
+        .replace("[attacks.params]\n\"mope.n\" = \"2\"\n\"mope.sigma\" = \"0.01\"\n", "")
+        .replace("[attacks]", &format!("[base]\n{train}\n\n[attacks]"))
         .replace("max_new_tokens = 8\n\n[blocks]\nenabled = true", "max_new_tokens = 24\n\n[blocks]\nenabled = false");
-    assert!(text.contains("enabled = false") && text.contains(r#"methods = ["kd"]"#), "smoke.toml changed: update this test");
+    for wanted in ["init = \"base\"", "warm_start", "[base]", "enabled = false", "nonmember_count = 60"] {
+        assert!(text.contains(wanted), "smoke.toml changed: update this test ({wanted})");
+    }
+    assert!(!text.contains("mope"), "smoke.toml changed: update this test (mope)");
     let path = dir.join(format!("learn-{epochs}.toml"));
     std::fs::write(&path, text).unwrap();
     path
@@ -42,7 +53,7 @@ fn summary(run: &Path, model: &str, metric: &str) -> Option<f64> {
 fn a_student_trained_for_zero_steps_is_flagged_and_a_trained_one_is_not() {
     let tmp = tempfile::tempdir().unwrap();
     let (trained, untrained) = (tmp.path().join("trained"), tmp.path().join("untrained"));
-    eval(&config(tmp.path(), 12), &trained);
+    eval(&config(tmp.path(), 6), &trained);
     eval(&config(tmp.path(), 0), &untrained);
 
     // Budgets and held-out losses reach the manifest.
@@ -58,8 +69,9 @@ fn a_student_trained_for_zero_steps_is_flagged_and_a_trained_one_is_not() {
     assert!(kd_ce < zero_ce, "training lowers the held-out loss: {kd_ce} vs {zero_ce}");
     assert_eq!(summary(&trained, "kd-tiny", "heldout_ce"), Some(kd_ce));
 
-    // The trained student learned; the zero-step one, judged against the trained run's
-    // No-KD student, did not. Its utility rows and manifest entry join the trained run
+    // The trained student learned; the zero-step one (base model and student both
+    // untrained), judged against the trained run's No-KD student, did not. Measured:
+    // ROUGE-L 17.3 (kd-tiny), 9.8 (nokd-tiny), 0.0 (zero steps); margin 5. Its utility rows and manifest entry join the trained run
     // under another name, and the report is rebuilt from the files.
     assert_eq!(summary(&trained, "kd-tiny", "did_not_learn"), Some(0.0), "a trained student is not flagged");
     let rows: String = std::fs::read_to_string(untrained.join("utility.csv"))

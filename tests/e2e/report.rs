@@ -129,7 +129,7 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     for fetch in ["<script", " src=", "href=\"http", "@import", "url(", "<link"] {
         assert!(!html.contains(fetch), "report.html would fetch something: `{fetch}`");
     }
-    assert!(html.contains("Membership inference") && html.contains("kd-small") && html.contains("manifest.json"));
+    assert!(html.contains("Leakage and utility") && html.contains("kd-small") && html.contains("manifest.json"));
 
     // Without any model file the report is rebuilt from the results, identically.
     std::fs::remove_dir_all(&models_dir).unwrap();

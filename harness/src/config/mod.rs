@@ -39,6 +39,10 @@ pub struct Config {
     /// Per-block risk.
     #[serde(default)]
     pub blocks: BlocksSection,
+    /// The base language models of `teacher.source = "base"` and `init = "base"`
+    /// students.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseSection>,
 }
 
 /// Where the data comes from and how it is split and tokenized.
@@ -99,7 +103,8 @@ fn default_vocab() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeacherConfig {
-    /// `scratch`, `smollm2-135m`, or `hf:DIR` (fine-tuned on the members), or
+    /// `scratch`, `base` (`shape` language-modelled on public text first, see
+    /// [`BaseSection`]), `smollm2-135m`, or `hf:DIR` (fine-tuned on the members), or
     /// `onnx:PATH` (taken as is: scored only).
     pub source: String,
     /// Shape of a `scratch` teacher (its vocabulary is the tokenizer's).
@@ -133,7 +138,7 @@ pub struct StudentConfig {
 pub enum StudentInit {
     /// Random weights of `shape`, seeded by the size.
     Scratch,
-    /// `shape`, language-modelled on the public split first (`[distill.base]`): the
+    /// `shape`, language-modelled on the public training share first (`[base]`): the
     /// analogue of the paper's pretrained students, trained once per size and shared by
     /// every method. No member record is in its data.
     Base,
@@ -156,12 +161,14 @@ impl StudentConfig {
     }
 }
 
-/// The base language model of `init = "base"` students.
+/// The base language models (`[base]`): a `base` teacher or student is its shape
+/// language-modelled on every token (prompt and response) of the public training share
+/// before anything else trains it, the analogue of a pretrained LM. No member or
+/// non-member record, and not the validation share, is in its data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BaseSection {
-    /// Its training: next-token prediction on every token (prompt and response) of the
-    /// public training split (the validation share held out).
+    /// Its training.
     pub train: TrainConfig,
 }
 
@@ -192,14 +199,16 @@ pub struct DistillSection {
     /// Per-method parameter overrides: `[distill.params.gkd] lambda = "0.5"`.
     #[serde(default)]
     pub params: BTreeMap<String, BTreeMap<String, String>>,
-    /// The base model of sizes with `init = "base"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<BaseSection>,
     /// Methods whose students start from the No-KD student of their size (the size's
     /// init fine-tuned on the public ground truth), as GKD's, MiniLLM's and DistiLLM's
     /// papers start from a fine-tuned student. Needs `nokd = true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warm_start: Vec<String>,
+    /// Per-method multipliers of `train.lr` (`lr_scale = { minillm = 0.3 }`): policy-
+    /// gradient methods want a smaller step than supervised ones, as MiniLLM's paper
+    /// trains them. The budget (epochs, batch size: the optimiser steps) stays equal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lr_scale: BTreeMap<String, f64>,
     /// A student whose ROUGE-L is below its size's No-KD student's by more than this many
     /// points is flagged `did_not_learn` (summary.csv and the report).
     #[serde(default = "default_learn_margin")]
@@ -354,12 +363,15 @@ fn explain(e: &toml::de::Error, text: &str, label: &str) -> String {
 
 fn validate(c: &Config) -> Result<(), String> {
     let source = c.teacher.source.as_str();
-    let known_source = source == "scratch" || source == "smollm2-135m" || source.starts_with("hf:") || source.starts_with("onnx:");
+    let known_source = ["scratch", "base", "smollm2-135m"].contains(&source) || source.starts_with("hf:") || source.starts_with("onnx:");
     if !known_source {
-        return Err(format!("teacher.source `{source}` must be scratch, smollm2-135m, hf:DIR or onnx:PATH"));
+        return Err(format!("teacher.source `{source}` must be scratch, base, smollm2-135m, hf:DIR or onnx:PATH"));
     }
-    if source == "scratch" && c.teacher.shape.is_none() {
-        return Err("a scratch teacher needs [teacher.shape]".into());
+    if (source == "scratch" || source == "base") && c.teacher.shape.is_none() {
+        return Err(format!("a {source} teacher needs [teacher.shape]"));
+    }
+    if source == "base" && c.base.is_none() {
+        return Err("teacher.source = \"base\" needs [base] with its `train` settings".into());
     }
     if c.students.is_empty() {
         return Err("[[students]] must list at least one student size".into());
@@ -384,8 +396,11 @@ fn validate(c: &Config) -> Result<(), String> {
             };
             return Err(format!("student `{}`: init `{init}` needs {needs}", s.name));
         }
-        if s.init() == StudentInit::Base && c.distill.base.is_none() {
-            return Err(format!("student `{}` has init = \"base\": add [distill.base] with its `train` settings", s.name));
+        if s.init() == StudentInit::Base && c.base.is_none() {
+            return Err(format!("student `{}` has init = \"base\": add [base] with its `train` settings", s.name));
+        }
+        if s.init() == StudentInit::TeacherBlocks && (source == "scratch" || source == "base") {
+            return Err(format!("student `{}`: teacher_blocks needs a pretrained teacher (smollm2-135m or hf:DIR), not `{source}`", s.name));
         }
         if s.name.is_empty() || s.name.contains(['/', ',', ':', ' ']) {
             return Err(format!("student name `{}` must be non-empty and free of '/', ',', ':' and spaces", s.name));
@@ -397,6 +412,14 @@ fn validate(c: &Config) -> Result<(), String> {
     for m in &c.distill.warm_start {
         if !c.distill.methods.contains(m) {
             return Err(format!("distill.warm_start lists `{m}`, which is not among distill.methods"));
+        }
+    }
+    for (m, scale) in &c.distill.lr_scale {
+        if !c.distill.methods.contains(m) && m != "nokd" {
+            return Err(format!("distill.lr_scale names `{m}`, which is not among distill.methods"));
+        }
+        if !(*scale > 0.0 && scale.is_finite()) {
+            return Err(format!("distill.lr_scale.{m} must be a positive number, got {scale}"));
         }
     }
     if !c.distill.warm_start.is_empty() && !c.distill.nokd {

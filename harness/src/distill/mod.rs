@@ -37,7 +37,10 @@ pub struct DistillConfig {
     #[serde(flatten)]
     pub train: TrainConfig,
     /// Weight of the KD loss; the rest, `1 − kd_ratio`, goes to cross-entropy on the
-    /// step's targets.
+    /// ground truth of the step's examples (Hinton's hard-label term): on the step's own
+    /// rows when it trains on the ground truth, in a second pass when it trains on student
+    /// or teacher samples (never cross-entropy on the student's own samples: that would
+    /// be self-training, not supervision).
     pub kd_ratio: f64,
     /// Longest sampled response (teacher or student samples).
     pub max_new_tokens: usize,
@@ -426,14 +429,41 @@ impl Run<'_> {
         if !loss.is_finite() {
             return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
         }
-        mix_in_cross_entropy(&mut grad, &p, cfg.kd_ratio);
+        // (1 − kd_ratio)·CE on the ground truth of the step's examples: on the same rows
+        // when the step trains on them, else (student or teacher samples) in a second
+        // pass over the ground truth, added to the first.
+        let ground_truth = !data.on_policy && !policy.teacher_samples;
+        if ground_truth {
+            mix_in_cross_entropy(&mut grad, &p, cfg.kd_ratio);
+        } else if cfg.kd_ratio < 1.0 {
+            grad.iter_mut().for_each(|g| *g = (*g as f64 * cfg.kd_ratio) as f32);
+        }
         let t0 = clock();
-        self.passes.backward_logits(&grad)?;
+        self.passes.backward_logits(self.student, &grad)?;
+        if !ground_truth && cfg.kd_ratio < 1.0 {
+            self.ground_truth_cross_entropy(train, indices)?;
+        }
         let t1 = clock();
         self.passes.step(self.student, cfg.train.weight_decay, cfg.train.lr_at(step, total), cfg.train.grad_clip)?;
         self.timing.backward += (t1 - t0).as_secs_f64();
         self.timing.optimizer += t1.elapsed().as_secs_f64();
         Ok(Some((loss, data.on_policy)))
+    }
+
+    /// Back-propagates `(1 − kd_ratio)·CE` of the student on the ground-truth examples
+    /// `indices` of `train` (the hard-label term of steps that train on samples), adding
+    /// to the step's gradients.
+    fn ground_truth_cross_entropy(&mut self, train: &[Example], indices: &[usize]) -> Result<(), DistillError> {
+        let batch: Vec<&Example> = indices.iter().map(|&i| &train[i]).filter(|e| !e.trained_positions().is_empty()).collect();
+        let (rows, targets) = batch_rows(&batch);
+        if targets.count() == 0 {
+            return Ok(());
+        }
+        let mut grad = self.passes.logits(self.student, &rows, &targets.rows)?;
+        let scale = (1.0 - self.cfg.kd_ratio) / targets.count() as f64;
+        crate::engine::head::cross_entropy(&mut grad, self.student.config.vocab_size, &targets.ids, Some(scale as f32));
+        self.passes.backward_logits(self.student, &grad)?;
+        Ok(())
     }
 
     /// The plugin's inputs for `data`: the student's logits at the trained positions (and

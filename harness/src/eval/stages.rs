@@ -79,11 +79,18 @@ impl Pipeline<'_> {
 
     /// 2. The teacher, fine-tuned on the members.
     pub(super) fn teacher(&mut self, data: &Data) -> Result<RunModel> {
-        let key = key_of(&[&data.key, &json_key(&self.cfg.teacher)]);
+        let base = (self.cfg.teacher.source == "base").then(|| self.cfg.base.clone()).flatten();
+        let key = key_of(&[&data.key, &json_key(&self.cfg.teacher), &base.as_ref().map(json_key).unwrap_or_default()]);
         let dir = self.dir("models/teacher");
         self.stage("teacher", &dir, &key, |p| {
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
+            if let Some(base) = &base {
+                // Pretraining first: next-token prediction on the public training share.
+                let (train_set, _) = p.public_split(data)?;
+                let text = language_modelling(&train_set);
+                train::train(&mut model, &text, &base.train, crate::rng::derive(p.cfg.seed, "base-teacher"), "base-teacher", None)?;
+            }
             let train_set = data.examples(p, "teacher_train.jsonl", "t")?;
             train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?;
             let (m, n) = (data.examples(p, "members.jsonl", "m")?, data.examples(p, "nonmembers.jsonl", "n")?);
@@ -141,6 +148,8 @@ impl Pipeline<'_> {
                     let params = cfg.distill.params.get(method).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
                     let init = init.model(p, size, teacher_model)?.to_device(teacher_model.device())?;
                     let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
+                    let mut distill_cfg = distill_cfg.clone();
+                    distill_cfg.train.lr *= cfg.distill.lr_scale.get(method).copied().unwrap_or(1.0);
                     let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
                     let (runtime, options) = p.opts.runtime.open()?;
                     let inference = distill::Inference::Ort(runtime, options);
@@ -188,15 +197,14 @@ impl Pipeline<'_> {
                 SizeInit { key: sha.clone().unwrap_or_else(|| path.display().to_string()), init: Init::Dir(path.clone(), record("hf", Some(dir), sha)) }
             }
             StudentInit::Base => {
-                let base = self.cfg.distill.base.as_ref().context("init = \"base\" needs [distill.base]")?;
+                let base = self.cfg.base.as_ref().context("init = \"base\" needs [base]")?;
                 let name = format!("base-{}", size.name);
                 let key = key_of(&[&data.key, &json_key(size), &json_key(base), &self.cfg.seed.to_string()]);
                 let dir = self.dir(&format!("models/{name}"));
                 self.stage("distill", &dir, &key, |p| {
                     let mut model = scratch_student(p.cfg.seed, size, data.tokenizer.tokenizer.get_vocab_size(true))?
                         .to_device(&crate::model::training_device(p.opts.runtime.device)?)?;
-                    // Next-token prediction on every token of the public training records.
-                    let text: Vec<Example> = train_set.iter().map(|e| Example { ids: e.ids.clone(), prompt_len: 0 }).collect();
+                    let text = language_modelling(train_set);
                     let seed = crate::rng::derive(p.cfg.seed, &name);
                     let logs = train::train(&mut model, &text, &base.train, seed, &name, Some(&dir))?;
                     let heldout = train::evaluate(&model, val_set, 16)?;
@@ -437,7 +445,8 @@ fn teacher_dir_source(loaded: &Loaded) -> Result<PathBuf> {
 fn initial_teacher(loaded: &Loaded, vocab: usize) -> Result<Model> {
     let cfg = &loaded.config;
     match cfg.teacher.source.as_str() {
-        "scratch" => {
+        // A base teacher starts from scratch too; the teacher stage pretrains it.
+        "scratch" | "base" => {
             let shape = cfg.teacher.shape.as_ref().context("a scratch teacher needs [teacher.shape]")?;
             Ok(Model::scratch(ModelConfig::scratch(shape, vocab)?, crate::rng::derive(cfg.seed, "teacher"), &Device::Cpu)?)
         }
@@ -493,6 +502,12 @@ impl Init {
         };
         Ok(model)
     }
+}
+
+/// Next-token prediction on every token (prompt and response) of `examples`: a base
+/// model's pretraining data.
+fn language_modelling(examples: &[Example]) -> Vec<Example> {
+    examples.iter().map(|e| Example { ids: e.ids.clone(), prompt_len: 0 }).collect()
 }
 
 /// Fresh weights of `size`'s shape, seeded by the size's name.

@@ -73,15 +73,28 @@ impl Passes {
     }
 
     /// Back-propagates the gradient of the loss with respect to the last
-    /// [`Passes::logits`] into every weight.
-    pub fn backward_logits(&mut self, grad: &[f32]) -> Result<(), ModelError> {
+    /// [`Passes::logits`] into every weight, adding to what earlier backward passes since
+    /// the last [`Passes::step`] left there (two losses on two batches make one step).
+    pub fn backward_logits(&mut self, model: &Model, grad: &[f32]) -> Result<(), ModelError> {
         match &mut self.backend {
             Backend::Engine { engine, .. } => engine.backward_logits(grad),
             Backend::Autograd { picked, grads, .. } => {
                 let logits = picked.take().expect("logits before their gradient");
                 let g = Tensor::from_slice(grad, logits.shape(), logits.device())?;
                 // The surrogate Σ logits ⊙ g has exactly `g` as its gradient in the logits.
-                *grads = Some((&logits * &g)?.sum_all()?.backward()?);
+                let mut new = (&logits * &g)?.sum_all()?.backward()?;
+                if let Some(old) = grads.take() {
+                    for (_, var) in model.params.iter() {
+                        if let Some(earlier) = old.get(var.as_tensor()) {
+                            let sum = match new.get(var.as_tensor()) {
+                                Some(g) => (g + earlier)?,
+                                None => earlier.clone(),
+                            };
+                            new.insert(var.as_tensor(), sum);
+                        }
+                    }
+                }
+                *grads = Some(new);
             }
         }
         Ok(())
