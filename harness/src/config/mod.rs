@@ -210,8 +210,10 @@ pub struct DistillSection {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub lr_scale: BTreeMap<String, f64>,
     /// A student whose ROUGE-L is below its size's No-KD student's by more than this many
-    /// points is flagged `did_not_learn` (summary.csv and the report).
-    #[serde(default = "default_learn_margin")]
+    /// points is flagged `did_not_learn` (summary.csv and the report). Not serialized: it
+    /// is not part of what made the students, so it stays out of their stage keys
+    /// (changing it re-renders the report only).
+    #[serde(default = "default_learn_margin", skip_serializing)]
     pub learn_margin: f64,
 }
 
