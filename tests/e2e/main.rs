@@ -23,6 +23,7 @@ mod metrics;
 mod models;
 mod optimum;
 mod plugins;
+mod real_tokenizer;
 mod reference;
 mod report;
 mod smollm2;

