@@ -447,13 +447,13 @@ mod tests {
     fn every_shipped_config_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
         let mut seen = 0;
-        for name in ["smoke", "quickstart", "smollm2", "paper-gpt2", "paper-opt"] {
+        for name in ["smoke", "quickstart", "smollm2", "smollm2-lite", "paper-gpt2", "paper-opt"] {
             let path = dir.join(format!("{name}.toml"));
             let loaded = load(Some(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(loaded.config.name, name);
             seen += 1;
         }
-        assert_eq!(seen, 5);
+        assert_eq!(seen, 6);
         assert_eq!(load(None).unwrap().config.name, "quickstart");
     }
 
