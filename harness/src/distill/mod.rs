@@ -433,10 +433,12 @@ impl Run<'_> {
         // when the step trains on them, else (student or teacher samples) in a second
         // pass over the ground truth, added to the first.
         let ground_truth = !data.on_policy && !policy.teacher_samples;
-        if ground_truth {
-            mix_in_cross_entropy(&mut grad, &p, cfg.kd_ratio);
-        } else if cfg.kd_ratio < 1.0 {
+        if cfg.kd_ratio < 1.0 {
             grad.iter_mut().for_each(|g| *g = (*g as f64 * cfg.kd_ratio) as f32);
+            if ground_truth {
+                let hard = hard_label_gradient(p.student.clone(), p.vocab, &p.targets.ids, cfg.kd_ratio);
+                grad.iter_mut().zip(hard).for_each(|(g, h)| *g += h);
+            }
         }
         let t0 = clock();
         self.passes.backward_logits(self.student, &grad)?;
@@ -459,9 +461,8 @@ impl Run<'_> {
         if targets.count() == 0 {
             return Ok(());
         }
-        let mut grad = self.passes.logits(self.student, &rows, &targets.rows)?;
-        let scale = (1.0 - self.cfg.kd_ratio) / targets.count() as f64;
-        crate::engine::head::cross_entropy(&mut grad, self.student.config.vocab_size, &targets.ids, Some(scale as f32));
+        let logits = self.passes.logits(self.student, &rows, &targets.rows)?;
+        let grad = hard_label_gradient(logits, self.student.config.vocab_size, &targets.ids, self.cfg.kd_ratio);
         self.passes.backward_logits(self.student, &grad)?;
         Ok(())
     }
@@ -500,18 +501,13 @@ impl Run<'_> {
     }
 }
 
-/// The gradient of `kd_ratio · L_KD + (1 − kd_ratio) · CE` in the student's logits, given
-/// `grad` = ∂L_KD/∂logits (SPEC §6: the optional cross-entropy mix).
-fn mix_in_cross_entropy(grad: &mut [f32], p: &Prepared, kd_ratio: f64) {
-    if kd_ratio == 1.0 {
-        return;
-    }
-    let mut ce = p.student.clone();
-    let n = p.targets.count();
-    crate::engine::head::cross_entropy(&mut ce, p.vocab, &p.targets.ids, Some(((1.0 - kd_ratio) / n as f64) as f32));
-    for (g, c) in grad.iter_mut().zip(ce) {
-        *g = (*g as f64 * kd_ratio) as f32 + c;
-    }
+/// `(1 − kd_ratio) · ∂CE/∂logits` of `logits` (`[n, vocab]`, overwritten) against
+/// `targets`, CE being the mean over the `n` positions: the hard-label term of the KD loss
+/// (SPEC §6: the optional cross-entropy mix).
+fn hard_label_gradient(mut logits: Vec<f32>, vocab: usize, targets: &[u32], kd_ratio: f64) -> Vec<f32> {
+    let scale = (1.0 - kd_ratio) / targets.len() as f64;
+    crate::engine::head::cross_entropy(&mut logits, vocab, targets, Some(scale as f32));
+    logits
 }
 
 /// Distils `student` in place with `method` (named `name`) on the public examples

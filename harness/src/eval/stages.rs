@@ -85,21 +85,19 @@ impl Pipeline<'_> {
         self.stage("teacher", &dir, &key, |p| {
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
+            let (public_train, public_val) = p.public_split(data)?;
             if let Some(base) = &base {
                 // Pretraining first: next-token prediction on the public training share.
-                let (train_set, _) = p.public_split(data)?;
-                let text = language_modelling(&train_set);
+                let text = language_modelling(&public_train);
                 train::train(&mut model, &text, &base.train, crate::rng::derive(p.cfg.seed, "base-teacher"), "base-teacher", None)?;
             }
             let train_set = data.examples(p, "teacher_train.jsonl", "t")?;
-            train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?;
+            let logs = train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?;
             let (m, n) = (data.examples(p, "members.jsonl", "m")?, data.examples(p, "nonmembers.jsonl", "n")?);
             let (lm, ln) = (train::evaluate(&model, &m, 16)?, train::evaluate(&model, &n, 16)?);
             status::info(format!("teacher: response loss {lm:.3} on members vs {ln:.3} on non-members"));
             model.save(&dir)?;
-            let (_, val_set) = p.public_split(data)?;
-            let steps = p.cfg.teacher.train.epochs * train_set.len().div_ceil(p.cfg.teacher.train.batch_size.max(1));
-            write_training(&dir, steps, train::evaluate(&model, &val_set, 16)?)?;
+            write_training(&dir, logs.iter().map(|l| l.steps).sum(), train::evaluate(&model, &public_val, 16)?)?;
             std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
             Ok(())
         })?;
@@ -126,18 +124,24 @@ impl Pipeline<'_> {
         let mut students = Vec::new();
         for size in &cfg.students {
             let size_init = self.size_init(data, size, &train_set, &val_set)?;
+            // The No-KD student as a start (made, and its weights hashed, once per size).
+            let mut warm_init: Option<SizeInit> = None;
             let mut of_size: Vec<RunModel> = Vec::new();
             for &method in &methods {
                 let name = format!("{method}-{}", size.name);
-                let warm = cfg.distill.warm_start.iter().any(|m| m == method);
-                let (init_key, init) = match warm {
-                    true => {
-                        let nokd = of_size.iter().find(|m| m.role.role == Role::Nokd).context("warm starts need the No-KD student")?;
-                        let record = InitRecord { kind: "warm_start".into(), source: Some(nokd.name.clone()), sha256: weights_sha(&nokd.dir) };
-                        (nokd.key.clone(), Init::Dir(nokd.dir.clone(), record))
+                let start = if cfg.distill.warm_start.iter().any(|m| m == method) {
+                    match &mut warm_init {
+                        Some(w) => w,
+                        none => {
+                            let nokd = of_size.iter().find(|m| m.role.role == Role::Nokd).context("warm starts need the No-KD student")?;
+                            let record = InitRecord { kind: "warm_start".into(), source: Some(nokd.name.clone()), sha256: weights_sha(&nokd.dir) };
+                            none.insert(SizeInit { key: nokd.key.clone(), init: Init::Dir(nokd.dir.clone(), record) })
+                        }
                     }
-                    false => (size_init.key.clone(), size_init.init.clone()),
+                } else {
+                    &size_init
                 };
+                let (init_key, init) = (start.key.clone(), start.init.clone());
                 let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key]);
                 let dir = self.dir(&format!("models/{name}"));
                 self.stage("distill", &dir, &key, |p| {
@@ -210,7 +214,7 @@ impl Pipeline<'_> {
                     let heldout = train::evaluate(&model, val_set, 16)?;
                     status::info(format!("{name}: response loss {heldout:.3} on held-out public data"));
                     model.save(&dir)?;
-                    write_training(&dir, logs.len() * text.len().div_ceil(base.train.batch_size.max(1)), heldout)?;
+                    write_training(&dir, logs.iter().map(|l| l.steps).sum(), heldout)?;
                     Ok(())
                 })?;
                 let sha = weights_sha(&dir);

@@ -215,7 +215,7 @@ pub struct Params {
 impl Params {
     /// The weight called `name` (its cast, in a compute copy).
     pub fn get(&self, name: &str) -> candle_core::Result<&Tensor> {
-        self.maybe(name).ok_or_else(|| candle_core::Error::Msg(format!("the model has no weight `{name}`")))
+        self.maybe(name).ok_or_else(|| missing_weight(name))
     }
 
     /// The weight called `name`, if the model has one (optional biases).
@@ -227,7 +227,7 @@ impl Params {
     /// cast (a mixed-precision pass looks rows up in f32, as PyTorch's autocast does; a
     /// tied output head still multiplies by the cast through [`Params::get`]).
     pub fn table(&self, name: &str) -> candle_core::Result<&Tensor> {
-        self.vars.get(name).map(|v| v.as_tensor()).ok_or_else(|| candle_core::Error::Msg(format!("the model has no weight `{name}`")))
+        self.vars.get(name).map(|v| v.as_tensor()).ok_or_else(|| missing_weight(name))
     }
 
     /// Every weight, by name in sorted order.
@@ -244,6 +244,10 @@ impl Params {
     pub fn count(&self) -> usize {
         self.vars.values().map(|v| v.elem_count()).sum()
     }
+}
+
+fn missing_weight(name: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!("the model has no weight `{name}`"))
 }
 
 /// One forward pass's inputs: token ids and positions `[b, s]` (u32) and the additive

@@ -71,6 +71,12 @@ fn owned(values: Vec<&str>) -> Vec<String> {
 }
 
 impl ReportData {
+    /// The mean per-sample ROUGE-L of `model` (`None` without utility rows).
+    pub fn mean_rouge_l(&self, model: &str) -> Option<f64> {
+        let values: Vec<f64> = self.utility.iter().filter(|u| u.model == model).map(|u| u.rouge_l).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+
     /// The No-KD student of `size`, if the run has one.
     pub fn nokd_of(&self, size: &str) -> Option<&ModelEntry> {
         self.models.iter().find(|m| m.role.role == Role::Nokd && m.role.student == size)

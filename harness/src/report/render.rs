@@ -102,49 +102,14 @@ pub fn comparisons(d: &ReportData, bootstrap: Bootstrap) -> Vec<ComparisonRow> {
     let teachers: Vec<&ModelEntry> = d.models.iter().filter(|m| m.role.role == Role::Teacher).collect();
     for teacher in teachers {
         for other in d.models.iter().filter(|m| m.name != teacher.name && m.role.role != Role::Reference) {
-            for attack in d.attacks() {
-                let (tm, tn) = paired_scores(d, &teacher.name, &other.name, &attack);
-                if tm.0.is_empty() || tn.0.is_empty() {
-                    continue;
-                }
-                let stream = format!("{}/{}/{attack}", teacher.name, other.name);
-                let t = metrics::paired_auc_test(&tm.0, &tn.0, &tm.1, &tn.1, bootstrap, &stream);
-                rows.push(ComparisonRow {
-                    kind: "paired_auc",
-                    a: teacher.name.clone(),
-                    b: other.name.clone(),
-                    attack: attack.clone(),
-                    value: t.difference,
-                    ci: (bootstrap.resamples > 0).then_some(t.ci),
-                    p_value: t.p_value,
-                    n: tm.0.len() + tn.0.len(),
-                });
-            }
+            rows.extend(d.attacks().iter().filter_map(|attack| paired_auc(d, teacher, other, attack, bootstrap)));
         }
     }
     // Student against student, within each size, on the `loss` attack: what claims
     // about the ordering of KD techniques rest on.
     for students in d.students_by_size() {
         for (i, a) in students.iter().enumerate() {
-            for b in &students[i + 1..] {
-                let attack = "loss";
-                let (am, an) = paired_scores(d, &a.name, &b.name, attack);
-                if am.0.is_empty() || an.0.is_empty() {
-                    continue;
-                }
-                let stream = format!("{}/{}/{attack}", a.name, b.name);
-                let t = metrics::paired_auc_test(&am.0, &an.0, &am.1, &an.1, bootstrap, &stream);
-                rows.push(ComparisonRow {
-                    kind: "paired_auc",
-                    a: a.name.clone(),
-                    b: b.name.clone(),
-                    attack: attack.into(),
-                    value: t.difference,
-                    ci: (bootstrap.resamples > 0).then_some(t.ci),
-                    p_value: t.p_value,
-                    n: am.0.len() + an.0.len(),
-                });
-            }
+            rows.extend(students[i + 1..].iter().filter_map(|b| paired_auc(d, a, b, "loss", bootstrap)));
         }
     }
     for metric in ["mem_rate_member", "mem_gap", "rouge_l"] {
@@ -153,6 +118,26 @@ pub fn comparisons(d: &ReportData, bootstrap: Bootstrap) -> Vec<ComparisonRow> {
         }
     }
     rows
+}
+
+/// The paired test of AUC(a) − AUC(b) under `attack` on the samples both scored, if any
+/// member and non-member was.
+fn paired_auc(d: &ReportData, a: &ModelEntry, b: &ModelEntry, attack: &str, bootstrap: Bootstrap) -> Option<ComparisonRow> {
+    let (m, n) = paired_scores(d, &a.name, &b.name, attack);
+    if m.0.is_empty() || n.0.is_empty() {
+        return None;
+    }
+    let t = metrics::paired_auc_test(&m.0, &n.0, &m.1, &n.1, bootstrap, &format!("{}/{}/{attack}", a.name, b.name));
+    Some(ComparisonRow {
+        kind: "paired_auc",
+        a: a.name.clone(),
+        b: b.name.clone(),
+        attack: attack.into(),
+        value: t.difference,
+        ci: (bootstrap.resamples > 0).then_some(t.ci),
+        p_value: t.p_value,
+        n: m.0.len() + n.0.len(),
+    })
 }
 
 /// Scores of two models on the samples both scored: ((a members, b members), (a non-members, b non-members)).
@@ -202,9 +187,9 @@ pub fn summary_rows(d: &ReportData, bootstrap: Bootstrap) -> Vec<SummaryRow> {
                 }
             }
         }
-        let utility: Vec<f64> = d.utility.iter().filter(|u| u.model == m.name).map(|u| u.rouge_l).collect();
-        if !utility.is_empty() {
-            let aggregate = memorization::Aggregate { metric: "rouge_l", value: mean(&utility), ci: None, n_members: 0, n_nonmembers: utility.len() };
+        let n_utility = d.utility.iter().filter(|u| u.model == m.name).count();
+        if let Some(value) = d.mean_rouge_l(&m.name) {
+            let aggregate = memorization::Aggregate { metric: "rouge_l", value, ci: None, n_members: 0, n_nonmembers: n_utility };
             rows.extend(aggregate_rows(&m.name, &m.role, "all", &[aggregate]));
         }
         if let Some(t) = d.training.get(&m.name) {
@@ -212,7 +197,7 @@ pub fn summary_rows(d: &ReportData, bootstrap: Bootstrap) -> Vec<SummaryRow> {
             rows.extend(aggregate_rows(&m.name, &m.role, "all", &[of("heldout_ce", t.heldout_ce), of("train_steps", t.steps as f64)]));
         }
         if let Some(flag) = did_not_learn(d, m) {
-            let aggregate = memorization::Aggregate { metric: "did_not_learn", value: flag as u8 as f64, ci: None, n_members: 0, n_nonmembers: utility.len() };
+            let aggregate = memorization::Aggregate { metric: "did_not_learn", value: flag as u8 as f64, ci: None, n_members: 0, n_nonmembers: n_utility };
             rows.extend(aggregate_rows(&m.name, &m.role, "all", &[aggregate]));
         }
     }
@@ -227,16 +212,8 @@ pub fn did_not_learn(d: &ReportData, m: &ModelEntry) -> Option<bool> {
         return None;
     }
     let nokd = d.nokd_of(&m.role.student)?;
-    let rouge = |name: &str| {
-        let values: Vec<f64> = d.utility.iter().filter(|u| u.model == name).map(|u| u.rouge_l).collect();
-        (!values.is_empty()).then(|| mean(&values))
-    };
     let margin = d.learn_margin.unwrap_or(super::data::DEFAULT_LEARN_MARGIN);
-    Some(rouge(&m.name)? < rouge(&nokd.name)? - margin)
-}
-
-fn mean(values: &[f64]) -> f64 {
-    values.iter().sum::<f64>() / values.len() as f64
+    Some(d.mean_rouge_l(&m.name)? < d.mean_rouge_l(&nokd.name)? - margin)
 }
 
 /// What [`render_run`] wrote.
@@ -282,12 +259,10 @@ pub fn load(dir: &Path) -> Result<ReportData, ReportError> {
     }
     d.learn_margin = manifest["learn_margin"].as_f64();
     for m in manifest["models"].as_array().into_iter().flatten() {
-        if let (Some(name), Ok(t)) = (m["name"].as_str(), serde_json::from_value::<TrainingRecord>(m["training"].clone())) {
-            d.training.insert(name.to_string(), t);
-        }
-    }
-    for m in manifest["models"].as_array().into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or_default().to_string();
+        if let Ok(t) = serde_json::from_value::<TrainingRecord>(m["training"].clone()) {
+            d.training.insert(name.clone(), t);
+        }
         let role: ModelRole = serde_json::from_value(m["role"].clone()).unwrap_or_default();
         if !name.is_empty() && !d.models.iter().any(|e| e.name == name) {
             d.models.push(ModelEntry { name, role });

@@ -230,6 +230,9 @@ pub struct EpochLog {
     pub train_loss: f64,
     /// Learning rate at the epoch's last step.
     pub lr: f64,
+    /// Optimiser steps taken in the epoch.
+    #[serde(default)]
+    pub steps: usize,
 }
 
 /// Fine-tunes `model` in place on `examples`; `seed` fixes the data order. Progress shows
@@ -273,7 +276,7 @@ pub fn train(
             step += 1;
             bar.inc(1);
         }
-        let log = EpochLog { epoch, train_loss: sum / tokens.max(1) as f64, lr: cfg.lr_at(step - 1, total) };
+        let log = EpochLog { epoch, train_loss: sum / tokens.max(1) as f64, lr: cfg.lr_at(step - 1, total), steps: steps_per_epoch };
         crate::status::detail(format!("{what}: epoch {epoch}: train loss {:.4}", log.train_loss));
         logs.push(log);
         passes.sync(model)?;
