@@ -3,6 +3,7 @@
 //! results written as `scores.csv`, `summary.csv`, `blocks.csv` and `manifest.json`. The
 //! `attack` command and `kdharness eval` both call [`run`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,12 +53,29 @@ pub struct AttackRequest {
     pub seed: u64,
     /// Bootstrap resamples (0: no intervals).
     pub bootstrap: usize,
-    /// Also run the per-block sweep.
-    pub blocks: bool,
+    /// The per-block sweep, if any.
+    pub blocks: Option<BlockSweep>,
     /// ONNX Runtime library, device, threads.
     pub runtime: RuntimeSettings,
     /// Output directory (signals are cached in its `signals/`).
     pub out: PathBuf,
+}
+
+/// The per-block sweep: which models, and the attacks' parameters in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockSweep {
+    /// The models swept, by name; empty: every model.
+    pub models: Vec<String>,
+    /// Parameters that override the attack stage's in the sweep only (`mope.n = 1`: one
+    /// perturbed pass per block instead of the whole-model attack's n).
+    pub params: AttackParams,
+}
+
+impl BlockSweep {
+    /// Whether model `name` is swept.
+    pub fn covers(&self, name: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|n| n == name)
+    }
 }
 
 /// What the stage produced besides its files.
@@ -110,11 +128,21 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
             references.push(scorer.score(Subject { name: &r.name, path: &r.path, tokenizer, template: reference_template })?);
         }
     }
-    let block_attacks = if request.blocks { perturbation_attacks(registry, &plan)? } else { Vec::new() };
+    if let Some(sweep) = &request.blocks
+        && let Some(unknown) = sweep.models.iter().find(|n| !request.models.iter().any(|m| &m.name == *n))
+    {
+        let known: Vec<&str> = request.models.iter().map(|m| m.name.as_str()).collect();
+        bail!("the per-block sweep names `{unknown}`, which is not a model of this run ({})", known.join(", "));
+    }
+    let block_attacks = match &request.blocks {
+        Some(sweep) => perturbation_attacks(registry, &plan, &request.params, &sweep.params)?,
+        None => Vec::new(),
+    };
     let mut results = Results::default();
     for target in &request.models {
         let model = Subject { name: &target.name, path: &target.path, tokenizer: &tokenizer, template: request.template };
-        attack_model(&scorer, &plan, &block_attacks, &references, model, request.seed, &mut results)?;
+        let block_attacks = if request.blocks.as_ref().is_some_and(|s| s.covers(&target.name)) { &block_attacks[..] } else { &[] };
+        attack_model(&scorer, &plan, block_attacks, &references, model, request.seed, &mut results)?;
     }
 
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
@@ -122,7 +150,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     let summary = report::summarize(&results.scores, |_| ModelRole::default(), bootstrap);
     report::write_scores(&request.out.join("scores.csv"), &results.scores)?;
     report::write_summary(&request.out.join("summary.csv"), &summary)?;
-    if request.blocks {
+    if request.blocks.is_some() {
         report::write_blocks(&request.out.join("blocks.csv"), &results.blocks)?;
     }
     let mut manifest = Manifest::new(request.seed, bootstrap);
@@ -204,16 +232,28 @@ fn record_failure(failures: &mut Vec<String>, message: String) {
 }
 
 /// The attacks of the per-block sweep: the planned attacks that perturb weights, or else
-/// every loaded one with its default parameters.
-fn perturbation_attacks<'r>(registry: &'r Registry, plan: &[Planned<'r>]) -> Result<Vec<Planned<'r>>, AttackError> {
-    let planned: Vec<Planned<'r>> = plan.iter().filter(|a| a.perturbation.is_some()).cloned().collect();
+/// every loaded one with its default parameters; `overrides` (the sweep's own parameters)
+/// replace the stage's `given` ones key by key.
+fn perturbation_attacks<'r>(
+    registry: &'r Registry,
+    plan: &[Planned<'r>],
+    given: &AttackParams,
+    overrides: &AttackParams,
+) -> Result<Vec<Planned<'r>>, AttackError> {
+    let params = |name: &str| -> Vec<(String, String)> {
+        let mut merged: BTreeMap<String, String> = given.get(name).into_iter().flatten().cloned().collect();
+        merged.extend(overrides.get(name).into_iter().flatten().cloned());
+        merged.into_iter().collect()
+    };
+    let planned: Vec<Planned<'r>> =
+        plan.iter().filter(|a| a.perturbation.is_some()).map(|a| Planned::new(a.attack, &params(a.name()))).collect::<Result<_, _>>()?;
     if !planned.is_empty() {
         return Ok(planned);
     }
     let loaded: Vec<Planned<'r>> = registry
         .attacks()
         .filter(|a| a.decl.needs.contains(SignalSet::PERTURBED_LOSS))
-        .map(|a| Planned::new(a, &[]))
+        .map(|a| Planned::new(a, &params(a.name())))
         .collect::<Result<_, _>>()?;
     if loaded.is_empty() {
         return Err(AttackError::NoPerturbationAttack);

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use serde_json::json;
 
 use super::{PluginArgs, RuntimeArgs};
-use crate::attack::stage::AttackRequest;
+use crate::attack::stage::{AttackRequest, BlockSweep};
 use crate::score::Target;
 use crate::data::{Template, TokenLimits};
 use crate::metrics::Bootstrap;
@@ -78,6 +78,13 @@ pub struct AttackArgs {
     /// only one transformer block perturbed at a time, AUC per block in blocks.csv.
     #[arg(long)]
     blocks: bool,
+    /// Sweep only this model (repeatable; implies --blocks).
+    #[arg(long = "blocks-of", value_name = "NAME")]
+    blocks_of: Vec<String>,
+    /// An attack parameter for the per-block sweep only, overriding --param there
+    /// (`mope.n=1`: one perturbed pass per block; repeatable; implies --blocks).
+    #[arg(long = "blocks-param", value_name = "ATTACK.KEY=VALUE")]
+    blocks_params: Vec<String>,
     #[command(flatten)]
     plugins: PluginArgs,
     #[command(flatten)]
@@ -121,7 +128,10 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
         batch: BatchSettings { batch_size: args.batch_size, padding: args.padding },
         seed: args.seed,
         bootstrap: args.bootstrap,
-        blocks: args.blocks,
+        blocks: match args.blocks || !args.blocks_of.is_empty() || !args.blocks_params.is_empty() {
+            true => Some(BlockSweep { models: args.blocks_of, params: crate::attack::parse_params(&args.blocks_params)? }),
+            false => None,
+        },
         runtime: args.runtime.settings(),
         out: args.out,
     };

@@ -291,11 +291,19 @@ impl Default for MemorizeSection {
 pub struct BlocksSection {
     /// Run it.
     pub enabled: bool,
+    /// The models swept, by name (`teacher`, `kd-small`, ...); empty: every model. A
+    /// 30-block teacher alone costs 30 × n scoring passes, so large studies sweep fewer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Attack parameters for the sweep only, overriding `[attacks.params]` there
+    /// (`"mope.n" = "1"`: one perturbed pass per block and model).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
 }
 
 impl Default for BlocksSection {
     fn default() -> Self {
-        BlocksSection { enabled: true }
+        BlocksSection { enabled: true, models: Vec::new(), params: BTreeMap::new() }
     }
 }
 
@@ -432,6 +440,15 @@ fn validate(c: &Config) -> Result<(), String> {
     }
     if c.attacks.names.iter().any(|a| a == "ref") && c.attacks.reference.is_none() {
         return Err("the `ref` attack needs attacks.reference (the name of a model of the run, e.g. nokd-small)".into());
+    }
+    let models: Vec<String> = std::iter::once("teacher".to_string())
+        .chain(c.students.iter().flat_map(|s| {
+            let nokd = c.distill.nokd.then_some("nokd");
+            c.distill.methods.iter().map(String::as_str).chain(nokd).map(move |m| format!("{m}-{}", s.name))
+        }))
+        .collect();
+    if let Some(unknown) = c.blocks.models.iter().find(|m| !models.contains(m)) {
+        return Err(format!("blocks.models names `{unknown}`, which is not a model of this run ({})", models.join(", ")));
     }
     if c.memorize.max_new_tokens < c.memorize.k {
         return Err(format!("memorize.max_new_tokens ({}) must be at least memorize.k ({})", c.memorize.max_new_tokens, c.memorize.k));

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::marker::{json_key, key_of};
 use super::{Pipeline, RunModel};
-use crate::attack::stage::AttackRequest;
+use crate::attack::stage::{AttackRequest, BlockSweep};
 use crate::score::Target;
 use crate::config::{Loaded, StudentConfig, StudentInit};
 use crate::data::{self, DataRequest, DataSource, TokenLimits, TokenizerFile, TokenizerSource};
@@ -262,7 +262,13 @@ impl Pipeline<'_> {
                 batch: BatchSettings { batch_size: cfg.attacks.batch_size, ..BatchSettings::default() },
                 seed: cfg.seed,
                 bootstrap: cfg.attacks.bootstrap,
-                blocks: cfg.blocks.enabled,
+                blocks: match cfg.blocks.enabled {
+                    true => Some(BlockSweep {
+                        models: cfg.blocks.models.clone(),
+                        params: crate::attack::params_by_attack(cfg.blocks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+                    }),
+                    false => None,
+                },
                 runtime: p.opts.runtime.clone(),
                 out: dir.clone(),
             };
