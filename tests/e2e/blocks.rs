@@ -61,6 +61,38 @@ fn mope_is_zero_without_noise_and_seeded_with_it() {
     }
 }
 
+/// `--blocks-of` sweeps only the named models and `--blocks-param` sets the sweep's own
+/// attack parameters: with `mope.n=1` there, the block AUCs are those of a one-draw run
+/// while the whole-model scores keep the stage's n = 3 (the noise of a draw does not
+/// depend on how many draws are made).
+#[test]
+fn a_sweep_of_chosen_models_with_its_own_parameters() {
+    let (model, _) = memorizer();
+    let tmp = tempfile::tempdir().unwrap();
+    let other = format!("other={}", model.display());
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        kdharness(mope_args(model, &out, &[&["--model", other.as_str(), "--param", "mope.sigma=0.05"], extra].concat())).ok();
+        let blocks = std::fs::read_to_string(out.join("blocks.csv")).unwrap_or_default();
+        (std::fs::read_to_string(out.join("scores.csv")).unwrap(), blocks)
+    };
+    let (scores, blocks) = run("chosen", &["--param", "mope.n=3", "--blocks-of", "m", "--blocks-param", "mope.n=1"]);
+    let rows: Vec<&str> = blocks.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "only m's two blocks: {blocks}");
+    assert!(rows.iter().all(|r| r.starts_with("m,")), "{blocks}");
+    let (one_draw_scores, one_draw_blocks) = run("one-draw", &["--param", "mope.n=1", "--blocks"]);
+    let m_rows: Vec<&str> = one_draw_blocks.lines().skip(1).filter(|r| r.starts_with("m,")).collect();
+    assert_eq!(rows, m_rows, "the sweep used one draw");
+    let (three_draw_scores, _) = run("three-draws", &["--param", "mope.n=3"]);
+    assert_eq!(scores, three_draw_scores, "the whole-model attack kept n = 3");
+    assert_ne!(scores, one_draw_scores);
+
+    let out = tmp.path().join("unknown");
+    let bad = kdharness(mope_args(model, &out, &["--blocks-of", "nobody"]));
+    assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+    assert!(bad.stderr.contains("`nobody`, which is not a model of this run (m)"), "{}", bad.stderr);
+}
+
 #[test]
 fn an_export_without_block_names_gets_a_clear_error_and_keeps_its_other_results() {
     let tmp = tempfile::tempdir().unwrap();

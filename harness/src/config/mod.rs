@@ -484,4 +484,13 @@ mod tests {
         let err = parse(&QUICKSTART.replacen("[memorize]", "[memorise]", 1), "q.toml").unwrap_err().to_string();
         assert!(err.contains("did you mean `memorize`"), "{err}");
     }
+
+    #[test]
+    fn a_sweep_of_unknown_models_is_refused_before_anything_runs() {
+        let text = QUICKSTART.replacen("[blocks]", "[blocks]\nmodels = [\"teacher\", \"kd-small\"]", 1);
+        let cfg = parse(&text, "q.toml").unwrap();
+        assert_eq!(cfg.blocks.models, ["teacher", "kd-small"]);
+        let err = parse(&text.replace("\"kd-small\"", "\"kd-large\""), "q.toml").unwrap_err().to_string();
+        assert!(err.contains("blocks.models names `kd-large`, which is not a model of this run (teacher, kd-small,"), "{err}");
+    }
 }
