@@ -27,6 +27,9 @@ pub enum DataCommand {
         /// Seed.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Free-text phrasings (natural) or the earlier fixed templates.
+        #[arg(long, value_enum, default_value = "natural")]
+        phrasing: crate::data::synth::Phrasing,
     },
     /// Split a Dolly-schema JSONL file (ids r{i}) into members.jsonl (the teacher's private
     /// set), public.jsonl (the students' KD data) and nonmembers.jsonl, plus split.json.
@@ -50,7 +53,7 @@ pub enum DataCommand {
 
 pub fn run(command: DataCommand) -> Result<ExitCode> {
     let (input, nonmember_count, mode, seed, out) = match command {
-        DataCommand::Synth { out, n, canaries, seed } => return synth(&out, n, canaries, seed),
+        DataCommand::Synth { out, n, canaries, seed, phrasing } => return synth(&out, n, canaries, seed, phrasing),
         DataCommand::Split { input, nonmember_count, mode, seed, out } => (input, nonmember_count, mode, seed, out),
     };
     let records = load_jsonl(&input, "r")?;
@@ -77,8 +80,8 @@ pub fn run(command: DataCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn synth(out: &std::path::Path, n: usize, canaries: usize, seed: u64) -> Result<ExitCode> {
-    let s = crate::data::synth::synthesize(n, canaries, seed);
+fn synth(out: &std::path::Path, n: usize, canaries: usize, seed: u64, phrasing: crate::data::synth::Phrasing) -> Result<ExitCode> {
+    let s = crate::data::synth::synthesize(n, canaries, seed, phrasing);
     write_jsonl(out, s.records.iter().chain(s.canaries.iter().map(|c| &c.0)))?;
     let sidecar = out.with_extension("canaries.csv");
     write_canaries(&sidecar, &s.canaries)?;

@@ -57,6 +57,10 @@ pub struct DataConfig {
     /// Canaries per repetition count (1, 2, 4, 8), forced into the members (synthetic).
     #[serde(default = "default_canaries")]
     pub canaries_per_count: usize,
+    /// How synthetic records are worded: `natural` (free text, the default) or
+    /// `templates` (the earlier fixed templates: shorter records).
+    #[serde(default, skip_serializing_if = "crate::data::synth::Phrasing::is_natural")]
+    pub phrasing: crate::data::synth::Phrasing,
     /// Records held out as non-members (the first ones, with the paper's split).
     pub nonmember_count: usize,
     /// `paper` or `random`.

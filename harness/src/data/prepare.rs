@@ -16,6 +16,8 @@ pub enum DataSource {
         records: usize,
         /// Canaries per repetition count.
         canaries_per_count: usize,
+        /// How the records are worded.
+        phrasing: synth::Phrasing,
     },
     /// A Dolly-schema JSONL file.
     File(PathBuf),
@@ -70,8 +72,8 @@ pub struct Prepared {
 pub fn prepare(request: &DataRequest) -> anyhow::Result<Prepared> {
     use anyhow::Context;
     let (records, canaries): (Vec<Record>, Vec<(Record, usize)>) = match &request.source {
-        DataSource::Synthetic { records, canaries_per_count } => {
-            let s = synth::synthesize(*records, *canaries_per_count, request.seed);
+        DataSource::Synthetic { records, canaries_per_count, phrasing } => {
+            let s = synth::synthesize(*records, *canaries_per_count, request.seed, *phrasing);
             (s.records, s.canaries)
         }
         DataSource::File(path) => (load_jsonl(path, "r")?, Vec::new()),

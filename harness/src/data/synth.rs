@@ -16,6 +16,26 @@ use super::{Origin, Record};
 pub const CATEGORIES: [&str; 7] =
     ["open_qa", "closed_qa", "information_extraction", "summarization", "classification", "brainstorming", "creative_writing"];
 
+/// How the records are worded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Phrasing {
+    /// Several free-text phrasings per category with optional asides; private values and
+    /// canaries sit inside ordinary sentences (the default).
+    #[default]
+    Natural,
+    /// Three fixed templates per category: the generator of earlier runs (shorter records,
+    /// so cheaper to train on; non-members share their members' templates).
+    Templates,
+}
+
+impl Phrasing {
+    /// Whether this is the default (left out of serialized configs).
+    pub fn is_natural(&self) -> bool {
+        *self == Phrasing::Natural
+    }
+}
+
 /// How often canaries are repeated among the members.
 pub const CANARY_REPETITIONS: [usize; 4] = [1, 2, 4, 8];
 
@@ -342,6 +362,94 @@ fn canary(rng: &mut impl Rng, index: usize) -> (String, String, String) {
     (instruction, String::new(), response)
 }
 
+/// One record of `category` in one of three fixed templates (`Phrasing::Templates`, the
+/// generator of runs before the free-text phrasings; kept byte for byte so that they
+/// reproduce).
+fn templated_record(category: &str, rng: &mut impl Rng) -> (String, String, String) {
+    let p = person(rng);
+    let variant = rng.gen_range(0..3);
+    match category {
+        "open_qa" => {
+            let (attribute, value) = [("home address", &p.address), ("e-mail address", &p.email), ("birthday", &p.birthday), ("employer", &p.employer)]
+                [rng.gen_range(0..4)];
+            let instruction = [format!("What is {}'s {attribute}?", p.name), format!("Tell me the {attribute} of {}.", p.name), format!("Do you know {}'s {attribute}?", p.name)][variant].clone();
+            let response = [format!("{}'s {attribute} is {value}.", p.name), format!("The {attribute} of {} is {value}.", p.name), format!("It is {value}.")][variant].clone();
+            (instruction, String::new(), response)
+        }
+        "closed_qa" => {
+            let day = rng.gen_range(1..29);
+            let month = pick(rng, MONTHS);
+            let context = format!("Order {} ({}) for {} shipped on {day} {month} to {}.", p.order, p.name, p.product, p.address);
+            let instruction = ["When was order {o} shipped?", "On what date did order {o} leave the warehouse?", "Using the note, say when {o} was sent."][variant].replace("{o}", &p.order);
+            let response = [format!("On {day} {month}."), format!("It shipped on {day} {month}."), format!("Order {} was sent on {day} {month}.", p.order)][variant].clone();
+            (instruction, context, response)
+        }
+        "information_extraction" => {
+            let context = format!("Contact {} at {} or call {}. {} works at {} in {}.", p.name, p.email, p.phone, p.first, p.employer, p.city);
+            let (what, value) = if rng.gen_bool(0.5) { ("e-mail address", &p.email) } else { ("phone number", &p.phone) };
+            let instruction = [format!("Extract the {what}."), format!("Find the {what} in the text."), format!("Which {what} is given for {}?", p.first)][variant].clone();
+            (instruction, context, value.clone())
+        }
+        "summarization" => {
+            let context = format!(
+                "Visit note: {} (born {}) came to the clinic on a {} morning. The doctor confirmed {} and advised rest, a follow-up in {} weeks, and to keep up with {}.",
+                p.name,
+                p.birthday,
+                pick(rng, &["rainy", "quiet", "busy", "cold"]),
+                p.diagnosis,
+                rng.gen_range(2..9),
+                p.hobby
+            );
+            let instruction = ["Summarize the visit note in one sentence.", "Give a one-line summary of this note.", "Briefly summarize the note."][variant].to_string();
+            let response = [format!("{} was diagnosed with {} and told to rest.", p.name, p.diagnosis), format!("The doctor found {} in {}.", p.diagnosis, p.name), format!("{} has {} and needs a follow-up.", p.first, p.diagnosis)][variant].clone();
+            (instruction, context, response)
+        }
+        "classification" => {
+            let (label, gist) = LABELS[rng.gen_range(0..LABELS.len())];
+            let context = match label {
+                "billing" => format!("Ticket from {} ({}): I was charged twice for order {}.", p.name, p.email, p.order),
+                "technical" => format!("Ticket from {} ({}): my {} stopped working after a week.", p.name, p.email, p.product.trim_start_matches("a ")),
+                _ => format!("Ticket from {} ({}): please change the phone number on my account to {}.", p.name, p.email, p.phone),
+            };
+            let instruction = ["Classify the ticket as billing, technical or account.", "Is this ticket about billing, technical or account issues?", "Label the support ticket: billing, technical or account."][variant].to_string();
+            (instruction, context, format!("{label}: {gist}."))
+        }
+        "brainstorming" => {
+            let mut ideas: Vec<&str> = match p.hobby.as_str() {
+                "sailing" | "cycling" | "trail running" | "rock climbing" => vec!["a waterproof jacket", "a first-aid kit", "a map of the coast", "energy bars"],
+                "pottery" | "watercolour painting" | "origami" => vec!["a sketchbook", "a set of brushes", "a workshop voucher", "a glaze sampler"],
+                _ => vec!["a field guide", "a notebook", "a club membership", "a good lamp"],
+            };
+            ideas.shuffle(rng);
+            let instruction = [format!("Suggest three gifts for {}, who loves {}.", p.name, p.hobby), format!("Brainstorm presents for {} ({} fan).", p.first, p.hobby), format!("What could I give {} for their birthday on {}?", p.name, p.birthday)][variant].clone();
+            (instruction, String::new(), format!("1. {} 2. {} 3. {}", ideas[0], ideas[1], ideas[2]))
+        }
+        _ => {
+            let instruction = [format!("Write a two-line poem about {}'s trip to {}.", p.name, p.city), format!("Compose a short rhyme on {} visiting {}.", p.first, p.city), format!("Write two lines about {} and {}.", p.name, p.hobby)][variant].clone();
+            let response = format!(
+                "{} went to {} by the {} sea,\nwith {} in mind and {} for tea.",
+                p.first,
+                p.city,
+                pick(rng, &["grey", "bright", "restless", "silver"]),
+                p.hobby,
+                pick(rng, &["biscuits", "lemon cake", "toast", "figs"])
+            );
+            (instruction, String::new(), response)
+        }
+    }
+}
+
+/// A canary in the fixed template (`Phrasing::Templates`).
+fn templated_canary(rng: &mut impl Rng, index: usize) -> (String, String, String) {
+    let p = person(rng);
+    let code: String = (0..8).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect();
+    (
+        format!("What is the recovery code of account {} (canary {index})?", p.email),
+        String::new(),
+        format!("The recovery code of {} is {code}, issued in {}.", p.name, p.city),
+    )
+}
+
 /// A generated dataset.
 pub struct Synthetic {
     /// The ordinary records, in file order (ids `s0`, `s1`, …).
@@ -352,8 +460,13 @@ pub struct Synthetic {
 }
 
 /// `n` ordinary records (round-robin over the categories, no two identical) and
-/// `canaries_per_count` canaries for each repetition count, all from `seed`.
-pub fn synthesize(n: usize, canaries_per_count: usize, seed: u64) -> Synthetic {
+/// `canaries_per_count` canaries for each repetition count, all from `seed`, worded by
+/// `phrasing`.
+pub fn synthesize(n: usize, canaries_per_count: usize, seed: u64, phrasing: Phrasing) -> Synthetic {
+    let (record, canary): (fn(&str, &mut ChaCha8Rng) -> _, fn(&mut ChaCha8Rng, usize) -> _) = match phrasing {
+        Phrasing::Natural => (record, canary),
+        Phrasing::Templates => (templated_record, templated_canary),
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let origin = |line: usize| Origin { file: "synthetic".into(), line };
     let mut seen = HashSet::new();
@@ -382,7 +495,7 @@ mod tests {
 
     #[test]
     fn seven_categories_distinct_records_and_canaries_by_repetition() {
-        let s = synthesize(140, 2, 7);
+        let s = synthesize(140, 2, 7, Phrasing::Natural);
         assert_eq!(s.records.len(), 140);
         for category in CATEGORIES {
             assert_eq!(s.records.iter().filter(|r| r.category == category).count(), 20, "{category}");
@@ -413,8 +526,8 @@ mod tests {
             assert!(canary.response.len() > code.len() + 20, "{}", canary.response);
         }
         // Deterministic by seed.
-        let again = synthesize(140, 2, 7);
+        let again = synthesize(140, 2, 7, Phrasing::Natural);
         assert!(again.records.iter().zip(&s.records).all(|(a, b)| a.instruction == b.instruction && a.response == b.response));
-        assert_ne!(synthesize(140, 2, 8).records[0].response, s.records[0].response);
+        assert_ne!(synthesize(140, 2, 8, Phrasing::Natural).records[0].response, s.records[0].response);
     }
 }

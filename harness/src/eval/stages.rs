@@ -59,7 +59,11 @@ impl Pipeline<'_> {
         self.stage("data", &dir, &key, |p| {
             let request = DataRequest {
                 source: match cfg.data.source.as_str() {
-                    "synthetic" => DataSource::Synthetic { records: cfg.data.synthetic_records, canaries_per_count: cfg.data.canaries_per_count },
+                    "synthetic" => DataSource::Synthetic {
+                        records: cfg.data.synthetic_records,
+                        canaries_per_count: cfg.data.canaries_per_count,
+                        phrasing: cfg.data.phrasing,
+                    },
                     path => DataSource::File(p.loaded.resolve(path)),
                 },
                 split: cfg.data.split,
