@@ -62,7 +62,7 @@ pub struct AttackRequest {
 }
 
 /// The per-block sweep: which models, and the attacks' parameters in it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct BlockSweep {
     /// The models swept, by name; empty: every model.
     pub models: Vec<String>,
@@ -100,6 +100,12 @@ struct Results {
 pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome> {
     let started = Instant::now();
     Target::check_names(request.models.iter().chain(&request.references))?;
+    if let Some(sweep) = &request.blocks
+        && let Some(unknown) = sweep.models.iter().find(|n| !request.models.iter().any(|m| &m.name == *n))
+    {
+        let known: Vec<&str> = request.models.iter().map(|m| m.name.as_str()).collect();
+        bail!("the per-block sweep names `{unknown}`, which is not a model of this run ({})", known.join(", "));
+    }
     let sets = MembershipSets::load(&request.members, &request.nonmembers)?;
     let tokenizer = TokenizerFile::load(&request.tokenizer)?;
     let reference_tokenizer = match (&request.reference_tokenizer, request.references.is_empty()) {
@@ -127,12 +133,6 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
         for r in &request.references {
             references.push(scorer.score(Subject { name: &r.name, path: &r.path, tokenizer, template: reference_template })?);
         }
-    }
-    if let Some(sweep) = &request.blocks
-        && let Some(unknown) = sweep.models.iter().find(|n| !request.models.iter().any(|m| &m.name == *n))
-    {
-        let known: Vec<&str> = request.models.iter().map(|m| m.name.as_str()).collect();
-        bail!("the per-block sweep names `{unknown}`, which is not a model of this run ({})", known.join(", "));
     }
     let block_attacks = match &request.blocks {
         Some(sweep) => perturbation_attacks(registry, &plan, &request.params, &sweep.params)?,

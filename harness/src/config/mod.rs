@@ -103,6 +103,21 @@ fn default_vocab() -> usize {
     2048
 }
 
+/// A student's name in outputs: `METHOD-SIZE` (`kd-small`, `nokd-small`).
+pub fn student_name(method: &str, size: &str) -> String {
+    format!("{method}-{size}")
+}
+
+impl Config {
+    /// Every model a run of this config makes: `teacher`, then per student size each
+    /// method's student and the No-KD one.
+    pub fn model_names(&self) -> Vec<String> {
+        let nokd = self.distill.nokd.then_some("nokd");
+        let students = self.students.iter().flat_map(|s| self.distill.methods.iter().map(String::as_str).chain(nokd).map(|m| student_name(m, &s.name)));
+        std::iter::once("teacher".to_string()).chain(students).collect()
+    }
+}
+
 /// The teacher: a source and its fine-tuning on the members.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -445,12 +460,7 @@ fn validate(c: &Config) -> Result<(), String> {
     if c.attacks.names.iter().any(|a| a == "ref") && c.attacks.reference.is_none() {
         return Err("the `ref` attack needs attacks.reference (the name of a model of the run, e.g. nokd-small)".into());
     }
-    let models: Vec<String> = std::iter::once("teacher".to_string())
-        .chain(c.students.iter().flat_map(|s| {
-            let nokd = c.distill.nokd.then_some("nokd");
-            c.distill.methods.iter().map(String::as_str).chain(nokd).map(move |m| format!("{m}-{}", s.name))
-        }))
-        .collect();
+    let models = c.model_names();
     if let Some(unknown) = c.blocks.models.iter().find(|m| !models.contains(m)) {
         return Err(format!("blocks.models names `{unknown}`, which is not a model of this run ({})", models.join(", ")));
     }

@@ -615,7 +615,7 @@ pub struct StudentPlan {
 impl StudentPlan {
     /// `METHOD-STUDENT`, the student's name in outputs.
     pub fn name(&self) -> String {
-        format!("{}-{}", self.method, self.student)
+        crate::config::student_name(&self.method, &self.student)
     }
 }
 

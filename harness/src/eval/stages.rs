@@ -132,7 +132,7 @@ impl Pipeline<'_> {
             let mut warm_init: Option<SizeInit> = None;
             let mut of_size: Vec<RunModel> = Vec::new();
             for &method in &methods {
-                let name = format!("{method}-{}", size.name);
+                let name = crate::config::student_name(method, &size.name);
                 let start = if cfg.distill.warm_start.iter().any(|m| m == method) {
                     match &mut warm_init {
                         Some(w) => w,
@@ -259,7 +259,7 @@ impl Pipeline<'_> {
                 members: data.file("members.jsonl"),
                 nonmembers: data.file("nonmembers.jsonl"),
                 attacks: cfg.attacks.names.clone(),
-                params: attack_params(p)?,
+                params: attack_params(&cfg.attacks.params)?,
                 template: cfg.data.template,
                 reference_template: None,
                 limits: TokenLimits { max_prompt_tokens: cfg.data.max_prompt_tokens, max_response_tokens: cfg.data.max_response_tokens },
@@ -269,7 +269,7 @@ impl Pipeline<'_> {
                 blocks: match cfg.blocks.enabled {
                     true => Some(BlockSweep {
                         models: cfg.blocks.models.clone(),
-                        params: crate::attack::params_by_attack(cfg.blocks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?,
+                        params: attack_params(&cfg.blocks.params)?,
                     }),
                     false => None,
                 },
@@ -382,9 +382,10 @@ fn student_role(method: &str, size: &str) -> ModelRole {
     }
 }
 
-/// The config's `[attacks.params]`, by attack.
-fn attack_params(p: &Pipeline<'_>) -> Result<crate::attack::AttackParams> {
-    Ok(crate::attack::params_by_attack(p.cfg.attacks.params.iter().map(|(k, v)| (k.as_str(), v.as_str())))?)
+/// A config's `"attack.key" = "value"` table (`[attacks.params]`, `[blocks] params`), by
+/// attack.
+fn attack_params(table: &std::collections::BTreeMap<String, String>) -> Result<crate::attack::AttackParams> {
+    Ok(crate::attack::params_by_attack(table.iter().map(|(k, v)| (k.as_str(), v.as_str())))?)
 }
 
 /// Generation settings of the memorize stage.
