@@ -238,7 +238,8 @@ impl ModelRecord {
 /// Where a student's weights came from before its method trained it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InitRecord {
-    /// `scratch`, `base`, `teacher_blocks`, `hf` or `warm_start`.
+    /// `scratch`, `base`, `teacher_blocks`, `healed` (teacher blocks healed by distilling
+    /// the pretrained teacher), `hf` or `warm_start`.
     pub kind: String,
     /// The source checkpoint: the base model, the teacher, the HF directory or the No-KD
     /// student (`None` for scratch: the seed made it).

@@ -93,3 +93,76 @@ fn the_smoke_pipeline_runs_with_smollm2s_tokenizer_and_hard_records() {
         assert_eq!(tokenizer.decode(&ids, false).unwrap(), r.response, "multi-byte text round-trips");
     }
 }
+
+/// A two-block cut of SmolLM2-135M healed by distilling the pretrained model into it
+/// (`[[students]] heal`): the heal stage lowers its objective on held-out public data,
+/// records its steps, and every student of the size starts from the healed weights.
+#[test]
+fn a_cut_of_smollm2_is_healed_by_its_pretrained_self_before_any_method() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("heal.toml");
+    std::fs::write(
+        &config,
+        r#"name = "heal"
+seed = 3
+
+[data]
+source = "synthetic"
+synthetic_records = 40
+canaries_per_count = 1
+nonmember_count = 10
+template = "chatml"
+max_prompt_tokens = 32
+max_response_tokens = 16
+tokenizer = "teacher"
+
+[teacher]
+source = "smollm2-135m"
+train = { epochs = 1, lr = 1e-4, batch_size = 8 }
+
+[[students]]
+name = "cut"
+teacher_blocks = [0, 29]
+heal = { epochs = 3, lr = 1e-3, batch_size = 4 }
+
+[distill]
+methods = ["kd"]
+nokd = true
+max_new_tokens = 4
+train = { epochs = 1, lr = 1e-3, batch_size = 8 }
+
+[attacks]
+names = ["loss"]
+bootstrap = 20
+
+[memorize]
+enabled = false
+
+[blocks]
+enabled = false
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    kdharness(["eval".to_string(), config.display().to_string(), "--out".into(), out.display().to_string(), "-q".into()]).ok();
+
+    let heal = out.join("models/heal-cut");
+    let log: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(heal.join("heal_log.json")).unwrap()).unwrap();
+    let (before, epochs) = (log["initial_val_loss"].as_f64().unwrap(), log["epochs"].as_array().unwrap());
+    let after = epochs.last().unwrap()["val_loss"].as_f64().unwrap();
+    assert_eq!(epochs.len(), 3);
+    assert!(after < 0.8 * before, "healing lowers the held-out KL to the pretrained model: {before} -> {after}");
+    let training: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(heal.join("training.json")).unwrap()).unwrap();
+    let public = std::fs::read_to_string(out.join("data/public.jsonl")).unwrap().lines().count();
+    let public_train = public - (public as f64 * 0.1).round() as usize; // distill.validation_fraction
+    assert_eq!(training["steps"].as_u64().unwrap() as usize, 3 * public_train.div_ceil(4), "{public_train} records");
+
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let sha = kdharness::files::sha256_file(&heal.join("model.safetensors")).unwrap();
+    for name in ["kd-cut", "nokd-cut"] {
+        let model = manifest["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap();
+        assert_eq!(model["init"]["kind"], "healed", "{name}");
+        assert_eq!(model["init"]["source"], "heal-cut", "{name}");
+        assert_eq!(model["init"]["sha256"].as_str().unwrap(), sha, "{name}");
+    }
+}

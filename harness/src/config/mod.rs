@@ -150,6 +150,12 @@ pub struct StudentConfig {
     /// for a `shape`, `teacher_blocks` for `teacher_blocks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
+    /// With `teacher_blocks`: heal the cut model first, once per size, by distilling the
+    /// pretrained teacher (never the fine-tuned one) into it with forward KL on every
+    /// token of the public training share; every method of the size, No-KD included,
+    /// starts from the healed cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heal: Option<TrainConfig>,
 }
 
 /// Where the students of one size start, before any method trains them.
@@ -428,6 +434,9 @@ fn validate(c: &Config) -> Result<(), String> {
         if s.init() == StudentInit::Base && c.base.is_none() {
             return Err(format!("student `{}` has init = \"base\": add [base] with its `train` settings", s.name));
         }
+        if s.heal.is_some() && s.init() != StudentInit::TeacherBlocks {
+            return Err(format!("student `{}`: `heal` distils the pretrained teacher into a cut of its blocks; it needs init `teacher_blocks` (use `init = \"base\"` to pretrain a `shape`)", s.name));
+        }
         if s.init() == StudentInit::TeacherBlocks && (source == "scratch" || source == "base") {
             return Err(format!("student `{}`: teacher_blocks needs a pretrained teacher (smollm2-135m or hf:DIR), not `{source}`", s.name));
         }
@@ -506,5 +515,16 @@ mod tests {
         assert_eq!(cfg.blocks.models, ["teacher", "kd-small"]);
         let err = parse(&text.replace("\"kd-small\"", "\"kd-large\""), "q.toml").unwrap_err().to_string();
         assert!(err.contains("blocks.models names `kd-large`, which is not a model of this run (teacher, kd-small,"), "{err}");
+    }
+
+    #[test]
+    fn only_a_cut_of_teacher_blocks_can_be_healed() {
+        let lite = include_str!("../../../configs/smollm2-lite.toml");
+        let heal = "heal = { epochs = 2, lr = 1e-3, batch_size = 8 }\n[distill]";
+        let healed = parse(&lite.replacen("[distill]", heal, 1), "lite.toml").unwrap();
+        assert!(healed.students.iter().all(|s| s.heal.as_ref().is_some_and(|h| h.epochs == 2 && h.lr == 1e-3)));
+        let text = QUICKSTART.replacen("[[students]]", "[[students]]\nheal = { epochs = 1, lr = 1e-3, batch_size = 8 }", 1);
+        let err = parse(&text, "q.toml").unwrap_err().to_string();
+        assert!(err.contains("`heal` distils the pretrained teacher into a cut of its blocks; it needs init `teacher_blocks`"), "{err}");
     }
 }

@@ -23,7 +23,7 @@ use crate::model::{Model, ModelConfig};
 use crate::report::{ModelRole, Role, TrainingRecord};
 use crate::score::BatchSettings;
 use crate::status;
-use crate::train::{self, Example};
+use crate::train::{self, Example, TrainConfig};
 
 /// The data stage's outputs, as the later stages read them.
 pub(super) struct Data {
@@ -197,7 +197,14 @@ impl Pipeline<'_> {
                     s => s.strip_prefix("hf:").and_then(|dir| weights_sha(&self.loaded.resolve(dir))),
                 };
                 let key = key_of(&[&source, sha.as_deref().unwrap_or(&data.key)]);
-                SizeInit { key, init: Init::TeacherBlocks(record("teacher_blocks", Some(source), sha)) }
+                match &size.heal {
+                    None => SizeInit { key, init: Init::TeacherBlocks(record("teacher_blocks", Some(source), sha)) },
+                    Some(heal) => {
+                        let (key, dir) = self.heal(data, size, heal, &key, train_set, val_set)?;
+                        let sha = weights_sha(&dir);
+                        SizeInit { key, init: Init::Dir(dir, record("healed", Some(format!("heal-{}", size.name)), sha)) }
+                    }
+                }
             }
             StudentInit::Hf(dir) => {
                 let path = self.loaded.resolve(&dir);
@@ -225,6 +232,38 @@ impl Pipeline<'_> {
                 SizeInit { key, init: Init::Dir(dir, record("base", Some(name), sha)) }
             }
         })
+    }
+
+    /// The cut of the pretrained teacher's blocks for `size`, healed by distilling the
+    /// pretrained teacher into it (forward KL through the `kd` plugin, every token of the
+    /// public training share), as a resumable stage: `models/heal-SIZE/`. Its key and
+    /// directory. Neither the fine-tuned teacher nor any member record is involved.
+    fn heal(&mut self, data: &Data, size: &StudentConfig, heal: &TrainConfig, blocks_key: &str, train_set: &[Example], val_set: &[Example]) -> Result<(String, PathBuf)> {
+        let name = format!("heal-{}", size.name);
+        let key = key_of(&[blocks_key, &data.key, &json_key(size), &self.cfg.seed.to_string()]);
+        let dir = self.dir(&format!("models/{name}"));
+        self.stage("distill", &dir, &key, |p| {
+            let blocks = size.teacher_blocks.as_deref().context("`heal` needs `teacher_blocks`")?;
+            let device = crate::model::training_device(p.opts.runtime.device)?;
+            let pretrained = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
+            let mut model = pretrained.with_blocks(blocks)?;
+            let loaded = p.registry.kd_method("kd").context("`heal` distils with the `kd` plugin (forward KL), which is not loaded")?;
+            let mut method = loaded.create(&[]).map_err(anyhow::Error::msg)?;
+            let cfg = DistillConfig { train: heal.clone(), kd_ratio: 1.0, ..DistillConfig::default() };
+            let (runtime, options) = p.opts.runtime.open()?;
+            let seed = crate::rng::derive(p.cfg.seed, &name);
+            let (text, held_out) = (language_modelling(train_set), language_modelling(val_set));
+            let mut log = distill::distill(&mut model, Some(&pretrained), &mut method, &name, &text, &held_out, &cfg, seed, distill::Inference::Ort(runtime, options), None, Some(&dir))?;
+            let heldout = train::evaluate(&model, val_set, 16)?;
+            log.heldout_ce = Some(heldout);
+            status::info(format!("{name}: response loss {heldout:.3} on held-out public data"));
+            model.save(&dir)?;
+            write_training(&dir, log.steps(), heldout)?;
+            let text = serde_json::to_string_pretty(&log).expect("logs serialise");
+            crate::files::write_atomic(&dir.join("heal_log.json"), text.as_bytes()).with_context(|| format!("cannot write {}", dir.join("heal_log.json").display()))?;
+            Ok(())
+        })?;
+        Ok((key, dir))
     }
 
     /// 4. Every model to ONNX.
