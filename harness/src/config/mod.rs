@@ -397,6 +397,10 @@ fn explain(e: &toml::de::Error, text: &str, label: &str) -> String {
 }
 
 fn validate(c: &Config) -> Result<(), String> {
+    let plain = |n: &str| !n.is_empty() && !n.starts_with('.') && n.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+    if !plain(&c.name) {
+        return Err(format!("name `{}` must be a plain name (letters, digits, `-`, `_`, `.`; not starting with `.`): it names the run directory reports/NAME", c.name));
+    }
     let source = c.teacher.source.as_str();
     let known_source = ["scratch", "base", "smollm2-135m"].contains(&source) || source.starts_with("hf:") || source.starts_with("onnx:");
     if !known_source {
@@ -515,6 +519,16 @@ mod tests {
         assert_eq!(cfg.blocks.models, ["teacher", "kd-small"]);
         let err = parse(&text.replace("\"kd-small\"", "\"kd-large\""), "q.toml").unwrap_err().to_string();
         assert!(err.contains("blocks.models names `kd-large`, which is not a model of this run (teacher, kd-small,"), "{err}");
+    }
+
+    #[test]
+    fn a_run_name_is_a_plain_directory_name() {
+        for bad in ["../escape", "/abs", "a/b", "..", ".hidden", "", "two words"] {
+            let text = QUICKSTART.replacen("name = \"quickstart\"", &format!("name = {bad:?}"), 1);
+            let err = parse(&text, "q.toml").unwrap_err().to_string();
+            assert!(err.contains("must be a plain name"), "{bad}: {err}");
+        }
+        assert!(parse(&QUICKSTART.replacen("name = \"quickstart\"", "name = \"study-2.v1_a\"", 1), "q.toml").is_ok());
     }
 
     #[test]

@@ -21,6 +21,14 @@ impl Marker {
         std::fs::read_to_string(&self.0).is_ok_and(|k| k.trim() == key)
     }
 
+    /// Forgets that the stage was done (before it runs again).
+    pub(super) fn clear(&self) -> Result<()> {
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| format!("cannot remove {}", self.0.display())),
+            _ => Ok(()),
+        }
+    }
+
     /// Records that the stage is done for inputs `key`.
     pub(super) fn set(&self, key: &str) -> Result<()> {
         write_atomic(&self.0, key.as_bytes()).with_context(|| format!("cannot write {}", self.0.display()))

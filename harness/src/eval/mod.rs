@@ -9,6 +9,7 @@
 //! `attack::stage::run`, `memorize::stage::run`, `report::render_run`): the `attack`,
 //! `memorize`, `report` and `model export` commands call the same functions.
 
+mod lock;
 mod marker;
 mod stages;
 
@@ -83,6 +84,9 @@ impl Pipeline<'_> {
         status::info(format!("{name}: running"));
         let started = Instant::now();
         std::fs::create_dir_all(marker_dir).with_context(|| format!("cannot create {}", marker_dir.display()))?;
+        // Gone before the stage touches its outputs: a run killed while it rewrites them
+        // (with --fresh, or after the inputs changed and back) must not find them done.
+        marker.clear()?;
         f(self)?;
         marker.set(key)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -101,6 +105,7 @@ impl Pipeline<'_> {
 pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let _lock = lock::RunLock::take(&opts.out)?;
     for stage in &opts.only {
         if !STAGES.contains(&stage.as_str()) {
             bail!("unknown stage `{stage}`{} (stages: {})", crate::suggest::did_you_mean(stage, STAGES), STAGES.join(", "));

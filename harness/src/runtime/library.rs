@@ -1,19 +1,53 @@
 //! Finding (or fetching) the ONNX Runtime shared library (SPEC §5.4).
 //!
-//! Order: `ORT_DYLIB_PATH`; a configured path; the `onnxruntime` Python package if it is
-//! installed and recent enough; the user cache; else the official wheel is downloaded once
-//! with pip and the library unpacked from it into the cache.
+//! Order: `ORT_DYLIB_PATH`; a configured path; the `onnxruntime` Python package if its
+//! library is the pinned release's (same SHA-256); the user cache (its SHA-256 checked at
+//! every load); else the official wheel is downloaded once with pip (hash-pinned) and the
+//! library unpacked from it into the cache. A library the user names is theirs to vouch
+//! for; one kdharness finds by itself must be the one it was tested against.
 
 use std::ffi::CStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::RuntimeError;
 use crate::files;
 
 /// The ONNX Runtime release kdharness is built and tested against.
 pub const ORT_VERSION: &str = "1.31.1";
+
+/// SHA-256 of the `onnxruntime==1.31.1` wheels for Linux (CPython 3.11–3.14, x86_64 and
+/// aarch64, manylinux_2_28): pip refuses any other file.
+const WHEEL_SHA256: [&str; 8] = [
+    "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f", // cp311 x86_64
+    "da05378364c44d4407e463982d2bf8d5e4cfea873283757e48beeb41df97b7f3", // cp311 aarch64
+    "1f3dea47f2f0e5117c2404cea7d21fd253ae7836a3bf167a501cdfbb2600d536", // cp312 x86_64
+    "0b9a492176886992e0e875f06bc0367e333f5fff11711a2d642e18b02f3009cc", // cp312 aarch64
+    "74a6a52994616c4d18b33db1e13c226333a70a6ba07480a5cab9c2a50dff1430", // cp313 x86_64
+    "dcaedc50333876f3829ab966b242147f0e548229e29c36fe44622ecf748c25ee", // cp313 aarch64
+    "c20d7f15d84427db070b163f78c2c7146cc93edd6113fa7327671259a24184fe", // cp314 x86_64
+    "c878686b75cade1ed59131aa018ab004b1e64368b0d54041912450b9642cf04f", // cp314 aarch64
+];
+
+/// SHA-256 of `libonnxruntime.so.1.31.1` inside those wheels (the same for every CPython
+/// version of one architecture), checked after unpacking and at every load from the cache.
+pub fn pinned_library_sha256() -> Option<&'static str> {
+    match (std::env::consts::OS, std::env::consts::ARCH) {
+        ("linux", "x86_64") => Some("fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3"),
+        ("linux", "aarch64") => Some("8aa3b76b28c778a2b1dd660d34161adb1d508c9ccd04ff9dc80e26eca5df8467"),
+        _ => None,
+    }
+}
+
+/// Whether the library at `path` is the pinned release's (`Err` with the reason if not).
+fn verify_pinned(path: &Path) -> Result<(), String> {
+    let pinned = pinned_library_sha256().ok_or_else(|| format!("no ONNX Runtime build is pinned for {}-{}", std::env::consts::OS, std::env::consts::ARCH))?;
+    let digest = files::sha256_file(path).map_err(|e| format!("cannot read it: {e}"))?;
+    match digest == pinned {
+        true => Ok(()),
+        false => Err(format!("its SHA-256 is {digest}, not {pinned} of the onnxruntime=={ORT_VERSION} wheel's library")),
+    }
+}
 
 /// How the library was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,7 +157,7 @@ fn checked(path: PathBuf, source: LibrarySource) -> Result<LibraryLocation, Runt
 /// The library of an installed `onnxruntime` Python package, if any.
 fn python_package_library() -> Option<PathBuf> {
     let script = "import os, onnxruntime; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))";
-    let out = Command::new("python3").args(["-c", script]).output().ok()?;
+    let out = files::python().args(["-c", script]).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -151,13 +185,14 @@ pub fn locate(configured: Option<&Path>) -> Result<LibraryLocation, RuntimeError
         return checked(path.to_path_buf(), LibrarySource::Configured);
     }
     if let Some(path) = python_package_library()
+        && verify_pinned(&path).is_ok()
         && let Ok(found) = checked(path, LibrarySource::PythonPackage)
     {
         return Ok(found);
     }
     let cached = cache_location();
     if cached.is_file() {
-        return checked(cached, LibrarySource::Cache);
+        return cached_library(cached);
     }
     // Several kdharness processes may start at once on a fresh machine: one fetches, the
     // others wait for it and then find the library in the cache.
@@ -167,10 +202,19 @@ pub fn locate(configured: Option<&Path>) -> Result<LibraryLocation, RuntimeError
     let lock = std::fs::File::create(dir.join(".fetch.lock")).map_err(lock_error)?;
     lock.lock().map_err(lock_error)?;
     if cached.is_file() {
-        return checked(cached, LibrarySource::Cache);
+        return cached_library(cached);
     }
     fetch(&cached)?;
     checked(cached, LibrarySource::Fetched)
+}
+
+/// The cached library, refused (before it is loaded) unless it is still the one fetched.
+fn cached_library(path: PathBuf) -> Result<LibraryLocation, RuntimeError> {
+    if let Err(reason) = verify_pinned(&path) {
+        let reason = format!("{reason}; it changed after it was fetched: delete {} and rerun to fetch it again, or set ORT_DYLIB_PATH", path.display());
+        return Err(RuntimeError::BadLibrary { path, reason });
+    }
+    checked(path, LibrarySource::Cache)
 }
 
 /// Downloads the `onnxruntime` wheel with pip and unpacks the library to `dest`.
@@ -181,10 +225,16 @@ fn fetch(dest: &Path) -> Result<(), RuntimeError> {
         "ONNX Runtime {ORT_VERSION} not found; fetching the onnxruntime=={ORT_VERSION} wheel with pip into {} (once)",
         dir.display()
     ));
+    let failed = |reason: String| RuntimeError::Fetch { dir: dir.to_path_buf(), reason: format!("{reason}; or set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library") };
     let member = format!("onnxruntime/capi/{}", library_file_name());
-    crate::files::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), true, &member, dest).map_err(|reason| {
-        RuntimeError::Fetch { dir: dir.to_path_buf(), reason: format!("{reason}; or set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library") }
-    })?;
+    // Unpacked beside its final place, and moved there only once its hash is the pin's.
+    let staged = dir.join(format!(".{}.fetching.{}", library_file_name(), std::process::id()));
+    crate::files::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), &WHEEL_SHA256, &member, &staged).map_err(failed)?;
+    if let Err(reason) = verify_pinned(&staged) {
+        std::fs::remove_file(&staged).ok();
+        return Err(failed(format!("the unpacked library is refused: {reason}")));
+    }
+    std::fs::rename(&staged, dest).map_err(|e| failed(format!("cannot move the library into place: {e}")))?;
     crate::status::info(format!("ONNX Runtime {ORT_VERSION} installed at {}", dest.display()));
     Ok(())
 }

@@ -9,7 +9,7 @@ mod model;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub use library::{LibraryLocation, LibrarySource, ORT_VERSION, cache_location, locate, probe_version};
+pub use library::{LibraryLocation, LibrarySource, ORT_VERSION, cache_location, locate, pinned_library_sha256, probe_version};
 pub use model::{CausalLm, LmBatch, ModelInfo, PaddingSide, PastInput, PastState};
 
 /// Everything that can go wrong with the runtime or a model in it.

@@ -1,0 +1,51 @@
+//! One `kdharness eval` per run directory: an advisory lock on `RUN/.lock` (released by
+//! the operating system when its holder dies, however it dies), holding the holder's PID.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// The held lock of a run directory; released (and its PID cleared) when dropped.
+pub(super) struct RunLock {
+    file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of `dir`, or fails with one line naming the directory and the PID
+    /// of the process that holds it. A lock left by a process that died (its PID still in
+    /// the file, the lock itself released) is taken over and said so.
+    pub(super) fn take(dir: &Path) -> Result<RunLock> {
+        let path = dir.join(".lock");
+        let mut file = File::options().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let holder = || {
+            let mut text = String::new();
+            File::open(&path).and_then(|mut f| f.read_to_string(&mut text)).ok().map(|_| text.trim().to_string()).filter(|t| !t.is_empty())
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = holder().unwrap_or_else(|| "unknown".into());
+                bail!("run directory {} is in use by kdharness (PID {pid}); wait for it to finish or stop it, or give another --out", dir.display());
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+        if let Some(pid) = holder() {
+            crate::status::warn(format!("{}: took over the lock of PID {pid}, which stopped without releasing it", dir.display()));
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        Ok(RunLock { file })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        // An empty file is a free lock; the lock itself goes with the file handle.
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
