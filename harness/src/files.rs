@@ -33,20 +33,44 @@ fn hex(bytes: &[u8]) -> String {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
 /// so a reader (or a resumed run) never sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with(path, |tmp| fs::File::create(tmp)?.write_all(bytes))
+}
+
+/// Copies `from` to `to` atomically (see [`write_atomic`]).
+pub fn copy_atomic(from: &Path, to: &Path) -> io::Result<()> {
+    write_with(to, |tmp| fs::copy(from, tmp).map(drop))
+}
+
+/// Makes `path` atomically: `write` fills a temporary file beside it (same extension, so
+/// that writers that go by it still work), which is flushed to disk and renamed over
+/// `path`, and the directory is flushed too. An interrupt waits for it to finish; on an
+/// error the temporary file is removed.
+pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let _writing = crate::stop::writing();
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let extension = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}{TEMPORARY}{}{extension}", std::process::id()));
     let written = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        write(&tmp)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        crate::stop::kill_point();
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// What marks a file name as a temporary copy of [`write_with`].
+const TEMPORARY: &str = ".tmp.";
+
+/// Whether `name` is a temporary copy of [`write_with`] (left behind only by a killed run).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMPORARY)
 }
 
 /// The per-user cache directory of kdharness (`KDHARNESS_CACHE_DIR`, else the platform's
@@ -122,6 +146,15 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        write_with(&dir.path().join("figure.png"), |tmp| {
+            assert!(tmp.extension().is_some_and(|e| e == "png") && is_temporary(&tmp.file_name().unwrap().to_string_lossy()));
+            fs::write(tmp, b"png")
+        })
+        .unwrap();
+        let failed = write_with(&dir.path().join("other.txt"), |tmp| fs::write(tmp, b"half").and(Err(io::Error::other("full disk"))));
+        assert!(failed.is_err());
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "the failed write left nothing: {names:?}");
         assert_eq!(sha256_bytes(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

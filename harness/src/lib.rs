@@ -47,6 +47,7 @@ pub mod rng;
 pub mod runtime;
 pub mod score;
 pub mod status;
+pub mod stop;
 pub mod suggest;
 pub mod train;
 pub mod utility;

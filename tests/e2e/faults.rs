@@ -1,6 +1,6 @@
-//! Faults caused on purpose (issue 14): a run killed while it retrains with `--fresh`, two
-//! runs on one directory, a poisoned working directory for Python, a tampered runtime
-//! library in the cache.
+//! Faults caused on purpose (issue 14): a run killed with SIGKILL inside every stage, with
+//! and without `--fresh`; two runs on one directory; a poisoned working directory for
+//! Python; a tampered runtime library in the cache.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,31 +32,130 @@ fn wait_for(child: &mut std::process::Child, what: &str, done: impl Fn() -> bool
     }
 }
 
+/// The tables a run writes, compared byte for byte.
+const TABLES: [&str; 7] = ["scores.csv", "summary.csv", "memorization.csv", "utility.csv", "blocks.csv", "comparisons.csv", "canaries.csv"];
+
+/// The tables of one uninterrupted smoke run (made once for all the kill tests).
+fn uninterrupted() -> &'static Vec<Vec<u8>> {
+    static TABLES_OF: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    TABLES_OF.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("run");
+        run_in(&mut eval(&smoke(), &out, &["-q"])).ok();
+        tables(&out)
+    })
+}
+
+/// The compared tables of the run in `out`.
+fn tables(out: &Path) -> Vec<Vec<u8>> {
+    TABLES.iter().map(|f| std::fs::read(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))).collect()
+}
+
+/// The temporary files under `dir`.
+fn leftovers(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(leftovers(&path));
+        } else if entry.file_name().to_string_lossy().contains(".tmp.") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Kills a smoke run with SIGKILL in the middle of a file write of `stage` (a seeded one
+/// of its first `writes`), once into an empty directory and once while `--fresh` redoes a
+/// finished run; each time the rerun redoes that stage (and what follows), not the ones
+/// before, and every table equals the uninterrupted run's.
 #[cfg(unix)]
-#[test]
-fn a_run_killed_while_it_retrains_with_fresh_is_redone_not_trusted() {
+fn killed_in(stage: &str, writes: u64, check: impl Fn(&Path, &Run)) {
+    use std::os::unix::process::ExitStatusExt;
+    let stages = ["data", "teacher", "distill", "export", "attack", "memorize", "report"];
+    let before = &stages[..stages.iter().position(|s| *s == stage).unwrap()];
+    // The seeded kill point: splitmix64 of the stage's name.
+    let mut z = stage.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let n = 1 + (z ^ (z >> 31)) % writes;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    run_in(&mut eval(&smoke(), &out, &["-q"])).ok();
-    let tables = ["scores.csv", "summary.csv", "memorization.csv", "utility.csv", "blocks.csv", "comparisons.csv"];
-    let before: Vec<Vec<u8>> = tables.iter().map(|f| std::fs::read(out.join(f)).unwrap()).collect();
+    for fresh in [false, true] {
+        let extra: &[&str] = if fresh { &["--fresh"] } else { &[] };
+        let killed = eval(&smoke(), &out, extra).env("KDHARNESS_KILL_AT", format!("{stage}:{n}")).output().unwrap();
+        let log = String::from_utf8_lossy(&killed.stderr);
+        assert_eq!(killed.status.signal(), Some(9), "not killed at write {n} of {stage} (fresh: {fresh}): {log}");
+        assert!(log.contains(&format!("{stage}: running")) || stage == "report", "{log}");
+        assert!(!leftovers(&out).is_empty() || stage == "data", "the kill left no half-written file: too late?");
 
-    // --fresh retrains the teacher over the finished one; killed while it does, ...
-    let marker = out.join("models/teacher/.done");
-    let mut child = eval(&smoke(), &out, &["--fresh"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&mut child, "the teacher was retrained", || !marker.exists());
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(!marker.exists(), "killed too late: the teacher was done again");
-
-    // ... the next run does not call the half-retrained teacher up to date.
-    let rerun = run_in(&mut eval(&smoke(), &out, &[]));
-    rerun.ok();
-    assert!(rerun.stderr.contains("teacher: running"), "{}", rerun.stderr);
-    assert!(!rerun.stderr.contains("teacher: up to date"), "{}", rerun.stderr);
-    for (f, b) in tables.iter().zip(&before) {
-        assert!(&std::fs::read(out.join(f)).unwrap() == b, "{f} differs from the first run's");
+        let rerun = run_in(&mut eval(&smoke(), &out, &[]));
+        rerun.ok();
+        check(&out, &rerun);
+        for earlier in before {
+            assert!(!rerun.stderr.contains(&format!("{earlier}: running")), "{earlier} was done again after a kill in {stage}:\n{}", rerun.stderr);
+        }
+        if stage != "report" {
+            assert!(rerun.stderr.contains(&format!("{stage}: running")), "{stage} was not redone:\n{}", rerun.stderr);
+        }
+        assert!(leftovers(&out).is_empty(), "temporary files left: {:?}", leftovers(&out));
+        let got = tables(&out);
+        for ((f, got), want) in TABLES.iter().zip(&got).zip(uninterrupted()) {
+            assert!(got == want, "{f} differs from the uninterrupted run's after a kill in {stage} (fresh: {fresh})");
+        }
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_in_the_data_stage_is_redone_to_the_same_tables() {
+    killed_in("data", 7, |_, _| {});
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_while_the_teacher_trains_is_redone_to_the_same_tables() {
+    killed_in("teacher", 4, |_, _| {});
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_among_the_students_redoes_only_the_unfinished_ones() {
+    killed_in("distill", 24, |_, rerun| {
+        // Students finished before the kill are kept.
+        assert!(rerun.stderr.contains("distill: up to date"), "{}", rerun.stderr);
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_while_it_exports_is_redone_to_the_same_tables() {
+    killed_in("export", 14, |_, _| {});
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_with_its_signal_cache_half_written_reuses_the_finished_signals() {
+    killed_in("attack", 6, |out, rerun| {
+        assert!(out.join("stages/attack/signals").is_dir());
+        assert!(rerun.stderr.contains("loaded from cache"), "no signal was reused:\n{}", rerun.stderr);
+    });
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_while_it_memorizes_is_redone_to_the_same_tables() {
+    killed_in("memorize", 3, |_, _| {});
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_while_it_reports_is_redone_to_the_same_tables() {
+    killed_in("report", 20, |_, rerun| {
+        for stage in ["data", "teacher", "attack", "memorize"] {
+            assert!(rerun.stderr.contains(&format!("{stage}: up to date")), "{}", rerun.stderr);
+        }
+    });
 }
 
 #[cfg(unix)]
@@ -127,4 +226,31 @@ fn a_tampered_runtime_library_in_the_cache_is_refused_with_how_to_fetch_it_again
     assert_eq!(bad.code, Some(1), "{}", bad.stdout);
     assert!(bad.stdout.contains("it changed after it was fetched: delete"), "{}", bad.stdout);
     assert!(bad.stdout.contains("and rerun to fetch it again"), "{}", bad.stdout);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_cleanly_and_the_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut child = eval(&smoke(), &out, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let teacher = out.join("models/teacher/.done");
+    wait_for(&mut child, "the teacher was done", || teacher.exists());
+    // SAFETY: sends SIGINT to the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stopped = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(130), "{log}");
+    assert!(log.contains("interrupted; finished work is kept: run the same command again to resume"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(leftovers(&out).is_empty(), "temporary files left: {:?}", leftovers(&out));
+    assert_eq!(std::fs::read_to_string(out.join(".lock")).unwrap(), "", "the lock still names the stopped run");
+
+    let rerun = run_in(&mut eval(&smoke(), &out, &[]));
+    rerun.ok();
+    assert!(rerun.stderr.contains("teacher: up to date"), "{}", rerun.stderr);
+    assert!(!rerun.stderr.contains("took over the lock"), "{}", rerun.stderr);
+    for ((f, got), want) in TABLES.iter().zip(tables(&out)).zip(uninterrupted()) {
+        assert!(&got == want, "{f} differs from the uninterrupted run's");
+    }
 }

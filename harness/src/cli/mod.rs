@@ -115,6 +115,8 @@ fn install_process_handlers() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Ctrl-C finishes the file being written, keeps what is done and exits 130.
+    crate::stop::stop_cleanly_on_interrupt();
     // A bug is still reported in one line (a backtrace on request with RUST_BACKTRACE=1).
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

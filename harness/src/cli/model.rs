@@ -49,7 +49,7 @@ pub fn run(command: ModelCommand) -> Result<ExitCode> {
             if let Some(out) = out {
                 std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
                 for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-                    std::fs::copy(dir.join(file), out.join(file)).with_context(|| format!("cannot copy {file} into {}", out.display()))?;
+                    crate::files::copy_atomic(&dir.join(file), &out.join(file)).with_context(|| format!("cannot copy {file} into {}", out.display()))?;
                 }
                 println!("{}", out.display());
             } else {

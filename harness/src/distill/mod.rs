@@ -264,9 +264,17 @@ impl Sampler {
     }
 }
 
+/// The teacher-sample cache: the samples with the SHA-256 of their JSON, so that a changed
+/// file is sampled again rather than trusted.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SampleCache {
+    sha256: String,
+    samples: Vec<Example>,
+}
+
 /// SeqKD's training data: one response sampled by the teacher (T = `cfg.temperature`) for
 /// each prompt of `train`, in order. Cached as JSON at `cache` when given: a rerun with
-/// the same file reuses it instead of sampling again.
+/// the same file, intact, reuses it instead of sampling again.
 pub fn teacher_samples(
     source: &mut dyn Samples,
     eos: Option<u32>,
@@ -277,7 +285,8 @@ pub fn teacher_samples(
 ) -> Result<Vec<Example>, DistillError> {
     if let Some(path) = cache
         && let Ok(text) = std::fs::read_to_string(path)
-        && let Ok(cached) = serde_json::from_str::<Vec<Example>>(&text)
+        && let Ok(SampleCache { sha256, samples: cached }) = serde_json::from_str::<SampleCache>(&text)
+        && sha256 == crate::files::sha256_bytes(serde_json::to_string(&cached).expect("examples serialise").as_bytes())
         && cached.len() == train.len()
         && cached.iter().zip(train).all(|(c, t)| c.ids[..c.prompt_len] == t.ids[..t.prompt_len])
     {
@@ -302,7 +311,8 @@ pub fn teacher_samples(
     }
     bar.finish();
     if let Some(path) = cache {
-        let text = serde_json::to_string(&out).expect("examples serialise");
+        let sha256 = crate::files::sha256_bytes(serde_json::to_string(&out).expect("examples serialise").as_bytes());
+        let text = serde_json::to_string(&SampleCache { sha256, samples: out.clone() }).expect("examples serialise");
         crate::files::write_atomic(path, text.as_bytes())
             .map_err(|e| DistillError::Input(format!("cannot write {}: {e}", path.display())))?;
     }

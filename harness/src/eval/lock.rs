@@ -38,6 +38,9 @@ impl RunLock {
         file.rewind()?;
         write!(file, "{}", std::process::id())?;
         file.sync_all()?;
+        crate::stop::hold_lock(path);
+        // What a killed run was writing when it died is of no use to anyone.
+        crate::stop::remove_leftovers(dir);
         Ok(RunLock { file })
     }
 }

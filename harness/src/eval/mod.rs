@@ -1,8 +1,9 @@
 //! `kdharness eval`: the whole experiment of SPEC §3, stage by stage, resumable.
 //!
 //! Every stage writes under the run directory and records, in a `.done` file, the content
-//! hash of what it was made from (its config section and its upstream artifacts). A stage
-//! whose hash is unchanged is skipped, so a killed run resumes where it stopped (students
+//! hash of what it was made from (its config section, its upstream artifacts, the tokenizer,
+//! pretrained weights and plugin libraries it used) and the hash of every file it wrote. A
+//! stage whose hash is unchanged and whose outputs are intact is skipped, so a killed run resumes where it stopped (students
 //! are done one by one) and a changed attack reruns only the attack and report stages.
 //! Each stage calls the library function of its module with a typed request
 //! (`data::prepare`, `train::train`, `distill::train_student`, `export::export`,
@@ -24,7 +25,7 @@ use crate::plugins::Registry;
 use crate::report::ModelRole;
 use crate::runtime::RuntimeSettings;
 use crate::status;
-use marker::Marker;
+use marker::{Marker, Outputs};
 
 /// The stages, in order.
 pub const STAGES: [&str; 8] = ["data", "teacher", "distill", "export", "attack", "memorize", "blocks", "report"];
@@ -70,10 +71,11 @@ impl Pipeline<'_> {
         self.opts.only.is_empty() || self.opts.only.iter().any(|s| s == stage)
     }
 
-    /// Runs `f` as stage `name` unless its marker says `key` is done; records the time.
-    fn stage(&mut self, name: &str, marker_dir: &Path, key: &str, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+    /// Runs `f` as stage `name` unless its marker says `key` is done and its `outputs`
+    /// are intact; records the time.
+    fn stage(&mut self, name: &str, marker_dir: &Path, key: &str, outputs: Outputs<'_>, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
         let marker = Marker::new(marker_dir);
-        if !self.opts.fresh && marker.is(key) {
+        if !self.opts.fresh && marker.is(name, key) {
             status::info(format!("{name}: up to date"));
             self.timings.insert(name.into(), json!({"seconds": 0.0, "cached": true}));
             return Ok(());
@@ -82,13 +84,14 @@ impl Pipeline<'_> {
             bail!("stage `{name}` is not done and not among --only; run it first");
         }
         status::info(format!("{name}: running"));
+        crate::stop::enter_stage(name);
         let started = Instant::now();
         std::fs::create_dir_all(marker_dir).with_context(|| format!("cannot create {}", marker_dir.display()))?;
         // Gone before the stage touches its outputs: a run killed while it rewrites them
         // (with --fresh, or after the inputs changed and back) must not find them done.
         marker.clear()?;
         f(self)?;
-        marker.set(key)?;
+        marker.set(key, outputs)?;
         let seconds = started.elapsed().as_secs_f64();
         let previous = self.timings.get(name).and_then(|t| t["seconds"].as_f64()).unwrap_or(0.0);
         self.timings.insert(name.into(), json!({"seconds": previous + seconds, "cached": false}));

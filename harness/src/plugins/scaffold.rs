@@ -96,11 +96,7 @@ pub fn scaffold(kind: PluginKind, name: &str, dir: &Path, api_path: &Path) -> Re
     };
     for (relative, template) in [("Cargo.toml", CARGO_TOML), ("src/lib.rs", lib_rs), ("README.md", readme)] {
         let path = dir.join(relative);
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-            std::fs::write(&path, fill(template))
-        };
-        write().map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
+        crate::files::write_atomic(&path, fill(template).as_bytes()).map_err(|source| ScaffoldError::Write { path: path.clone(), source })?;
     }
     Ok(Scaffolded { dir: dir.to_path_buf(), library_file })
 }

@@ -421,12 +421,16 @@ macro_rules! draw_both {
             root.present().map_err(err)?;
         }
         let png = $dir.join(format!("{}.png", $name));
-        {
-            let root = BitMapBackend::new(&png, $size).into_drawing_area();
-            root.fill(&WHITE).map_err(err)?;
-            $figure(&root, $data)?;
-            root.present().map_err(err)?;
-        }
+        crate::files::write_with(&png, |tmp| {
+            let drawn = (|| {
+                let root = BitMapBackend::new(tmp, $size).into_drawing_area();
+                root.fill(&WHITE).map_err(err)?;
+                $figure(&root, $data)?;
+                root.present().map_err(err)
+            })();
+            drawn.map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .map_err(err)?;
         crate::files::write_atomic(&$dir.join(format!("{}.svg", $name)), svg.as_bytes()).map_err(err)?;
         svg
     }};
