@@ -103,10 +103,8 @@ pub(crate) fn remove_leftovers(dir: &std::path::Path) {
         let name = entry.file_name().to_string_lossy().into_owned();
         match entry.file_type() {
             Ok(t) if t.is_dir() => remove_leftovers(&path),
-            Ok(_) if crate::files::is_temporary(&name) => {
-                if std::fs::remove_file(&path).is_ok() {
-                    crate::status::detail(format!("removed {}, left by a run that was killed", path.display()));
-                }
+            Ok(_) if crate::files::is_temporary(&name) && std::fs::remove_file(&path).is_ok() => {
+                crate::status::detail(format!("removed {}, left by a run that was killed", path.display()));
             }
             _ => {}
         }

@@ -254,3 +254,62 @@ fn ctrl_c_stops_cleanly_and_the_rerun_resumes() {
         assert!(&got == want, "{f} differs from the uninterrupted run's");
     }
 }
+
+/// A KD plugin that panics, returns a NaN loss or a NaN gradient half-way through training
+/// stops its student with one error naming the method and its library; the first epoch's
+/// checkpoint stays on disk, every weight finite, and the student is not marked done.
+#[test]
+fn a_kd_plugin_that_panics_or_returns_nan_stops_its_student_and_keeps_the_last_good_checkpoint() {
+    use crate::common::{built_library, install};
+    let tmp = tempfile::tempdir().unwrap();
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let library = install(&built_library("kdhtest_panicky"), &plugins, "panicky");
+    let smoke_text = std::fs::read_to_string(smoke()).unwrap();
+    for (method, what) in [
+        ("test_kd_panics", "panicked: deliberate KD test panic (the last good checkpoint is kept)"),
+        ("test_kd_nan_loss", "the loss became NaN at step 4; try a lower learning rate (the last good checkpoint is kept)"),
+        ("test_kd_nan_grad", "returned a non-finite gradient (the last good checkpoint is kept)"),
+    ] {
+        let text = smoke_text
+            .replace(r#"methods = ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm"]"#, &format!("methods = [\"{method}\"]"))
+            .replace("train = { epochs = 1, lr = 3e-3, batch_size = 8 }", "train = { epochs = 2, lr = 3e-3, batch_size = 8 }");
+        assert_ne!(text, smoke_text);
+        let config = tmp.path().join(format!("{method}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let out = tmp.path().join(method);
+        let run = run_in(eval(&config, &out, &[]).args(["--plugin-dir", &plugins.display().to_string()]));
+        let line = run.error_line();
+        assert_eq!(line, format!("error: KD method `{method}` (plugin {}): {what}", library.display()));
+
+        let student = out.join(format!("models/{method}-tiny"));
+        assert!(!student.join(".done").exists(), "the failed student was marked done");
+        let bytes = std::fs::read(student.join("model.safetensors")).expect("the first epoch's checkpoint");
+        let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert!(tensors.len() > 5);
+        for (name, view) in tensors.tensors() {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32);
+            let finite = view.data().chunks_exact(4).all(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite());
+            assert!(finite, "{name} of the kept checkpoint is not finite");
+        }
+        // The No-KD student before it is kept.
+        assert!(out.join("models/nokd-tiny/.done").exists());
+    }
+}
+
+#[test]
+fn an_unknown_kd_method_or_attack_is_refused_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let smoke_text = std::fs::read_to_string(smoke()).unwrap();
+    for (from, to, want) in [
+        (r#"methods = ["kd", "seqkd""#, r#"methods = ["kd", "seqdk""#, "error: distill.methods: no KD method `seqdk` is loaded (did you mean `seqkd`?)"),
+        (r#"names = ["loss", "zlib""#, r#"names = ["los", "zlib""#, "error: attacks.names: no attack `los` is loaded (did you mean `loss`?)"),
+    ] {
+        let config = tmp.path().join("bad.toml");
+        std::fs::write(&config, smoke_text.replace(from, to)).unwrap();
+        let out = tmp.path().join("run");
+        let line = run_in(&mut eval(&config, &out, &[])).error_line();
+        assert!(line.starts_with(want), "{line}");
+        assert!(!out.join("data").exists(), "work was done before the error");
+    }
+}

@@ -99,6 +99,35 @@ fn a_panicking_or_misbehaving_plugin_is_an_error_and_the_harness_survives() {
     assert!(std::fs::read_to_string(out.join("summary.csv")).unwrap().lines().count() > 1);
 }
 
+/// An attack that never returns and one that aborts the process: each ends as one line
+/// (timed out after the configured timeout, crashed), the other attacks' results are
+/// written, and the exit code is 1.
+#[test]
+fn an_attack_that_hangs_or_aborts_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = install(&built_library("kdhtest_panicky"), dir.path(), "panicky");
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let run = kdharness(attack_args(
+        &out,
+        &["--plugin-dir", &dir.path().display().to_string(), "--attacks", "test_hangs,loss,test_aborts,mink", "--plugin-timeout", "2"],
+    ));
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(started.elapsed().as_secs() < 60, "the hanging attack was not stopped");
+    let lib = library.display().to_string();
+    for want in [
+        format!("error: attack `test_hangs` (plugin {lib}) timed out after 2 s; its worker was stopped (raise attacks.plugin_timeout_s if it is only slow)"),
+        format!("error: attack `test_aborts` (plugin {lib}) crashed: its process ended on signal 6 (SIGABRT)"),
+        "error: 2 run(s) failed; the other results were written".to_string(),
+    ] {
+        assert!(run.stderr.lines().any(|l| l == want), "missing `{want}` in:\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("panicked at"), "{}", run.stderr);
+    let scores = read_scores(&out.join("scores.csv"));
+    let attacks: std::collections::BTreeSet<&str> = scores.keys().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(attacks.into_iter().collect::<Vec<_>>(), vec!["loss", "mink"]);
+}
+
 /// `plugins new attack NAME` writes a crate that builds with cargo and is then picked up
 /// by `plugins list` and `attack`, scoring exactly what its template says.
 #[test]

@@ -4,6 +4,7 @@
 //! decides whether the others go on. [`stage`] is the whole attack stage: every model
 //! scored, every attack run, the per-block sweep, the output files.
 
+pub mod isolate;
 pub mod stage;
 pub mod sweep;
 
@@ -43,6 +44,15 @@ pub enum AttackError {
     /// The plugin returned an error, panicked, or returned unusable scores.
     #[error("attack `{attack}` (plugin {}) failed: {message}", library.display())]
     Failed { attack: String, library: PathBuf, message: String },
+    /// The plugin did not return within the timeout; its worker was killed.
+    #[error("attack `{attack}` (plugin {}) timed out after {seconds} s; its worker was stopped (raise attacks.plugin_timeout_s if it is only slow)", library.display())]
+    TimedOut { attack: String, library: PathBuf, seconds: f64 },
+    /// The plugin took its worker process down (abort, segfault).
+    #[error("attack `{attack}` (plugin {}) crashed: {status}", library.display())]
+    Crashed { attack: String, library: PathBuf, status: String },
+    /// The worker's answer: an error of the attack, already in words.
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// Parameters given for each attack, by attack name, in the order given.
@@ -164,8 +174,22 @@ fn presentation_order(n: usize) -> Vec<usize> {
     order
 }
 
-/// Calls the plugin and validates its answer; scores come back in the order of `samples`.
+/// Calls the plugin (in its worker process when the registry isolates attacks) and
+/// validates its answer; scores come back in the order of `samples`.
 pub fn run(
+    attack: &LoadedAttack,
+    samples: &[OwnedSample],
+    reference: &[OwnedSample],
+    params: &Params,
+) -> Result<Vec<f64>, AttackError> {
+    match &attack.isolation {
+        Some(isolation) => isolation.run(attack, samples, reference, params),
+        None => run_here(attack, samples, reference, params),
+    }
+}
+
+/// [`run`] in this process.
+fn run_here(
     attack: &LoadedAttack,
     samples: &[OwnedSample],
     reference: &[OwnedSample],

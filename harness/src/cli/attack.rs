@@ -68,6 +68,10 @@ pub struct AttackArgs {
     /// Bootstrap resamples for confidence intervals (0 disables them).
     #[arg(long, default_value_t = Bootstrap::default().resamples)]
     bootstrap: usize,
+    /// Seconds one attack plugin call may take before its worker process is stopped and
+    /// the attack reported as timed out (the other attacks go on).
+    #[arg(long, default_value_t = crate::config::DEFAULT_PLUGIN_TIMEOUT_S, value_parser = positive_seconds)]
+    plugin_timeout: f64,
     /// Output directory.
     #[arg(long, default_value = "reports/attack")]
     out: PathBuf,
@@ -112,7 +116,8 @@ pub(super) fn parse_model(spec: &str) -> Target {
 }
 
 pub fn run(args: AttackArgs) -> Result<ExitCode> {
-    let registry = args.plugins.registry();
+    let mut registry = args.plugins.registry();
+    registry.isolate_attacks(std::env::current_exe()?, std::time::Duration::from_secs_f64(args.plugin_timeout));
     let request = AttackRequest {
         models: args.models.iter().map(|m| parse_model(m)).collect(),
         references: args.references.iter().map(|m| parse_model(m)).collect(),
@@ -170,5 +175,12 @@ fn print_summary(summary: &[report::SummaryRow]) {
             .unwrap_or(f64::NAN);
         let ci = auc.ci.map(|(lo, hi)| format!("[{lo:.3}, {hi:.3}]")).unwrap_or_default();
         println!("{:<16} {:<16} {:>7.3} {:>17} {:>12.3}", auc.model, auc.attack, auc.value, ci, tpr);
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of seconds")),
     }
 }

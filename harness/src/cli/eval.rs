@@ -31,7 +31,14 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let loaded = crate::config::load(args.config.as_deref())?;
     let out = args.out.unwrap_or_else(|| PathBuf::from("reports").join(&loaded.config.name));
-    let opts = Options { out: out.clone(), fresh: args.fresh, only: args.only, plugin_dirs: args.plugins.plugin_dirs, runtime: args.runtime.settings() };
+    let opts = Options {
+        out: out.clone(),
+        fresh: args.fresh,
+        only: args.only,
+        plugin_dirs: args.plugins.plugin_dirs,
+        runtime: args.runtime.settings(),
+        attack_worker: Some(std::env::current_exe()?),
+    };
     info(format!("eval `{}` into {}", loaded.config.name, out.display()));
     run_pipeline(&loaded, &opts)?;
     Ok(ExitCode::SUCCESS)

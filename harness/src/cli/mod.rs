@@ -59,6 +59,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Show the ONNX Runtime library, its execution providers, and the plugin search path.
     Doctor(doctor::DoctorArgs),
+    /// Runs attack plugin calls sent on stdin (started by `eval` and `attack`).
+    #[command(hide = true)]
+    AttackWorker,
 }
 
 /// Options every command that loads plugins shares.
@@ -169,5 +172,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Plugins(command) => plugins::run(command),
         Command::Report(args) => report::run(args),
         Command::Doctor(args) => doctor::run(args),
+        Command::AttackWorker => {
+            crate::attack::isolate::serve()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -281,6 +281,18 @@ pub struct AttackSection {
     /// Sequences per forward pass.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Seconds one attack plugin call may take before its worker process is stopped and
+    /// the attack reported as timed out (the other attacks go on). Not part of any stage's
+    /// key: it changes no result.
+    #[serde(default = "default_plugin_timeout", skip_serializing)]
+    pub plugin_timeout_s: f64,
+}
+
+/// How long one attack plugin call may take, by default (seconds).
+pub const DEFAULT_PLUGIN_TIMEOUT_S: f64 = 600.0;
+
+fn default_plugin_timeout() -> f64 {
+    DEFAULT_PLUGIN_TIMEOUT_S
 }
 
 fn default_bootstrap() -> usize {
@@ -400,6 +412,9 @@ fn validate(c: &Config) -> Result<(), String> {
     let plain = |n: &str| !n.is_empty() && !n.starts_with('.') && n.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
     if !plain(&c.name) {
         return Err(format!("name `{}` must be a plain name (letters, digits, `-`, `_`, `.`; not starting with `.`): it names the run directory reports/NAME", c.name));
+    }
+    if !(c.attacks.plugin_timeout_s > 0.0 && c.attacks.plugin_timeout_s.is_finite()) {
+        return Err(format!("attacks.plugin_timeout_s = {} must be a positive number of seconds", c.attacks.plugin_timeout_s));
     }
     let source = c.teacher.source.as_str();
     let known_source = ["scratch", "base", "smollm2-135m"].contains(&source) || source.starts_with("hf:") || source.starts_with("onnx:");

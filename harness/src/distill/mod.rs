@@ -60,19 +60,23 @@ pub enum DistillError {
     /// The student, the teacher or their files.
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// The KD plugin returned an error (or panicked).
-    #[error("KD method `{method}`: {message}")]
+    /// The KD plugin returned an error (or panicked, or a non-finite gradient).
+    #[error("KD method `{method}`{library}: {message} (the last good checkpoint is kept)")]
     Plugin {
         /// The method.
         method: String,
+        /// ` (plugin PATH)`, once known.
+        library: String,
         /// Its message.
         message: String,
     },
     /// A non-finite loss: the last good checkpoint is kept.
-    #[error("KD method `{method}`: the loss became {loss} at step {step}; try a lower learning rate (the last good checkpoint is kept)")]
+    #[error("KD method `{method}`{library}: the loss became {loss} at step {step}; try a lower learning rate (the last good checkpoint is kept)")]
     NonFinite {
         /// The method.
         method: String,
+        /// ` (plugin PATH)`, once known.
+        library: String,
         /// The loss.
         loss: f64,
         /// 1-based step.
@@ -319,6 +323,16 @@ pub fn teacher_samples(
     Ok(out)
 }
 
+impl DistillError {
+    /// Names the plugin library of a plugin's failure.
+    pub fn in_library(mut self, path: &Path) -> Self {
+        if let DistillError::Plugin { library, .. } | DistillError::NonFinite { library, .. } = &mut self {
+            *library = format!(" (plugin {})", path.display());
+        }
+        self
+    }
+}
+
 /// The inputs of one KD step, prepared for the plugin.
 struct Prepared {
     /// Student logits at the trained positions, `[n, vocab]`.
@@ -374,9 +388,9 @@ fn call_method(
         progress,
     };
     let result = method.loss_and_grad(&batch, RSliceMut::from_mut_slice(&mut grad)).into_result();
-    let out = result.map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
+    let out = result.map_err(|e| DistillError::Plugin { method: name.into(), library: String::new(), message: e.into() })?;
     if grad.iter().any(|g| !g.is_finite()) {
-        return Err(DistillError::Plugin { method: name.into(), message: "returned a non-finite gradient".into() });
+        return Err(DistillError::Plugin { method: name.into(), library: String::new(), message: "returned a non-finite gradient".into() });
     }
     Ok((out.loss, grad))
 }
@@ -416,7 +430,7 @@ impl Run<'_> {
     /// step's sequences had a token to learn.
     fn step(&mut self, train: &[Example], indices: &[usize], progress: f64, step: usize, total: usize) -> Result<Option<(f64, bool)>, DistillError> {
         let (name, cfg, clock) = (self.name, self.cfg, std::time::Instant::now);
-        let policy = self.method.data_policy(progress).into_result().map_err(|e| DistillError::Plugin { method: name.into(), message: e.into() })?;
+        let policy = self.method.data_policy(progress).into_result().map_err(|e| DistillError::Plugin { method: name.into(), library: String::new(), message: e.into() })?;
         let t0 = clock();
         if policy.student_fraction > 0.0 && self.forwards.samples_read_the_model() {
             self.passes.sync(self.student)?;
@@ -437,7 +451,7 @@ impl Run<'_> {
         self.timing.plugin += t0.elapsed().as_secs_f64();
         self.timing.tokens += p.targets.count();
         if !loss.is_finite() {
-            return Err(DistillError::NonFinite { method: name.into(), loss, step: step + 1 });
+            return Err(DistillError::NonFinite { method: name.into(), library: String::new(), loss, step: step + 1 });
         }
         // (1 − kd_ratio)·CE on the ground truth of the step's examples: on the same rows
         // when the step trains on them, else (student or teacher samples) in a second
@@ -537,7 +551,7 @@ pub fn distill(
     teacher_sample_cache: Option<&Path>,
     checkpoint: Option<&Path>,
 ) -> Result<DistillLog, DistillError> {
-    let plugin = |e: abi_stable::std_types::RString| DistillError::Plugin { method: name.into(), message: e.into() };
+    let plugin = |e: abi_stable::std_types::RString| DistillError::Plugin { method: name.into(), library: String::new(), message: e.into() };
     let train: Vec<Example> = train.iter().filter(|e| !e.trained_positions().is_empty()).cloned().collect();
     if train.is_empty() {
         return Err(DistillError::Input("no public example has a token to learn".into()));
@@ -680,7 +694,8 @@ pub fn train_student(
     let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
     let mut student = plan.init.clone_weights()?;
     let student_seed = crate::rng::derive(seed, &name);
-    let mut log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir))?;
+    let mut log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir))
+        .map_err(|e| e.in_library(&loaded.library))?;
     log.heldout_ce = Some(crate::train::evaluate(&student, val, cfg.train.batch_size.max(1))?);
     student.save(dir)?;
     let text = serde_json::to_string_pretty(&log).expect("logs serialise");

@@ -43,6 +43,9 @@ pub struct Options {
     pub plugin_dirs: Vec<PathBuf>,
     /// ONNX Runtime library, device and threads of the scoring stages.
     pub runtime: RuntimeSettings,
+    /// The `kdharness` executable whose `attack-worker` runs the attack plugins, each call
+    /// at most `attacks.plugin_timeout_s` (None: in this process, unguarded).
+    pub attack_worker: Option<PathBuf>,
 }
 
 /// One model of the run.
@@ -114,7 +117,11 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
             bail!("unknown stage `{stage}`{} (stages: {})", crate::suggest::did_you_mean(stage, STAGES), STAGES.join(", "));
         }
     }
-    let registry = crate::plugins::load(&opts.plugin_dirs);
+    let mut registry = crate::plugins::load(&opts.plugin_dirs);
+    if let Some(worker) = &opts.attack_worker {
+        registry.isolate_attacks(worker.clone(), std::time::Duration::from_secs_f64(loaded.config.attacks.plugin_timeout_s));
+    }
+    check_plugins(&loaded.config, &registry)?;
     let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new() };
     let data = p.data()?;
     let teacher = p.teacher(&data)?;
@@ -124,4 +131,31 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     p.attack(&data, &models)?;
     p.memorize(&data, &models)?;
     p.report(&data, &models, started)
+}
+
+/// Every KD method and attack the config names is loaded, before any work.
+fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
+    let heal = cfg.students.iter().any(|s| s.heal.is_some()).then_some("kd");
+    let methods = cfg.distill.methods.iter().map(String::as_str).chain(cfg.distill.nokd.then_some("nokd")).chain(heal);
+    for method in methods {
+        if registry.kd_method(method).is_none() {
+            let loaded: Vec<&str> = registry.kd_names().collect();
+            bail!(
+                "distill.methods: no KD method `{method}` is loaded{} (loaded: {}); build its plugin or give its directory with --plugin-dir",
+                crate::suggest::did_you_mean(method, loaded.iter().copied()),
+                loaded.join(", ")
+            );
+        }
+    }
+    for attack in &cfg.attacks.names {
+        if registry.attack(attack).is_none() {
+            let loaded: Vec<&str> = registry.attack_names().collect();
+            bail!(
+                "attacks.names: no attack `{attack}` is loaded{} (loaded: {}); build its plugin or give its directory with --plugin-dir",
+                crate::suggest::did_you_mean(attack, loaded.iter().copied()),
+                loaded.join(", ")
+            );
+        }
+    }
+    Ok(())
 }

@@ -474,6 +474,8 @@ impl Model {
     }
 
     /// Writes `config.json` and `model.safetensors` (Hugging Face layout) into `dir`.
+    /// Weights that are not all finite are refused, so that whatever is in `dir` (the last
+    /// good checkpoint) stays there.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(format!("cannot create {}", dir.display()), e))?;
         let tensors: Vec<(String, Tensor)> = self
@@ -481,6 +483,13 @@ impl Model {
             .iter()
             .map(|(n, v)| Ok((n.to_owned(), v.as_tensor().to_device(&Device::Cpu)?)))
             .collect::<candle_core::Result<_>>()?;
+        for (name, t) in &tensors {
+            // x − x is 0 for every finite x and NaN for NaN and ±inf.
+            let residue = (t - t)?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+            if residue != 0.0 {
+                return Err(ModelError::Weights(format!("weight `{name}` is not finite; not saved to {} (what is there is kept)", dir.display())));
+            }
+        }
         // transformers refuses safetensors files without this metadata.
         let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
         let bytes = safetensors::tensor::serialize(tensors, metadata)

@@ -87,6 +87,8 @@ pub struct LoadedAttack {
     pub library: PathBuf,
     /// SHA-256 of that library, for manifests.
     pub library_sha256: String,
+    /// The worker process its calls run in, when the registry isolates attacks.
+    pub isolation: Option<std::sync::Arc<crate::attack::isolate::Isolation>>,
 }
 
 impl LoadedAttack {
@@ -176,6 +178,23 @@ impl Registry {
         registry
     }
 
+    /// The plugins of one library (an attack worker's view).
+    pub fn of_library(library: &Path) -> Registry {
+        let mut registry = Registry::default();
+        registry.add_library(library);
+        registry
+    }
+
+    /// Runs every attack in a worker process from now on (`kdharness attack-worker` of
+    /// the executable `worker`), each call at most `timeout`: an attack that hangs or
+    /// aborts then fails alone.
+    pub fn isolate_attacks(&mut self, worker: PathBuf, timeout: std::time::Duration) {
+        let isolation = std::sync::Arc::new(crate::attack::isolate::Isolation::new(worker, timeout));
+        for attack in self.attacks.values_mut() {
+            attack.isolation = Some(isolation.clone());
+        }
+    }
+
     fn add_library(&mut self, library: &Path) {
         let (decls, kd_decls) = match load_library(library) {
             Ok(decls) => decls,
@@ -200,7 +219,7 @@ impl Registry {
                 });
                 continue;
             }
-            self.attacks.insert(name, LoadedAttack { decl, library: library.to_path_buf(), library_sha256: sha.clone() });
+            self.attacks.insert(name, LoadedAttack { decl, library: library.to_path_buf(), library_sha256: sha.clone(), isolation: None });
         }
         for decl in kd_decls {
             let name = decl.name.as_str().to_string();
