@@ -118,3 +118,91 @@ fn cuda_without_its_provider_is_an_error() {
     assert!(line.contains("the CUDA execution provider is not in this ONNX Runtime build"), "{line}");
     assert!(line.contains("onnxruntime-gpu"), "{line}");
 }
+
+/// Every file of a run directory with its SHA-256 (the lock aside).
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, String> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if entry.file_name() != ".lock" {
+                files.insert(path.clone(), kdharness::files::sha256_file(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// Bad configs and flags of `eval`, each against a finished run: one `error:` line naming
+/// the key (or file), exit 1, no panic trace, and not one file of the run changed. The
+/// list is docs/bad-inputs.md's.
+#[test]
+fn every_bad_config_or_flag_is_one_error_line_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let smoke = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smoke.toml");
+    let text = std::fs::read_to_string(&smoke).unwrap();
+    kdharness(["eval", &smoke.display().to_string(), "--out", &run.display().to_string(), "-q"]).ok();
+    let before = snapshot(&run);
+    // A pretrained teacher whose config claims fewer logits than the tokenizer has ids.
+    let narrow = tmp.path().join("narrow-teacher");
+    std::fs::create_dir_all(&narrow).unwrap();
+    for f in ["model.safetensors", "config.json", "tokenizer.json"] {
+        std::fs::copy(run.join("models/teacher").join(f), narrow.join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(narrow.join("config.json")).unwrap().replace("\"vocab_size\": 400", "\"vocab_size\": 100");
+    std::fs::write(narrow.join("config.json"), config).unwrap();
+    let teacher = run.join("models/teacher").display().to_string();
+    let fixture_path = |name: &str| fixture(name).display().to_string();
+
+    let shape_line = "shape = { arch = \"llama\", layers = 2, d_model = 32, heads = 2, kv_heads = 1, ffn = 64 }\n";
+    let edits: Vec<(&str, Box<dyn Fn(&str) -> String>, &[&str], String)> = vec![
+        ("TOML syntax", Box::new(|t| t.replace("seed = 1", "seed = 1 =")), &[], "smoke.toml".into()),
+        ("unknown top-level key", Box::new(|t| t.replace("seed = 1", "sed = 1")), &[], "unknown field `sed`".into()),
+        ("unknown key in a section", Box::new(|t| t.replace("nonmember_count = 20", "nonmember_cont = 20")), &[], "nonmember_cont".into()),
+        ("name with ..", Box::new(|t| t.replace("name = \"smoke\"", "name = \"../escape\"")), &[], "name `../escape` must be a plain name".into()),
+        ("absolute name", Box::new(|t| t.replace("name = \"smoke\"", "name = \"/etc/x\"")), &[], "name `/etc/x` must be a plain name".into()),
+        ("unknown teacher source", Box::new(|t| t.replace("source = \"scratch\"", "source = \"gpt5\"")), &[], "teacher.source `gpt5`".into()),
+        ("unknown KD method", Box::new(|t| t.replace("\"kd\", \"seqkd\"", "\"kd\", \"seqdk\"")), &[], "distill.methods: no KD method `seqdk` is loaded (did you mean `seqkd`?)".into()),
+        ("unknown attack", Box::new(|t| t.replace("names = [\"loss\",", "names = [\"los\",")), &[], "attacks.names: no attack `los` is loaded (did you mean `loss`?)".into()),
+        ("nokd among methods", Box::new(|t| t.replace("\"kd\", \"seqkd\"", "\"nokd\", \"seqkd\"")), &[], "nokd = true".into()),
+        ("warm start of an unlisted method", Box::new(|t| t.replace("nokd = true", "nokd = true\nwarm_start = [\"gdk\"]")), &[], "distill.warm_start lists `gdk`".into()),
+        ("negative lr scale", Box::new(|t| t.replace("nokd = true", "nokd = true\nlr_scale = { kd = -1.0 }")), &[], "distill.lr_scale.kd must be a positive number".into()),
+        ("zero plugin timeout", Box::new(|t| t.replace("bootstrap = 50", "bootstrap = 50\nplugin_timeout_s = 0")), &[], "attacks.plugin_timeout_s = 0 must be a positive number".into()),
+        ("unknown KD parameter", Box::new(|t| t.replace("nokd = true", "nokd = true\nparams = { kd = { tempp = \"2\" } }")), &[], "distill.params.kd: KD method `kd` has no parameter `tempp`".into()),
+        ("unknown attack parameter", Box::new(|t| t.replace("\"mope.n\" = \"2\"", "\"mope.n\" = \"2\"\n\"mink.kk\" = \"0.1\"")), &[], "attacks.params: attack `mink` has no parameter `kk` (did you mean `k`?)".into()),
+        ("prompt beyond the positions", Box::new(|t| t.replace("max_prompt_tokens = 64", "max_prompt_tokens = 600")), &[], "data.max_prompt_tokens + data.max_response_tokens + 1 = 625 tokens exceeds teacher.shape.max_positions = 512".into()),
+        ("pretrained teacher, trained tokenizer", Box::new(move |t| t.replace("source = \"scratch\"", &format!("source = \"hf:{teacher}\"")).replace(shape_line, "")), &[], "data.tokenizer = \"train\" with the pretrained teacher".into()),
+        ("tokenizer wider than the teacher", Box::new({
+            let (narrow, tokenizer) = (narrow.display().to_string(), run.join("data/tokenizer.json").display().to_string());
+            move |t| t.replace("source = \"scratch\"", &format!("source = \"hf:{narrow}\"")).replace(shape_line, "").replace("tokenizer = \"train\"", &format!("tokenizer = \"{tokenizer}\""))
+        }), &[], "has 400 tokens but the teacher".into()),
+        ("missing data file", Box::new(|t| t.replace("source = \"synthetic\"", "source = \"/nonexistent/data.jsonl\"")), &[], "data.source /nonexistent/data.jsonl cannot be read".into()),
+        ("malformed data file", Box::new(move |t| t.replace("source = \"synthetic\"", &format!("source = \"{}\"", fixture_path("bad/malformed.jsonl")))), &[], "malformed.jsonl:3: not valid JSON".into()),
+        ("data without a response", Box::new(move |t| t.replace("source = \"synthetic\"", &format!("source = \"{}\"", fixture_path("bad/missing_field.jsonl")))), &[], "missing_field.jsonl:2: missing field `response`".into()),
+        ("missing tokenizer file", Box::new(|t| t.replace("tokenizer = \"train\"", "tokenizer = \"/nonexistent/tokenizer.json\"")), &[], "data.tokenizer: cannot read /nonexistent/tokenizer.json".into()),
+        ("a tokenizer that is not one", Box::new(move |t| t.replace("tokenizer = \"train\"", &format!("tokenizer = \"{}\"", fixture_path("members.jsonl")))), &[], "members.jsonl".into()),
+        ("teacher blocks of a scratch teacher", Box::new(|t| t.replace("name = \"tiny\"\nshape = { arch = \"llama\", layers = 1, d_model = 32, heads = 2, kv_heads = 1, ffn = 64 }", "name = \"tiny\"\nteacher_blocks = [0]")), &[], "teacher_blocks needs a pretrained teacher".into()),
+        ("heal without teacher blocks", Box::new(|t| t.replace("name = \"tiny\"\n", "name = \"tiny\"\nheal = { epochs = 1 }\n")), &[], "`heal` distils the pretrained teacher into a cut of its blocks".into()),
+        ("unknown reference model", Box::new(|t| t.replace("reference = \"nokd-tiny\"", "reference = \"nobody\"")), &[], "attacks.reference `nobody`".into()),
+        ("ref without a reference", Box::new(|t| t.replace("reference = \"nokd-tiny\"\n", "")), &[], "the `ref` attack needs attacks.reference".into()),
+        ("unknown stage in --only", Box::new(|t| t.to_string()), &["--only", "reprot"], "unknown stage `reprot` (did you mean `report`?)".into()),
+        ("CUDA without its provider", Box::new(|t| t.to_string()), &["--device", "cuda"], "the CUDA execution provider is not in this ONNX Runtime build".into()),
+    ];
+    assert!(edits.len() >= 25);
+    for (what, edit, flags, want) in &edits {
+        let bad = tmp.path().join("smoke.toml");
+        let edited = edit(&text);
+        assert!(edited != text || !flags.is_empty(), "{what}: the edit changed nothing");
+        std::fs::write(&bad, edited).unwrap();
+        let mut args = vec!["eval".to_string(), bad.display().to_string(), "--out".into(), run.display().to_string()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        eprintln!("bad input: {what}");
+        let line = kdharness(&args).error_line();
+        assert!(line.contains(want.as_str()), "{what}: `{want}` not in: {line}");
+        assert!(snapshot(&run) == before, "{what}: a file of the finished run changed");
+    }
+}

@@ -408,10 +408,43 @@ fn explain(e: &toml::de::Error, text: &str, label: &str) -> String {
     out
 }
 
+impl Config {
+    /// The longest sequence any stage feeds a model, and the keys it comes from: a prompt
+    /// of `data.max_prompt_tokens` followed by a response and its end token, or by the
+    /// tokens the distill and memorize stages generate.
+    pub fn longest_sequence(&self) -> (String, usize) {
+        let prompt = self.data.max_prompt_tokens;
+        [
+            ("data.max_prompt_tokens + data.max_response_tokens + 1", prompt + self.data.max_response_tokens + 1),
+            ("data.max_prompt_tokens + distill.max_new_tokens", prompt + self.distill.max_new_tokens),
+            ("data.max_prompt_tokens + memorize.max_new_tokens", prompt + if self.memorize.enabled { self.memorize.max_new_tokens } else { 0 }),
+        ]
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(k, n)| (k.to_string(), n))
+        .expect("three candidates")
+    }
+}
+
 fn validate(c: &Config) -> Result<(), String> {
     let plain = |n: &str| !n.is_empty() && !n.starts_with('.') && n.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
     if !plain(&c.name) {
         return Err(format!("name `{}` must be a plain name (letters, digits, `-`, `_`, `.`; not starting with `.`): it names the run directory reports/NAME", c.name));
+    }
+    if c.teacher.source.starts_with("hf:") || c.teacher.source == "smollm2-135m" {
+        if c.data.tokenizer == "train" {
+            return Err(format!(
+                "data.tokenizer = \"train\" with the pretrained teacher `{}`: a tokenizer trained here numbers tokens its own way; use data.tokenizer = \"teacher\"",
+                c.teacher.source
+            ));
+        }
+    }
+    let (key, longest) = c.longest_sequence();
+    let shapes = c.teacher.shape.iter().map(|s| ("teacher.shape".to_string(), s)).chain(c.students.iter().filter_map(|s| s.shape.as_ref().map(|shape| (format!("student `{}` shape", s.name), shape))));
+    for (what, shape) in shapes {
+        if longest > shape.max_positions {
+            return Err(format!("{key} = {longest} tokens exceeds {what}.max_positions = {}; lower the limits or raise max_positions", shape.max_positions));
+        }
     }
     if !(c.attacks.plugin_timeout_s > 0.0 && c.attacks.plugin_timeout_s.is_finite()) {
         return Err(format!("attacks.plugin_timeout_s = {} must be a positive number of seconds", c.attacks.plugin_timeout_s));

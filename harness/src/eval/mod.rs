@@ -90,9 +90,14 @@ impl Pipeline<'_> {
         crate::stop::enter_stage(name);
         let started = Instant::now();
         std::fs::create_dir_all(marker_dir).with_context(|| format!("cannot create {}", marker_dir.display()))?;
-        // Gone before the stage touches its outputs: a run killed while it rewrites them
-        // (with --fresh, or after the inputs changed and back) must not find them done.
-        marker.clear()?;
+        // With --fresh the stage is redone even though its marker holds: gone before the
+        // stage touches its outputs, so that a killed redo is redone too. Otherwise a
+        // marker of other inputs stays until this run's replaces it: a stage that fails
+        // on bad input loses nothing, and outputs it changed before a kill no longer
+        // match the hashes the marker holds.
+        if self.opts.fresh {
+            marker.clear()?;
+        }
         f(self)?;
         marker.set(key, outputs)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -122,6 +127,12 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
         registry.isolate_attacks(worker.clone(), std::time::Duration::from_secs_f64(loaded.config.attacks.plugin_timeout_s));
     }
     check_plugins(&loaded.config, &registry)?;
+    if opts.runtime.device != crate::runtime::Device::Cpu {
+        // An accelerator asked for is there, or the run stops before any work.
+        opts.runtime.open()?;
+        crate::model::training_device(opts.runtime.device)?;
+    }
+    stages::check_pretrained_teacher(loaded)?;
     let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new() };
     let data = p.data()?;
     let teacher = p.teacher(&data)?;
@@ -145,6 +156,20 @@ fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
                 crate::suggest::did_you_mean(method, loaded.iter().copied()),
                 loaded.join(", ")
             );
+        }
+    }
+    for (method, given) in &cfg.distill.params {
+        if let Some(kd) = registry.kd_method(method) {
+            let given: Vec<(String, String)> = given.clone().into_iter().collect();
+            kd.params(&given).map_err(|e| anyhow::anyhow!("distill.params.{method}: {e}"))?;
+        }
+    }
+    for (key, table) in [("attacks.params", &cfg.attacks.params), ("blocks.params", &cfg.blocks.params)] {
+        let by_attack = crate::attack::params_by_attack(table.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        for (attack, given) in &by_attack {
+            if let Some(a) = registry.attack(attack) {
+                a.params(given).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+            }
         }
     }
     for attack in &cfg.attacks.names {

@@ -475,6 +475,28 @@ fn source_digest(loaded: &Loaded) -> Result<String> {
     crate::files::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
 }
 
+/// A pretrained teacher fits the run before any work: the longest sequence within its
+/// positions, the tokenizer's ids within its logits.
+pub(super) fn check_pretrained_teacher(loaded: &Loaded) -> Result<()> {
+    let source = &loaded.config.teacher.source;
+    if !(source == "smollm2-135m" || source.starts_with("hf:")) {
+        return Ok(());
+    }
+    let dir = teacher_dir_source(loaded)?;
+    let config = ModelConfig::load(&dir).with_context(|| format!("teacher.source `{source}`"))?;
+    let (key, longest) = loaded.config.longest_sequence();
+    if longest > config.max_positions {
+        bail!("{key} = {longest} tokens exceeds the {} positions of the teacher `{source}`; lower the limits", config.max_positions);
+    }
+    if let TokenizerSource::File(path) = tokenizer_source(loaded)? {
+        let tokens = TokenizerFile::load(&path)?.tokenizer.get_vocab_size(true);
+        if tokens > config.vocab_size {
+            bail!("data.tokenizer {} has {tokens} tokens but the teacher `{source}` only {} logits: use the teacher's own tokenizer (data.tokenizer = \"teacher\")", path.display(), config.vocab_size);
+        }
+    }
+    Ok(())
+}
+
 /// A digest of the tokenizer file the data stage starts from (`train`: none, it is made).
 fn tokenizer_digest(loaded: &Loaded) -> Result<String> {
     Ok(match tokenizer_source(loaded)? {
@@ -516,6 +538,8 @@ fn tokenizer_source(loaded: &Loaded) -> Result<TokenizerSource> {
     if !path.is_file() {
         bail!("data.tokenizer: cannot read {}; give `train`, `teacher` or a tokenizer.json path", path.display());
     }
+    // Refused here, before the data stage copies it into the run.
+    TokenizerFile::load(&path).context("data.tokenizer")?;
     Ok(TokenizerSource::File(path))
 }
 
