@@ -22,11 +22,16 @@ fn mope_is_zero_without_noise_and_seeded_with_it() {
     let (model, _) = memorizer();
     let tmp = tempfile::tempdir().unwrap();
     let zero = tmp.path().join("zero");
-    kdharness(mope_args(model, &zero, &["--param", "mope.sigma=0", "--param", "mope.n=2"])).ok();
+    kdharness(mope_args(model, &zero, &["--param", "mope.sigma=0", "--param", "mope.n=2", "--blocks"])).ok();
     let scores = read_scores(&zero.join("scores.csv"));
     let mope: Vec<f64> = scores.iter().filter(|(k, _)| k.1 == "mope").map(|(_, v)| v.1).collect();
     assert_eq!(mope.len(), 24);
     assert!(mope.iter().all(|&s| s == 0.0), "σ = 0 must give exactly 0: {mope:?}");
+    // Every score tied: each block's AUC is exactly 1/2 (ties count half).
+    let blocks = std::fs::read_to_string(zero.join("blocks.csv")).unwrap();
+    let aucs: Vec<&str> = blocks.lines().skip(1).map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert_eq!(aucs.len(), 2, "{blocks}");
+    assert!(aucs.iter().all(|a| a.parse::<f64>().unwrap() == 0.5), "{blocks}");
 
     // With noise: members of a memorizing model are hurt more; a rerun (fresh cache) is
     // identical, a different seed is not.

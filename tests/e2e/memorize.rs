@@ -9,7 +9,7 @@ use kdharness::runtime::generate::{GreedyConfig, banned_tokens, greedy};
 use kdharness::runtime::{CausalLm, Runtime, SessionOptions};
 use kdharness::train::{TrainConfig, train};
 
-use crate::common::{fixture, kdharness};
+use crate::common::{assert_close, fixture, kdharness};
 use crate::distill::{examples, scratch};
 
 /// A tiny llama fine-tuned until it memorizes the members, exported once per test run:
@@ -79,11 +79,31 @@ fn a_model_trained_to_memorize_reproduces_members_not_nonmembers() {
     assert!(value("untrained", "mem_rate_member").0 < 0.1);
     // Per-sample denominators, utility and teacher overlap are there too.
     assert!(value("teacher", "mem_rate_member_per_sample").0 >= member);
-    let (rouge, _) = value("teacher", "rouge_l");
-    assert!((0.0..=100.0).contains(&rouge));
-    for r in ["0.5", "0.6", "0.7", "0.8", "0.9"] {
-        value("untrained", &format!("teacher_overlap_{r}"));
+    // ROUGE-L: the summary is the mean of the per-sample values of utility.csv (the
+    // per-sample formula has hand-computed unit tests in utility/).
+    let utility = std::fs::read_to_string(out.path().join("utility.csv")).unwrap();
+    for model in ["teacher", "untrained"] {
+        let per_sample: Vec<f64> = utility.lines().skip(1).filter(|l| l.starts_with(&format!("{model},"))).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
+        assert!(!per_sample.is_empty());
+        let mean = per_sample.iter().sum::<f64>() / per_sample.len() as f64;
+        assert_close(value(model, "rouge_l").0, mean, 1e-9, &format!("{model} rouge_l"));
     }
+    // Teacher overlap, recomputed here from memorization.csv by its definition: among the
+    // members the teacher reproduces with ratio > r, the untrained model's mean ratio.
+    let rows: Vec<Vec<String>> = text.lines().skip(1).map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    let ratio = |model: &str, id: &str| rows.iter().find(|r| r[0] == model && r[1] == id).map(|r| r[6].parse::<f64>().unwrap());
+    let mut checked = 0;
+    for r in [0.5, 0.6, 0.7, 0.8, 0.9] {
+        let picked: Vec<f64> = rows.iter().filter(|t| t[0] == "teacher" && t[3] == "1" && t[6].parse::<f64>().unwrap() > r).filter_map(|t| ratio("untrained", &t[1])).collect();
+        let (got, _) = value("untrained", &format!("teacher_overlap_{r}"));
+        if picked.is_empty() {
+            assert!(got.is_nan(), "teacher_overlap_{r}: {got}");
+        } else {
+            assert_close(got, picked.iter().sum::<f64>() / picked.len() as f64, 1e-9, &format!("teacher_overlap_{r}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "the teacher reproduces members above most thresholds");
     assert!(!summary.lines().any(|l| l.starts_with("teacher,") && l.contains("teacher_overlap")));
 }
 

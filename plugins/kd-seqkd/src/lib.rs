@@ -36,6 +36,19 @@ mod tests {
     use super::*;
     use kdharness_plugin_api::kd::assert_objective_params;
 
+    /// The released code's SeqKD trained on the ground truth: this fails on that bug.
+    #[test]
+    fn it_learns_the_teachers_samples_never_the_ground_truth() {
+        let seqkd = SeqKd { objective: Objective::Fkl };
+        for progress in [0.0, 0.5, 0.99] {
+            let policy = seqkd.data_policy(progress);
+            assert!(policy.teacher_samples, "SeqKD's targets are the teacher's samples");
+            assert!(policy.uses_teacher);
+            assert_eq!(policy.student_fraction, 0.0, "no student samples");
+            assert_eq!(policy.teacher_mix, 0.0);
+        }
+    }
+
     #[test]
     fn objective_parameters_default_to_the_paper_and_can_be_overridden() {
         assert_objective_params::<SeqKd>(Objective::Fkl, |m| m.objective);
