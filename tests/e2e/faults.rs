@@ -313,3 +313,56 @@ fn an_unknown_kd_method_or_attack_is_refused_before_any_work() {
         assert!(!out.join("data").exists(), "work was done before the error");
     }
 }
+
+/// A flipped byte in a model, a deleted table, a changed tokenizer file at the same path
+/// and a changed plugin library at the same path: each is noticed and exactly the stages
+/// that depend on it run again, to the same tables.
+#[test]
+fn changed_outputs_and_changed_inputs_at_the_same_path_are_noticed() {
+    use crate::common::{built_library, install};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let plugins = tmp.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let kd = install(&built_library("kdh_kd_kd"), &plugins, "kd_kd");
+    let args = ["--plugin-dir", &plugins.display().to_string()].map(str::to_string);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_in(eval(&smoke(), &out, &args).arg("-q")).ok();
+    let first = tables(&out);
+
+    // A flipped byte in a student's weights and a deleted table.
+    let weights = out.join("models/kd-tiny/model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() - 7;
+    bytes[at] ^= 0x10;
+    std::fs::write(&weights, bytes).unwrap();
+    std::fs::remove_file(out.join("stages/memorize/utility.csv")).unwrap();
+    let rerun = run_in(&mut eval(&smoke(), &out, &args));
+    rerun.ok();
+    assert!(rerun.stderr.contains(&format!("distill: {} changed after it was written; running the stage again", weights.display())), "{}", rerun.stderr);
+    assert!(rerun.stderr.contains("memorize: ") && rerun.stderr.contains("utility.csv is missing; running the stage again"), "{}", rerun.stderr);
+    assert_eq!(rerun.stderr.matches("distill: running").count(), 1, "only kd-tiny: {}", rerun.stderr);
+    assert!(tables(&out) == first, "the rebuilt tables differ");
+
+    // The KD plugin's library changed at the same path: its students (and only they, and
+    // what is made from every model) run again.
+    let mut library = std::fs::read(&kd).unwrap();
+    library.extend_from_slice(b"a changed build");
+    std::fs::write(&kd, library).unwrap();
+    let rerun = run_in(&mut eval(&smoke(), &out, &args));
+    rerun.ok();
+    assert_eq!(rerun.stderr.matches("distill: running").count(), 1, "only kd-tiny: {}", rerun.stderr);
+    assert!(rerun.stderr.contains("teacher: up to date") && rerun.stderr.contains("attack: running"), "{}", rerun.stderr);
+
+    // The tokenizer file changed at the same path: everything from the data on runs again.
+    let tokenizer = tmp.path().join("tokenizer.json");
+    std::fs::copy(out.join("data/tokenizer.json"), &tokenizer).unwrap();
+    let config = tmp.path().join("own-tokenizer.toml");
+    std::fs::write(&config, std::fs::read_to_string(smoke()).unwrap().replace("tokenizer = \"train\"", &format!("tokenizer = \"{}\"", tokenizer.display()))).unwrap();
+    run_in(eval(&config, &out, &args).arg("-q")).ok();
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
+    std::fs::write(&tokenizer, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let rerun = run_in(&mut eval(&config, &out, &args));
+    rerun.ok();
+    assert!(rerun.stderr.contains("data: running") && rerun.stderr.contains("teacher: running"), "{}", rerun.stderr);
+}

@@ -64,7 +64,9 @@ pub fn fetch() -> Result<PathBuf, ModelError> {
         // A conversion by an earlier version, without the record of its hashes.
         std::fs::remove_dir_all(&dir).map_err(|e| ModelError::io(format!("cannot replace {}", dir.display()), e))?;
     }
-    std::fs::rename(&out, &dir).map_err(|e| ModelError::io(format!("cannot move the model into {}", dir.display()), e))?;
+    std::fs::rename(&out, &dir)
+        .and_then(|()| std::fs::File::open(dir.parent().unwrap_or(&dir))?.sync_all())
+        .map_err(|e| ModelError::io(format!("cannot move the model into {}", dir.display()), e))?;
     crate::status::info(format!("SmolLM2-135M-Instruct is ready in {}", dir.display()));
     Ok(dir)
 }

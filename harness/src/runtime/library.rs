@@ -234,7 +234,7 @@ fn fetch(dest: &Path) -> Result<(), RuntimeError> {
         std::fs::remove_file(&staged).ok();
         return Err(failed(format!("the unpacked library is refused: {reason}")));
     }
-    std::fs::rename(&staged, dest).map_err(|e| failed(format!("cannot move the library into place: {e}")))?;
+    std::fs::rename(&staged, dest).and_then(|()| std::fs::File::open(dir)?.sync_all()).map_err(|e| failed(format!("cannot move the library into place: {e}")))?;
     crate::status::info(format!("ONNX Runtime {ORT_VERSION} installed at {}", dest.display()));
     Ok(())
 }
