@@ -136,6 +136,10 @@ fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::Path
     files
 }
 
+/// One bad input of `eval`: what it is, how it edits the smoke config, extra flags, and
+/// what the error line must contain.
+type BadEdit = (&'static str, Box<dyn Fn(&str) -> String>, &'static [&'static str], String);
+
 /// Bad configs and flags of `eval`, each against a finished run: one `error:` line naming
 /// the key (or file), exit 1, no panic trace, and not one file of the run changed. The
 /// list is docs/bad-inputs.md's.
@@ -159,7 +163,7 @@ fn every_bad_config_or_flag_is_one_error_line_and_loses_nothing() {
     let fixture_path = |name: &str| fixture(name).display().to_string();
 
     let shape_line = "shape = { arch = \"llama\", layers = 2, d_model = 32, heads = 2, kv_heads = 1, ffn = 64 }\n";
-    let edits: Vec<(&str, Box<dyn Fn(&str) -> String>, &[&str], String)> = vec![
+    let edits: Vec<BadEdit> = vec![
         ("TOML syntax", Box::new(|t| t.replace("seed = 1", "seed = 1 =")), &[], "smoke.toml".into()),
         ("unknown top-level key", Box::new(|t| t.replace("seed = 1", "sed = 1")), &[], "unknown field `sed`".into()),
         ("unknown key in a section", Box::new(|t| t.replace("nonmember_count = 20", "nonmember_cont = 20")), &[], "nonmember_cont".into()),

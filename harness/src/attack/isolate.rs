@@ -85,7 +85,7 @@ impl Isolation {
         match answer {
             Ok(Ok(frame)) => bincode::deserialize::<Result<Vec<f64>, String>>(&frame)
                 .map_err(|e| fail(format!("its worker answered garbage: {e}")))?
-                .map_err(|message| AttackError::Worker(message)),
+                .map_err(AttackError::Worker),
             Err(RecvTimeoutError::Timeout) => {
                 let mut worker = running.take().expect("running");
                 let _ = worker.child.kill();

@@ -431,13 +431,11 @@ fn validate(c: &Config) -> Result<(), String> {
     if !plain(&c.name) {
         return Err(format!("name `{}` must be a plain name (letters, digits, `-`, `_`, `.`; not starting with `.`): it names the run directory reports/NAME", c.name));
     }
-    if c.teacher.source.starts_with("hf:") || c.teacher.source == "smollm2-135m" {
-        if c.data.tokenizer == "train" {
-            return Err(format!(
-                "data.tokenizer = \"train\" with the pretrained teacher `{}`: a tokenizer trained here numbers tokens its own way; use data.tokenizer = \"teacher\"",
-                c.teacher.source
-            ));
-        }
+    if (c.teacher.source.starts_with("hf:") || c.teacher.source == "smollm2-135m") && c.data.tokenizer == "train" {
+        return Err(format!(
+            "data.tokenizer = \"train\" with the pretrained teacher `{}`: a tokenizer trained here numbers tokens its own way; use data.tokenizer = \"teacher\"",
+            c.teacher.source
+        ));
     }
     let (key, longest) = c.longest_sequence();
     let shapes = c.teacher.shape.iter().map(|s| ("teacher.shape".to_string(), s)).chain(c.students.iter().filter_map(|s| s.shape.as_ref().map(|shape| (format!("student `{}` shape", s.name), shape))));

@@ -485,7 +485,7 @@ impl Model {
             .collect::<candle_core::Result<_>>()?;
         for (name, t) in &tensors {
             // x − x is 0 for every finite x and NaN for NaN and ±inf.
-            let residue = (t - t)?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+            let residue = t.sub(t)?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
             if residue != 0.0 {
                 return Err(ModelError::Weights(format!("weight `{name}` is not finite; not saved to {} (what is there is kept)", dir.display())));
             }
