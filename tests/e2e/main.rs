@@ -11,6 +11,7 @@ mod bad_input;
 mod batching;
 mod blocks;
 mod cache;
+mod cells;
 mod data;
 mod distill;
 mod engine;

@@ -22,6 +22,16 @@ pub struct EvalArgs {
     /// memorize, blocks, report); the others must be complete.
     #[arg(long, value_delimiter = ',', value_name = "STAGE,...")]
     only: Vec<String>,
+    /// Print the plan's cells (one per line: ID and the cells it needs) and exit.
+    #[arg(long)]
+    plan: bool,
+    /// With --plan: print it as JSON (a list of {"id", "needs"}).
+    #[arg(long, requires = "plan")]
+    json: bool,
+    /// Run one cell of the plan (and any cell it needs that is not done yet); several
+    /// `--cell` runs may share a run directory, each cell run by one of them at a time.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["plan", "only"])]
+    cell: Option<String>,
     #[command(flatten)]
     runtime: RuntimeArgs,
     #[command(flatten)]
@@ -30,6 +40,17 @@ pub struct EvalArgs {
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let loaded = crate::config::load(args.config.as_deref())?;
+    if args.plan {
+        let plan = crate::eval::plan::plan(&loaded.config);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            for cell in &plan {
+                println!("{}\t{}", cell.id, cell.needs.join(","));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let out = args.out.unwrap_or_else(|| PathBuf::from("reports").join(&loaded.config.name));
     let opts = Options {
         out: out.clone(),
@@ -38,6 +59,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         plugin_dirs: args.plugins.plugin_dirs,
         runtime: args.runtime.settings(),
         attack_worker: Some(std::env::current_exe()?),
+        cell: args.cell,
     };
     info(format!("eval `{}` into {}", loaded.config.name, out.display()));
     run_pipeline(&loaded, &opts)?;

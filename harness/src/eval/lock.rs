@@ -26,8 +26,8 @@ impl RunLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let pid = holder().unwrap_or_else(|| "unknown".into());
-                bail!("run directory {} is in use by kdharness (PID {pid}); wait for it to finish or stop it, or give another --out", dir.display());
+                let by = holder().map_or_else(|| "`--cell` runs".to_string(), |pid| format!("PID {pid}"));
+                bail!("run directory {} is in use by kdharness ({by}); wait for it to finish or stop it, or give another --out", dir.display());
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
         }
@@ -42,6 +42,49 @@ impl RunLock {
         // What a killed run was writing when it died is of no use to anyone.
         crate::stop::remove_leftovers(dir);
         Ok(RunLock { file })
+    }
+}
+
+impl RunLock {
+    /// Shares the lock of `dir` with other `--cell` runs (each cell then has its own lock,
+    /// [`CellLock`]); fails like [`RunLock::take`] while a whole `eval` holds it.
+    pub(super) fn share(dir: &Path) -> Result<SharedLock> {
+        let path = dir.join(".lock");
+        let file = File::options().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        match file.try_lock_shared() {
+            Ok(()) => Ok(SharedLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                bail!("run directory {} is in use by kdharness (PID {pid}); wait for it to finish or stop it", dir.display());
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+}
+
+/// A run directory's lock shared by `--cell` runs; released when dropped.
+pub(super) struct SharedLock {
+    _file: File,
+}
+
+/// One cell's lock, `RUN/.cells/ID.lock`: a process that needs a cell another one is
+/// running waits for it (and then finds it done).
+pub(super) struct CellLock {
+    _file: File,
+}
+
+impl CellLock {
+    /// Takes the lock of cell `id` of `dir`, waiting while another process holds it.
+    pub(super) fn take(dir: &Path, id: &str) -> Result<CellLock> {
+        let cells = dir.join(".cells");
+        std::fs::create_dir_all(&cells).with_context(|| format!("cannot create {}", cells.display()))?;
+        let path = cells.join(format!("{id}.lock"));
+        let file = File::options().write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        if file.try_lock().is_err() {
+            crate::status::info(format!("cell `{id}` is being run by another process; waiting for it"));
+            file.lock().with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Ok(CellLock { _file: file })
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod lock;
 mod marker;
+pub mod plan;
 mod stages;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,9 @@ pub struct Options {
     /// The `kdharness` executable whose `attack-worker` runs the attack plugins, each call
     /// at most `attacks.plugin_timeout_s` (None: in this process, unguarded).
     pub attack_worker: Option<PathBuf>,
+    /// Run only this cell of the plan (and the cells it needs that are not done yet),
+    /// sharing the run directory with other `--cell` runs.
+    pub cell: Option<String>,
 }
 
 /// One model of the run.
@@ -67,6 +71,8 @@ struct Pipeline<'a> {
     opts: &'a Options,
     registry: Registry,
     timings: serde_json::Map<String, serde_json::Value>,
+    /// With `--cell`: that cell and every cell it needs; other cells are left alone.
+    cells: Option<Vec<String>>,
 }
 
 impl Pipeline<'_> {
@@ -74,11 +80,18 @@ impl Pipeline<'_> {
         self.opts.only.is_empty() || self.opts.only.iter().any(|s| s == stage)
     }
 
-    /// Runs `f` as stage `name` unless its marker says `key` is done and its `outputs`
-    /// are intact; records the time.
-    fn stage(&mut self, name: &str, marker_dir: &Path, key: &str, outputs: Outputs<'_>, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+    /// Runs `f` as stage `name` of plan cell `cell` unless its marker says `key` is done
+    /// and its `outputs` are intact; records the time. With `--cell`, cells outside the
+    /// selected one's needs are left alone, and each cell run holds its cell's lock.
+    fn stage(&mut self, name: &str, cell: &str, marker_dir: &Path, key: &str, outputs: Outputs<'_>, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let _cell_lock = match &self.cells {
+            Some(cells) if !cells.iter().any(|c| c == cell) => return Ok(()),
+            Some(_) => Some(lock::CellLock::take(&self.opts.out, cell)?),
+            None => None,
+        };
+        let fresh = self.opts.fresh && self.cells.as_ref().is_none_or(|c| c[0] == cell);
         let marker = Marker::new(marker_dir);
-        if !self.opts.fresh && marker.is(name, key) {
+        if !fresh && marker.is(name, key) {
             status::info(format!("{name}: up to date"));
             self.timings.insert(name.into(), json!({"seconds": 0.0, "cached": true}));
             return Ok(());
@@ -95,7 +108,7 @@ impl Pipeline<'_> {
         // marker of other inputs stays until this run's replaces it: a stage that fails
         // on bad input loses nothing, and outputs it changed before a kill no longer
         // match the hashes the marker holds.
-        if self.opts.fresh {
+        if fresh {
             marker.clear()?;
         }
         f(self)?;
@@ -116,7 +129,21 @@ impl Pipeline<'_> {
 pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
-    let _lock = lock::RunLock::take(&opts.out)?;
+    let plan = plan::plan(&loaded.config);
+    let cells = match &opts.cell {
+        Some(id) => {
+            if !plan.iter().any(|c| &c.id == id) {
+                let ids: Vec<&str> = plan.iter().map(|c| c.id.as_str()).collect();
+                bail!("--cell `{id}` is not a cell of this config's plan{} (cells: {})", crate::suggest::did_you_mean(id, ids.iter().copied()), ids.join(", "));
+            }
+            Some(plan::closure(&plan, id).into_iter().map(str::to_string).collect::<Vec<_>>())
+        }
+        None => None,
+    };
+    let (_lock, _shared) = match cells {
+        None => (Some(lock::RunLock::take(&opts.out)?), None),
+        Some(_) => (None, Some(lock::RunLock::share(&opts.out)?)),
+    };
     for stage in &opts.only {
         if !STAGES.contains(&stage.as_str()) {
             bail!("unknown stage `{stage}`{} (stages: {})", crate::suggest::did_you_mean(stage, STAGES), STAGES.join(", "));
@@ -133,7 +160,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
         crate::model::training_device(opts.runtime.device)?;
     }
     stages::check_pretrained_teacher(loaded)?;
-    let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new() };
+    let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells };
     let data = p.data()?;
     let teacher = p.teacher(&data)?;
     let mut models = vec![teacher.clone()];
@@ -141,7 +168,14 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     p.export(&models)?;
     p.attack(&data, &models)?;
     p.memorize(&data, &models)?;
-    p.report(&data, &models, started)
+    match &p.cells {
+        Some(cells) if !cells.iter().any(|c| c == "report") => Ok(()),
+        Some(_) => {
+            let _cell = lock::CellLock::take(&opts.out, "report")?;
+            p.report(&data, &models, started)
+        }
+        None => p.report(&data, &models, started),
+    }
 }
 
 /// Every KD method and attack the config names is loaded, before any work.

@@ -59,7 +59,7 @@ impl Pipeline<'_> {
         let cfg = self.cfg;
         let key = key_of(&[&json_key(&cfg.data), &cfg.seed.to_string(), &cfg.teacher.source, &source_digest(self.loaded)?, &tokenizer_digest(self.loaded)?]);
         let dir = self.dir("data");
-        self.stage("data", &dir, &key, Outputs::Dir { except: &[] }, |p| {
+        self.stage("data", "data", &dir, &key, Outputs::Dir { except: &[] }, |p| {
             let request = DataRequest {
                 source: match cfg.data.source.as_str() {
                     "synthetic" => DataSource::Synthetic {
@@ -89,7 +89,7 @@ impl Pipeline<'_> {
         let base = (self.cfg.teacher.source == "base").then(|| self.cfg.base.clone()).flatten();
         let key = key_of(&[&data.key, &json_key(&self.cfg.teacher), &base.as_ref().map(json_key).unwrap_or_default(), &pretrained_digest(self.loaded)?]);
         let dir = self.dir("models/teacher");
-        self.stage("teacher", &dir, &key, MODEL, |p| {
+        self.stage("teacher", "teacher", &dir, &key, MODEL, |p| {
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
             let (public_train, public_val) = p.public_split(data)?;
@@ -151,7 +151,7 @@ impl Pipeline<'_> {
                 let (init_key, init) = (start.key.clone(), start.init.clone());
                 let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key, &self.kd_library(method)]);
                 let dir = self.dir(&format!("models/{name}"));
-                self.stage("distill", &dir, &key, MODEL, |p| {
+                self.stage("distill", &name, &dir, &key, MODEL, |p| {
                     let teacher_model = match &mut teacher_model {
                         Some(t) => t,
                         none => none.insert(Model::load(&teacher.dir, &crate::model::training_device(p.opts.runtime.device)?)?),
@@ -225,7 +225,7 @@ impl Pipeline<'_> {
                 let name = format!("base-{}", size.name);
                 let key = key_of(&[&data.key, &json_key(size), &json_key(base), &self.cfg.seed.to_string()]);
                 let dir = self.dir(&format!("models/{name}"));
-                self.stage("distill", &dir, &key, MODEL, |p| {
+                self.stage("distill", &name, &dir, &key, MODEL, |p| {
                     let mut model = scratch_student(p.cfg.seed, size, data.tokenizer.tokenizer.get_vocab_size(true))?
                         .to_device(&crate::model::training_device(p.opts.runtime.device)?)?;
                     let text = language_modelling(train_set);
@@ -251,7 +251,7 @@ impl Pipeline<'_> {
         let name = format!("heal-{}", size.name);
         let key = key_of(&[blocks_key, &data.key, &json_key(size), &self.cfg.seed.to_string(), &self.kd_library("kd")]);
         let dir = self.dir(&format!("models/{name}"));
-        self.stage("distill", &dir, &key, MODEL, |p| {
+        self.stage("distill", &name, &dir, &key, MODEL, |p| {
             let blocks = size.teacher_blocks.as_deref().context("`heal` needs `teacher_blocks`")?;
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let pretrained = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
@@ -279,7 +279,7 @@ impl Pipeline<'_> {
     pub(super) fn export(&mut self, models: &[RunModel]) -> Result<()> {
         for m in models {
             let key = key_of(&[&m.key, "export"]);
-            self.stage("export", &m.dir.join("onnx"), &key, Outputs::Files(&["../model.onnx"]), |_| {
+            self.stage("export", "score", &m.dir.join("onnx"), &key, Outputs::Files(&["../model.onnx"]), |_| {
                 let model = Model::load(&m.dir, &Device::Cpu)?;
                 crate::export::export(&model, &m.dir.join("model.onnx"))?;
                 Ok(())
@@ -296,7 +296,7 @@ impl Pipeline<'_> {
         let libraries: Vec<&str> = cfg.attacks.names.iter().map(|a| self.registry.attack(a).map_or("", |l| l.library_sha256.as_str())).collect();
         let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks), &libraries.join(",")]);
         // The signal cache checks each of its entries itself.
-        self.stage("attack", &dir, &key, Outputs::Dir { except: &["signals"] }, |p| {
+        self.stage("attack", "score", &dir, &key, Outputs::Dir { except: &["signals"] }, |p| {
             let references = match &cfg.attacks.reference {
                 Some(name) => vec![Target { name: format!("reference-{name}"), path: onnx_of(models, name)? }],
                 None => Vec::new(),
@@ -343,7 +343,7 @@ impl Pipeline<'_> {
         }
         let dir = self.dir("stages/memorize");
         let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.memorize)]);
-        self.stage("memorize", &dir, &key, Outputs::Dir { except: &[] }, |p| {
+        self.stage("memorize", "score", &dir, &key, Outputs::Dir { except: &[] }, |p| {
             let request = MemorizeRequest {
                 models: targets(models),
                 teacher: Some("teacher".into()),

@@ -1,0 +1,99 @@
+//! The run as a plan of cells (issue 15): units of work that each read only what their
+//! dependencies wrote into the run directory and can run in any process that sees it
+//! (`kdharness eval CONFIG --cell ID`). The cells are the pipeline's resumable units:
+//! `data`, `teacher`, a size's `base-SIZE` or `heal-SIZE`, one cell per student
+//! (`METHOD-SIZE`, warm-started ones after their size's No-KD student), `score` (export,
+//! attacks, per-block risk, memorization of every model) and `report`.
+
+use serde::Serialize;
+
+use crate::config::{Config, StudentInit, student_name};
+
+/// One cell of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cell {
+    /// Its id (`--cell ID`); a model's cell is named as its directory under `models/`.
+    pub id: String,
+    /// The cells whose outputs it reads.
+    pub needs: Vec<String>,
+}
+
+/// The cells of `cfg`, each after every cell it needs.
+pub fn plan(cfg: &Config) -> Vec<Cell> {
+    let cell = |id: &str, needs: &[&str]| Cell { id: id.into(), needs: needs.iter().map(|n| n.to_string()).collect() };
+    let mut cells = vec![cell("data", &[]), cell("teacher", &["data"])];
+    let mut models = vec!["teacher".to_string()];
+    for size in &cfg.students {
+        let init = match (size.init(), &size.heal) {
+            (StudentInit::Base, _) => Some(format!("base-{}", size.name)),
+            (StudentInit::TeacherBlocks, Some(_)) => Some(format!("heal-{}", size.name)),
+            _ => None,
+        };
+        if let Some(init) = &init {
+            cells.push(cell(init, &["data"]));
+        }
+        let nokd = student_name("nokd", &size.name);
+        let methods = cfg.distill.nokd.then_some("nokd").into_iter().chain(cfg.distill.methods.iter().map(String::as_str));
+        for method in methods {
+            let name = student_name(method, &size.name);
+            let mut needs = vec!["teacher".to_string()];
+            needs.extend(init.clone());
+            if cfg.distill.warm_start.iter().any(|m| m == method) {
+                needs.push(nokd.clone());
+            }
+            cells.push(Cell { id: name.clone(), needs });
+            models.push(name);
+        }
+    }
+    cells.push(Cell { id: "score".into(), needs: models });
+    cells.push(cell("report", &["score"]));
+    cells
+}
+
+/// `id` and every cell it needs, directly or not.
+pub fn closure<'a>(cells: &'a [Cell], id: &'a str) -> Vec<&'a str> {
+    let mut wanted = vec![id];
+    let mut i = 0;
+    while i < wanted.len() {
+        if let Some(c) = cells.iter().find(|c| c.id == wanted[i]) {
+            for n in &c.needs {
+                if !wanted.contains(&n.as_str()) {
+                    wanted.push(n);
+                }
+            }
+        }
+        i += 1;
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quickstart_plan_orders_every_cell_after_what_it_needs() {
+        let mut cfg = crate::config::load(None).unwrap().config;
+        cfg.distill.warm_start = vec!["gkd".into()];
+        let cells = plan(&cfg);
+        let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+        for (i, c) in cells.iter().enumerate() {
+            for n in &c.needs {
+                let at = ids.iter().position(|id| id == n).unwrap_or_else(|| panic!("{} needs unknown {n}", c.id));
+                assert!(at < i, "{} before {n}", c.id);
+            }
+        }
+        assert_eq!(ids.first(), Some(&"data"));
+        assert_eq!(&ids[ids.len() - 2..], ["score", "report"]);
+        let gkd = cells.iter().find(|c| c.id.starts_with("gkd-")).unwrap();
+        assert!(gkd.needs.iter().any(|n| n.starts_with("nokd-")), "{gkd:?}");
+        // Every model is a cell and is scored.
+        let mut scored = cells.iter().find(|c| c.id == "score").unwrap().needs.clone();
+        let mut models = cfg.model_names();
+        scored.sort();
+        models.sort();
+        assert_eq!(scored, models);
+        let closure = closure(&cells, &gkd.id);
+        assert!(closure.contains(&"data") && closure.contains(&"teacher") && !closure.contains(&"score"), "{closure:?}");
+    }
+}
