@@ -28,5 +28,6 @@ mod plugins;
 mod real_tokenizer;
 mod reference;
 mod report;
+mod slurm;
 mod smollm2;
 mod training;

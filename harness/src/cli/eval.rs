@@ -32,10 +32,24 @@ pub struct EvalArgs {
     /// `--cell` runs may share a run directory, each cell run by one of them at a time.
     #[arg(long, value_name = "ID", conflicts_with_all = ["plan", "only"])]
     cell: Option<String>,
+    /// Where the cells run: in this process (`local`) or as Slurm jobs (`slurm`: sbatch,
+    /// resources from the config's [slurm]).
+    #[arg(long, value_enum, default_value_t = Executor::Local, conflicts_with_all = ["cell", "plan", "only"])]
+    executor: Executor,
+    /// With --executor slurm: print the job ids and return instead of waiting.
+    #[arg(long)]
+    no_wait: bool,
     #[command(flatten)]
     runtime: RuntimeArgs,
     #[command(flatten)]
     plugins: PluginArgs,
+}
+
+/// Where `eval` runs its cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
@@ -62,6 +76,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         cell: args.cell,
     };
     info(format!("eval `{}` into {}", loaded.config.name, out.display()));
+    if args.executor == Executor::Slurm {
+        crate::eval::slurm::submit(&loaded, &opts, &std::env::current_exe()?, args.no_wait)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     run_pipeline(&loaded, &opts)?;
     Ok(ExitCode::SUCCESS)
 }

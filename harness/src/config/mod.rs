@@ -43,6 +43,66 @@ pub struct Config {
     /// students.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseSection>,
+    /// Resources of the jobs of `--executor slurm` (not part of any result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm: Option<SlurmSection>,
+}
+
+/// `[slurm]`: what `kdharness eval --executor slurm` asks of the cluster. The top-level
+/// keys apply to every job; `[slurm.stages.teacher]`, `[slurm.stages.students]`,
+/// `[slurm.stages.score]` and `[slurm.stages.report]` override them key by key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmSection {
+    /// `--partition` of every job.
+    pub partition: Option<String>,
+    /// `--time` of every job (e.g. `04:00:00`).
+    pub time: Option<String>,
+    /// `--cpus-per-task` of every job.
+    pub cpus: Option<usize>,
+    /// `--mem` of every job (e.g. `32G`).
+    pub mem: Option<String>,
+    /// `--gres` of every job (e.g. `gpu:1`).
+    pub gres: Option<String>,
+    /// Extra `#SBATCH` lines of every job, written as given.
+    pub extra: Vec<String>,
+    /// How many student jobs of the array run at once (`--array=…%N`; 0: no limit).
+    pub array_parallelism: usize,
+    /// Per-stage overrides: `teacher`, `students`, `score`, `report`.
+    pub stages: BTreeMap<String, SlurmResources>,
+}
+
+impl SlurmSection {
+    /// The resources of the jobs of `stage`: its overrides over the top-level keys.
+    pub fn resources(&self, stage: &str) -> SlurmResources {
+        let own = self.stages.get(stage).cloned().unwrap_or_default();
+        SlurmResources {
+            partition: own.partition.or_else(|| self.partition.clone()),
+            time: own.time.or_else(|| self.time.clone()),
+            cpus: own.cpus.or(self.cpus),
+            mem: own.mem.or_else(|| self.mem.clone()),
+            gres: own.gres.or_else(|| self.gres.clone()),
+            extra: [self.extra.clone(), own.extra].concat(),
+        }
+    }
+}
+
+/// Resources of one Slurm job; unset keys are left to the cluster's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlurmResources {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--time` (e.g. `04:00:00`).
+    pub time: Option<String>,
+    /// `--cpus-per-task`.
+    pub cpus: Option<usize>,
+    /// `--mem` (e.g. `32G`).
+    pub mem: Option<String>,
+    /// `--gres` (e.g. `gpu:1`).
+    pub gres: Option<String>,
+    /// Extra `#SBATCH` lines, written as given (e.g. `#SBATCH --account=abc`).
+    pub extra: Vec<String>,
 }
 
 /// Where the data comes from and how it is split and tokenized.
@@ -427,6 +487,11 @@ impl Config {
 }
 
 fn validate(c: &Config) -> Result<(), String> {
+    if let Some(slurm) = &c.slurm
+        && let Some(stage) = slurm.stages.keys().find(|k| !["teacher", "students", "score", "report"].contains(&k.as_str()))
+    {
+        return Err(format!("slurm.stages.{stage}: the stages are teacher, students, score and report"));
+    }
     let plain = |n: &str| !n.is_empty() && !n.starts_with('.') && n.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
     if !plain(&c.name) {
         return Err(format!("name `{}` must be a plain name (letters, digits, `-`, `_`, `.`; not starting with `.`): it names the run directory reports/NAME", c.name));

@@ -13,6 +13,7 @@
 mod lock;
 mod marker;
 pub mod plan;
+pub mod slurm;
 mod stages;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,9 @@ struct Pipeline<'a> {
     timings: serde_json::Map<String, serde_json::Value>,
     /// With `--cell`: that cell and every cell it needs; other cells are left alone.
     cells: Option<Vec<String>>,
+    /// A dry run: the cells with a stage that is not done are collected here and nothing
+    /// runs.
+    pending: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Pipeline<'_> {
@@ -91,6 +95,12 @@ impl Pipeline<'_> {
         };
         let fresh = self.opts.fresh && self.cells.as_ref().is_none_or(|c| c[0] == cell);
         let marker = Marker::new(marker_dir);
+        if let Some(pending) = &mut self.pending {
+            if fresh || !marker.is(name, key) {
+                pending.insert(cell.to_string());
+            }
+            return Ok(());
+        }
         if !fresh && marker.is(name, key) {
             status::info(format!("{name}: up to date"));
             self.timings.insert(name.into(), json!({"seconds": 0.0, "cached": true}));
@@ -160,7 +170,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
         crate::model::training_device(opts.runtime.device)?;
     }
     stages::check_pretrained_teacher(loaded)?;
-    let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells };
+    let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells, pending: None };
     let data = p.data()?;
     let teacher = p.teacher(&data)?;
     let mut models = vec![teacher.clone()];
@@ -178,8 +188,29 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     }
 }
 
+/// The cells of the plan that are not done in `opts.out` (the report always is not):
+/// what a resubmission must run. Nothing is run or written.
+pub fn pending(loaded: &Loaded, opts: &Options, registry: Registry) -> Result<Vec<String>> {
+    let plan = plan::plan(&loaded.config);
+    let all = || plan.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells: None, pending: Some(Default::default()) };
+    let data = match p.data() {
+        Ok(data) if !p.pending.as_ref().is_some_and(|s| s.contains("data")) => data,
+        _ => return Ok(all()),
+    };
+    let teacher = p.teacher(&data)?;
+    let mut models = vec![teacher.clone()];
+    models.extend(p.distill(&data, &teacher)?);
+    p.export(&models)?;
+    p.attack(&data, &models)?;
+    p.memorize(&data, &models)?;
+    let mut pending = p.pending.take().unwrap_or_default();
+    pending.insert("report".into());
+    Ok(plan.into_iter().map(|c| c.id).filter(|id| pending.contains(id)).collect())
+}
+
 /// Every KD method and attack the config names is loaded, before any work.
-fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
+pub(crate) fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
     let heal = cfg.students.iter().any(|s| s.heal.is_some()).then_some("kd");
     let methods = cfg.distill.methods.iter().map(String::as_str).chain(cfg.distill.nokd.then_some("nokd")).chain(heal);
     for method in methods {

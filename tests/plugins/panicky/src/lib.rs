@@ -63,6 +63,9 @@ enum Fault {
     Panic,
     NanLoss,
     NanGrad,
+    /// An error from the first step while `KDHTEST_KD_FAIL` is set (the failure that a
+    /// fix, unsetting it, removes).
+    EnvError,
 }
 
 fn kd_step(fault: Fault, batch: &KdBatch<'_>, grad: &mut [f32]) -> Result<KdLoss, String> {
@@ -80,12 +83,19 @@ fn kd_step(fault: Fault, batch: &KdBatch<'_>, grad: &mut [f32]) -> Result<KdLoss
             loss += p * (p.max(1e-30).ln() - q.max(1e-30).ln()) / batch.positions as f64;
         }
     }
+    if let Fault::EnvError = fault {
+        if std::env::var_os("KDHTEST_KD_FAIL").is_some() {
+            return Err("deliberate failure while KDHTEST_KD_FAIL is set".into());
+        }
+        return Ok(KdLoss { loss, kl: loss });
+    }
     // Training steps only (the held-out objective is computed at progress 1).
     if (0.5..1.0).contains(&batch.progress) {
         match fault {
             Fault::Panic => panic!("deliberate KD test panic"),
             Fault::NanLoss => loss = f64::NAN,
             Fault::NanGrad => grad[0] = f32::NAN,
+            Fault::EnvError => unreachable!("handled above"),
         }
     }
     Ok(KdLoss { loss, kl: loss })
@@ -113,5 +123,6 @@ macro_rules! faulty_kd {
 faulty_kd!(KdPanics, "test_kd_panics", Fault::Panic, "forward KL, then panics half-way");
 faulty_kd!(KdNanLoss, "test_kd_nan_loss", Fault::NanLoss, "forward KL, then a NaN loss half-way");
 faulty_kd!(KdNanGrad, "test_kd_nan_grad", Fault::NanGrad, "forward KL, then a NaN gradient half-way");
+faulty_kd!(KdEnvFails, "test_kd_env_fails", Fault::EnvError, "forward KL; an error while KDHTEST_KD_FAIL is set");
 
-export_plugins!(attacks: [Panics, NotFinite, TooShort, Hangs, Aborts], kd: [KdPanics, KdNanLoss, KdNanGrad]);
+export_plugins!(attacks: [Panics, NotFinite, TooShort, Hangs, Aborts], kd: [KdPanics, KdNanLoss, KdNanGrad, KdEnvFails]);
