@@ -21,8 +21,11 @@ fn free_port() -> u16 {
 impl Cluster {
     fn start() -> Cluster {
         if Command::new("slurmctld").arg("-V").output().is_err() {
-            let installed = Command::new("apt-get").args(["install", "-y", "-q", "slurm-wlm"]).env("DEBIAN_FRONTEND", "noninteractive").status();
-            assert!(installed.is_ok_and(|s| s.success()), "Slurm is not installed and `apt-get install slurm-wlm` failed (it needs root)");
+            let apt = |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status().is_ok_and(|s| s.success());
+            let install = ["install", "-y", "-q", "--no-install-recommends", "slurm-wlm"];
+            // Package lists may be missing or stale on a fresh machine: refresh and retry.
+            let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+            assert!(installed, "Slurm is not installed and `apt-get install slurm-wlm` failed (it needs root)");
         }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();

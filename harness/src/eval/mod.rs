@@ -133,6 +133,18 @@ impl Pipeline<'_> {
     fn dir(&self, sub: &str) -> PathBuf {
         self.opts.out.join(sub)
     }
+
+    /// Every stage before the report, in order; the data and the models.
+    fn before_report(&mut self) -> Result<(stages::Data, Vec<RunModel>)> {
+        let data = self.data()?;
+        let teacher = self.teacher(&data)?;
+        let mut models = vec![teacher.clone()];
+        models.extend(self.distill(&data, &teacher)?);
+        self.export(&models)?;
+        self.attack(&data, &models)?;
+        self.memorize(&data, &models)?;
+        Ok((data, models))
+    }
 }
 
 /// Runs the experiment of `loaded` into `opts.out`.
@@ -171,13 +183,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
     }
     stages::check_pretrained_teacher(loaded)?;
     let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells, pending: None };
-    let data = p.data()?;
-    let teacher = p.teacher(&data)?;
-    let mut models = vec![teacher.clone()];
-    models.extend(p.distill(&data, &teacher)?);
-    p.export(&models)?;
-    p.attack(&data, &models)?;
-    p.memorize(&data, &models)?;
+    let (data, models) = p.before_report()?;
     match &p.cells {
         Some(cells) if !cells.iter().any(|c| c == "report") => Ok(()),
         Some(_) => {
@@ -194,16 +200,12 @@ pub fn pending(loaded: &Loaded, opts: &Options, registry: Registry) -> Result<Ve
     let plan = plan::plan(&loaded.config);
     let all = || plan.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
     let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells: None, pending: Some(Default::default()) };
-    let data = match p.data() {
-        Ok(data) if !p.pending.as_ref().is_some_and(|s| s.contains("data")) => data,
-        _ => return Ok(all()),
-    };
-    let teacher = p.teacher(&data)?;
-    let mut models = vec![teacher.clone()];
-    models.extend(p.distill(&data, &teacher)?);
-    p.export(&models)?;
-    p.attack(&data, &models)?;
-    p.memorize(&data, &models)?;
+    let passed = p.before_report();
+    // Without the data nothing downstream can be judged (or even read): all is to do.
+    if p.pending.as_ref().is_some_and(|s| s.contains("data")) {
+        return Ok(all());
+    }
+    passed?;
     let mut pending = p.pending.take().unwrap_or_default();
     pending.insert("report".into());
     Ok(plan.into_iter().map(|c| c.id).filter(|id| pending.contains(id)).collect())
