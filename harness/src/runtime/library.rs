@@ -227,7 +227,8 @@ fn fetch(dest: &Path) -> Result<(), RuntimeError> {
     ));
     let failed = |reason: String| RuntimeError::Fetch { dir: dir.to_path_buf(), reason: format!("{reason}; or set ORT_DYLIB_PATH to an ONNX Runtime {ORT_VERSION} library") };
     let member = format!("onnxruntime/capi/{}", library_file_name());
-    // Unpacked beside its final place, and moved there only once its hash is the pin's.
+    // Unpacked beside its final place, and moved there only once its hash is the pin's
+    // (not through files::write_with: an interrupt would wait for the download).
     let staged = dir.join(format!(".{}.fetching.{}", library_file_name(), std::process::id()));
     crate::files::fetch_wheel_member(&format!("onnxruntime=={ORT_VERSION}"), &WHEEL_SHA256, &member, &staged).map_err(failed)?;
     if let Err(reason) = verify_pinned(&staged) {
