@@ -27,6 +27,7 @@ mod optimum;
 mod plugins;
 mod real_tokenizer;
 mod reference;
+mod seeds;
 mod report;
 mod slurm;
 mod smollm2;

@@ -22,6 +22,10 @@ pub struct EvalArgs {
     /// memorize, blocks, report); the others must be complete.
     #[arg(long, value_delimiter = ',', value_name = "STAGE,...")]
     only: Vec<String>,
+    /// Run the study once per seed (comma-separated), in OUT/seed-S/, with the summary
+    /// across seeds in OUT/ (overrides the config's `seeds`).
+    #[arg(long, value_delimiter = ',', value_name = "SEED,...")]
+    seeds: Vec<u64>,
     /// Print the plan's cells (one per line: ID and the cells it needs) and exit.
     #[arg(long)]
     plan: bool,
@@ -53,7 +57,13 @@ enum Executor {
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    let loaded = crate::config::load(args.config.as_deref())?;
+    let mut loaded = crate::config::load(args.config.as_deref())?;
+    if !args.seeds.is_empty() {
+        if let Some(twice) = args.seeds.iter().enumerate().find_map(|(i, s)| args.seeds[..i].contains(s).then_some(s)) {
+            anyhow::bail!("--seeds lists {twice} twice; each seed is one run of the study");
+        }
+        loaded.config.seeds = args.seeds;
+    }
     if args.plan {
         let plan = crate::eval::plan::plan(&loaded.config);
         if args.json {

@@ -1,5 +1,7 @@
 //! `kdharness report RUN_DIR`: rebuilds summary.csv, comparisons.csv, the figures and
-//! report.html from a run's per-sample results, without opening any model.
+//! report.html from a run's per-sample results, without opening any model. For a
+//! multi-seed study it rebuilds each seed's report, then seeds.csv, the seed-spread figure
+//! and the study's report.html.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,24 +13,48 @@ use crate::metrics::Bootstrap;
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {
-    /// The run directory (holding scores.csv and/or memorization.csv).
+    /// The run directory (holding scores.csv and/or memorization.csv), or a multi-seed
+    /// study's (holding seed-S/ run directories).
     run_dir: PathBuf,
     /// Bootstrap resamples (default: the run's, from manifest.json, else 1000).
     #[arg(long)]
     bootstrap: Option<usize>,
-    /// Bootstrap seed (default: the run's, else 0).
+    /// Bootstrap seed (default: the run's, else 0; a multi-seed study's runs: each its own).
     #[arg(long)]
     seed: Option<u64>,
 }
 
 pub fn run(args: ReportArgs) -> Result<ExitCode> {
-    let manifest: serde_json::Value = std::fs::read_to_string(args.run_dir.join("manifest.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
-    let recorded: Bootstrap = serde_json::from_value(manifest["bootstrap"].clone()).unwrap_or_default();
+    let dir = &args.run_dir;
+    let seed_dirs = crate::report::seeds::seed_dirs(dir);
+    let one_run = dir.join("scores.csv").is_file() || dir.join("memorization.csv").is_file();
+    if one_run || seed_dirs.is_empty() {
+        rebuild(dir, &args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A multi-seed study: the seeds it records, else every seed-S directory found.
+    let seeds: Vec<u64> = match manifest(dir)["seeds"].as_array() {
+        Some(seeds) => seeds.iter().filter_map(serde_json::Value::as_u64).collect(),
+        None => seed_dirs.iter().map(|(s, _)| *s).collect(),
+    };
+    for seed in &seeds {
+        rebuild(&dir.join(format!("seed-{seed}")), &args)?;
+    }
+    let rendered = crate::report::seeds::render_seeds(dir, &seeds).with_context(|| format!("cannot build the summary of {}", dir.display()))?;
+    info(format!("wrote seeds.csv ({} rows over {} seeds), {} figure(s) and report.html in {}", rendered.rows, seeds.len(), rendered.figures, dir.display()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run directory's `manifest.json` (null when it has none or it does not parse).
+fn manifest(dir: &std::path::Path) -> serde_json::Value {
+    std::fs::read_to_string(dir.join("manifest.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+/// Rebuilds one run's report, with the bootstrap it recorded unless told otherwise.
+fn rebuild(dir: &std::path::Path, args: &ReportArgs) -> Result<()> {
+    let recorded: Bootstrap = serde_json::from_value(manifest(dir)["bootstrap"].clone()).unwrap_or_default();
     let bootstrap = Bootstrap { resamples: args.bootstrap.unwrap_or(recorded.resamples), seed: args.seed.unwrap_or(recorded.seed) };
-    let rendered = crate::report::render_run(&args.run_dir, bootstrap).with_context(|| format!("cannot build the report of {}", args.run_dir.display()))?;
+    let rendered = crate::report::render_run(dir, bootstrap).with_context(|| format!("cannot build the report of {}", dir.display()))?;
     for (name, why) in &rendered.skipped {
         info(format!("{name} not drawn: {why}"));
     }
@@ -37,7 +63,7 @@ pub fn run(args: ReportArgs) -> Result<ExitCode> {
         rendered.summary_rows,
         rendered.comparisons,
         rendered.figures.len(),
-        args.run_dir.display()
+        dir.display()
     ));
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

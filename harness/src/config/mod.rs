@@ -23,6 +23,11 @@ pub struct Config {
     /// The one seed: data, initialisation, sampling, perturbations, bootstrap.
     #[serde(default)]
     pub seed: u64,
+    /// Run the whole study once per seed (`seed` is then not used): each seed's run goes
+    /// into `OUT/seed-S/`, and `OUT/` gets the across-seed summary (`seeds.csv`, the
+    /// seed-spread figure, `report.html`). Empty: one run with `seed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
     /// Dataset, split, tokenizer.
     pub data: DataConfig,
     /// The teacher.
@@ -469,6 +474,11 @@ fn explain(e: &toml::de::Error, text: &str, label: &str) -> String {
 }
 
 impl Config {
+    /// The config of one seed's run of a multi-seed study: `seed` set, `seeds` cleared.
+    pub fn for_seed(&self, seed: u64) -> Config {
+        Config { seed, seeds: Vec::new(), ..self.clone() }
+    }
+
     /// The longest sequence any stage feeds a model, and the keys it comes from: a prompt
     /// of `data.max_prompt_tokens` followed by a response and its end token, or by the
     /// tokens the distill and memorize stages generate.
@@ -487,6 +497,9 @@ impl Config {
 }
 
 fn validate(c: &Config) -> Result<(), String> {
+    if let Some(twice) = c.seeds.iter().enumerate().find_map(|(i, s)| c.seeds[..i].contains(s).then_some(s)) {
+        return Err(format!("seeds lists {twice} twice; each seed is one run of the study"));
+    }
     if let Some(slurm) = &c.slurm
         && let Some(stage) = slurm.stages.keys().find(|k| !["teacher", "students", "score", "report"].contains(&k.as_str()))
     {

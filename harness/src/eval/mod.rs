@@ -14,6 +14,7 @@ mod lock;
 mod marker;
 pub mod plan;
 pub mod slurm;
+mod seeds;
 mod stages;
 
 use std::path::{Path, PathBuf};
@@ -147,8 +148,17 @@ impl Pipeline<'_> {
     }
 }
 
-/// Runs the experiment of `loaded` into `opts.out`.
+/// Runs the experiment of `loaded` into `opts.out`: one run, or one per seed of
+/// `seeds` and their summary.
 pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
+    match loaded.config.seeds.is_empty() {
+        true => run_one(loaded, opts),
+        false => seeds::run(loaded, opts),
+    }
+}
+
+/// Runs one seed's experiment into `opts.out`.
+fn run_one(loaded: &Loaded, opts: &Options) -> Result<()> {
     let started = Instant::now();
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     let plan = plan::plan(&loaded.config);
@@ -197,6 +207,9 @@ pub fn run(loaded: &Loaded, opts: &Options) -> Result<()> {
 /// The cells of the plan that are not done in `opts.out` (the report always is not):
 /// what a resubmission must run. Nothing is run or written.
 pub fn pending(loaded: &Loaded, opts: &Options, registry: Registry) -> Result<Vec<String>> {
+    if !loaded.config.seeds.is_empty() {
+        return seeds::pending(loaded, opts);
+    }
     let plan = plan::plan(&loaded.config);
     let all = || plan.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
     let mut p = Pipeline { loaded, cfg: &loaded.config, opts, registry, timings: serde_json::Map::new(), cells: None, pending: Some(Default::default()) };

@@ -3,7 +3,9 @@
 //! (`kdharness eval CONFIG --cell ID`). The cells are the pipeline's resumable units:
 //! `data`, `teacher`, a size's `base-SIZE` or `heal-SIZE`, one cell per student
 //! (`METHOD-SIZE`, warm-started ones after their size's No-KD student), `score` (export,
-//! attacks, per-block risk, memorization of every model) and `report`.
+//! attacks, per-block risk, memorization of every model) and `report`. A study of several
+//! `seeds` is each seed's plan with its ids under `seed-S/`, then `seeds` (the across-seed
+//! summary), which needs every seed's report.
 
 use serde::Serialize;
 
@@ -18,8 +20,36 @@ pub struct Cell {
     pub needs: Vec<String>,
 }
 
+/// The cell that summarises a multi-seed study across its seeds.
+pub const SEEDS: &str = "seeds";
+
 /// The cells of `cfg`, each after every cell it needs.
 pub fn plan(cfg: &Config) -> Vec<Cell> {
+    if cfg.seeds.is_empty() {
+        return one_seed(cfg);
+    }
+    let mut cells = Vec::new();
+    for &seed in &cfg.seeds {
+        let prefix = |id: &str| format!("{}/{id}", seed_dir(seed));
+        cells.extend(one_seed(cfg).into_iter().map(|c| Cell { id: prefix(&c.id), needs: c.needs.iter().map(|n| prefix(n)).collect() }));
+    }
+    cells.push(Cell { id: SEEDS.into(), needs: cfg.seeds.iter().map(|&s| format!("{}/report", seed_dir(s))).collect() });
+    cells
+}
+
+/// The directory (under the run directory) and cell-id prefix of one seed's run.
+pub fn seed_dir(seed: u64) -> String {
+    format!("seed-{seed}")
+}
+
+/// A multi-seed cell id split into its seed and the id within that seed's plan.
+pub fn split_seed(id: &str) -> Option<(u64, &str)> {
+    let (dir, rest) = id.split_once('/')?;
+    Some((dir.strip_prefix("seed-")?.parse().ok()?, rest))
+}
+
+/// The cells of one seed's run.
+fn one_seed(cfg: &Config) -> Vec<Cell> {
     let cell = |id: &str, needs: &[&str]| Cell { id: id.into(), needs: needs.iter().map(|n| n.to_string()).collect() };
     let mut cells = vec![cell("data", &[]), cell("teacher", &["data"])];
     let mut models = vec!["teacher".to_string()];
@@ -95,5 +125,20 @@ mod tests {
         assert_eq!(scored, models);
         let closure = closure(&cells, &gkd.id);
         assert!(closure.contains(&"data") && closure.contains(&"teacher") && !closure.contains(&"score"), "{closure:?}");
+    }
+
+    #[test]
+    fn a_multi_seed_plan_is_each_seeds_plan_then_the_summary() {
+        let mut cfg = crate::config::load(None).unwrap().config;
+        let one = plan(&cfg);
+        cfg.seeds = vec![3, 0];
+        let cells = plan(&cfg);
+        assert_eq!(cells.len(), 2 * one.len() + 1);
+        assert_eq!(cells[one.len() + 1], Cell { id: "seed-0/teacher".into(), needs: vec!["seed-0/data".into()] });
+        assert_eq!(cells.last().unwrap(), &Cell { id: SEEDS.into(), needs: vec!["seed-3/report".into(), "seed-0/report".into()] });
+        assert_eq!(split_seed("seed-3/kd-small"), Some((3, "kd-small")));
+        assert_eq!(split_seed("kd-small"), None);
+        assert_eq!(split_seed("seed-x/kd-small"), None);
+        assert_eq!(closure(&cells, "seed-0/report").len(), one.len());
     }
 }

@@ -1,7 +1,8 @@
 //! `kdharness eval CONFIG --executor slurm`: the plan's unfinished cells as Slurm jobs,
 //! each one `kdharness eval CONFIG --cell ID` in the same run directory: the teacher (with
 //! the data), then every student (and base or healed model) as one job array, then the
-//! scoring, then the report, chained with `--dependency=afterok`. Resources come from the
+//! scoring, then the report, chained with `--dependency=afterok`; a multi-seed study's
+//! teachers, scorings and reports are arrays over its seeds, and its summary a last job. Resources come from the
 //! config's `[slurm]`. It waits for the jobs (or, with `--no-wait`, prints their ids) and
 //! names every cell that failed with its job id and log file; the other cells' results
 //! stay, and running the same command again submits only what is not done.
@@ -44,33 +45,36 @@ pub fn submit(loaded: &Loaded, opts: &Options, exe: &Path, no_wait: bool) -> Res
     let registry = crate::plugins::load(&opts.plugin_dirs);
     check_plugins(&loaded.config, &registry)?;
     let todo = pending(loaded, opts, registry)?;
-    let (mut head, mut train, mut tail) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut head, mut train, mut score, mut report, mut summary) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for id in todo {
-        match id.as_str() {
+        // A multi-seed study's cells are grouped by their id within their seed's plan.
+        match super::plan::split_seed(&id).map_or(id.as_str(), |(_, cell)| cell) {
             "data" => {}
             "teacher" => head.push(id),
-            "score" | "report" => tail.push(id),
+            "score" => score.push(id),
+            "report" => report.push(id),
+            super::plan::SEEDS => summary.push(id),
             _ => train.push(id),
         }
     }
-    status::info(format!("slurm: submitting {} cell(s): {}", head.len() + train.len() + tail.len(), [&head[..], &train[..], &tail[..]].concat().join(", ")));
+    let all = [&head[..], &train[..], &score[..], &report[..], &summary[..]].concat();
+    status::info(format!("slurm: submitting {} cell(s): {}", all.len(), all.join(", ")));
     let dir = out.join("slurm");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config = config_path(loaded, &dir)?;
     let slurm = loaded.config.slurm.clone().unwrap_or_default();
     let mut jobs: Vec<Job> = Vec::new();
-    let groups: [(&'static str, &'static str, Vec<String>, bool); 4] = [
-        ("teacher", "teacher", head, false),
-        ("students", "students", train, true),
-        ("score", "score", tail.iter().filter(|c| *c == "score").cloned().collect(), false),
-        ("report", "report", tail.iter().filter(|c| *c == "report").cloned().collect(), false),
-    ];
-    for (group, stage, cells, array) in groups {
+    // A group of several cells (the students; the teachers, scorings and reports of
+    // several seeds) is one job array.
+    let groups: [(&'static str, &'static str, Vec<String>); 5] =
+        [("teacher", "teacher", head), ("students", "students", train), ("score", "score", score), ("report", "report", report), ("seeds", "report", summary)];
+    for (group, stage, cells) in groups {
         if cells.is_empty() {
             continue;
         }
+        let array = group == "students" || cells.len() > 1;
         let script = dir.join(format!("{group}.sh"));
-        let text = job_script(&loaded.config.name, group, &cells, array, &slurm.resources(stage), exe, &config, &out, opts);
+        let text = job_script(&loaded.config.name, &loaded.config.seeds, group, &cells, array, &slurm.resources(stage), exe, &config, &out, opts);
         crate::files::write_atomic(&script, text.as_bytes()).with_context(|| format!("cannot write {}", script.display()))?;
         let mut sbatch = Command::new("sbatch");
         sbatch.arg("--parsable");
@@ -179,7 +183,7 @@ fn quote(word: &str) -> String {
 
 /// The batch script of one group of cells.
 #[allow(clippy::too_many_arguments)]
-fn job_script(name: &str, group: &str, cells: &[String], array: bool, resources: &SlurmResources, exe: &Path, config: &Path, out: &Path, opts: &Options) -> String {
+fn job_script(name: &str, seeds: &[u64], group: &str, cells: &[String], array: bool, resources: &SlurmResources, exe: &Path, config: &Path, out: &Path, opts: &Options) -> String {
     let mut s = String::from("#!/bin/bash\n");
     s += &format!("#SBATCH --job-name={}\n", quote(&format!("kdh-{name}-{group}")));
     let log = if array { format!("{group}-%A_%a.log") } else { format!("{group}-%j.log") };
@@ -205,6 +209,10 @@ fn job_script(name: &str, group: &str, cells: &[String], array: bool, resources:
     let index = if array { "${SLURM_ARRAY_TASK_ID}" } else { "0" };
     let mut command = vec![quote(&exe.display().to_string()), "eval".into(), quote(&config.display().to_string()), "--out".into(), quote(&out.display().to_string())];
     command.push(format!("--cell \"${{cells[{index}]}}\""));
+    // The seeds as this submission has them (`--seeds` may have replaced the file's).
+    if !seeds.is_empty() {
+        command.push(format!("--seeds {}", seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",")));
+    }
     for dir in &opts.plugin_dirs {
         let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
         command.push(format!("--plugin-dir {}", quote(&dir.display().to_string())));

@@ -13,7 +13,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::data::{Figure, ModelEntry, ReportData, Skipped};
-use super::tables::Role;
+use super::tables::{Role, SeedRow};
 
 const FONT: &str = "sans-serif";
 static FONTS: Once = Once::new();
@@ -490,6 +490,122 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
         Ok(draw_both!(canary_exposure, d, dir, "fig9_canary_exposure", (900, 520)))
     })?;
     Ok((figures, skipped))
+}
+
+/// The AUC rows of a multi-seed study, arranged for the seed-spread figure.
+struct SeedSpread<'a> {
+    attacks: Vec<&'a str>,
+    models: Vec<&'a str>,
+    seeds: Vec<u64>,
+    rows: Vec<&'a SeedRow>,
+}
+
+/// One panel per attack: every model's AUC in each seed (coloured by seed, with its 95%
+/// bootstrap interval) and across the seeds (black: mean ± one standard deviation).
+fn seed_spread<DB: DrawingBackend>(root: &Area<DB>, s: &SeedSpread<'_>) -> Drawn {
+    let (w, _) = root.dim_in_pixel();
+    let (head, body) = root.split_vertically(64);
+    let title = "AUC per seed (colour, 95% bootstrap interval) and across seeds (black: mean ± sd)";
+    head.draw(&Text::new(title, (w as i32 / 2, 18), centered(bold(17)))).map_err(err)?;
+    // The seeds' colours, as a legend strip above the panels.
+    let mut x = 24;
+    for (j, seed) in s.seeds.iter().enumerate() {
+        head.draw(&Circle::new((x, 46), 5, color(j).stroke_width(2))).map_err(err)?;
+        let label = format!("seed {seed}");
+        head.draw(&Text::new(label.clone(), (x + 10, 46), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+        x += 24 + 9 * label.len() as i32;
+    }
+    head.draw(&Circle::new((x, 46), 5, BLACK.filled())).map_err(err)?;
+    head.draw(&Text::new("mean ± sd", (x + 10, 46), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+    let cols = s.attacks.len().clamp(1, 3);
+    let panels = body.split_evenly((s.attacks.len().div_ceil(cols), cols));
+    let n = s.models.len();
+    let y_of = |model: &str| (n - 1 - s.models.iter().position(|m| *m == model).unwrap_or(0)) as f64;
+    for (attack, panel) in s.attacks.iter().zip(panels.iter()) {
+        let rows: Vec<&SeedRow> = s.rows.iter().copied().filter(|r| r.attack == *attack).collect();
+        let ends = rows.iter().flat_map(|r| {
+            let (lo, hi) = r.ci.or(r.sd.map(|sd| (r.value - sd, r.value + sd))).unwrap_or((r.value, r.value));
+            [lo, hi, r.value]
+        });
+        let (lo, hi) = ends.filter(|v| v.is_finite()).fold((0.45f64, 0.55f64), |(l, h), v| (l.min(v), h.max(v)));
+        let names: Vec<String> = s.models.iter().map(|m| m.to_string()).collect();
+        let mut chart = ChartBuilder::on(panel)
+            .caption(*attack, bold(15))
+            .margin(10)
+            .x_label_area_size(34)
+            .y_label_area_size(112)
+            .build_cartesian_2d((lo - 0.02)..(hi + 0.02), -0.6f64..(n as f64 - 0.4))
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc("AUC")
+            .x_labels(5)
+            .y_labels(n.max(1))
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n { names[n - 1 - i as usize].clone() } else { String::new() }
+            })
+            .label_style(font(12))
+            .axis_desc_style(font(13))
+            .draw()
+            .map_err(err)?;
+        chart.draw_series(LineSeries::new([(0.5, -0.6), (0.5, n as f64 - 0.4)], BLACK.mix(0.35).stroke_width(1))).map_err(err)?;
+        let k = s.seeds.len() as f64;
+        for r in &rows {
+            let y = y_of(&r.model);
+            match r.seed {
+                Some(seed) => {
+                    let j = s.seeds.iter().position(|x| *x == seed).unwrap_or(0);
+                    // Each seed a little above or below the model's line, so none hides another.
+                    let y = y + 0.5 - (j as f64 + 1.0) / (k + 1.0);
+                    if let Some((l, h)) = r.ci {
+                        chart.draw_series(LineSeries::new([(l, y), (h, y)], color(j).stroke_width(1))).map_err(err)?;
+                    }
+                    chart.draw_series(std::iter::once(Circle::new((r.value, y), 4, color(j).stroke_width(2)))).map_err(err)?;
+                }
+                None => {
+                    if let Some(sd) = r.sd {
+                        chart.draw_series(std::iter::once(ErrorBar::new_horizontal(y, r.value - sd, r.value, r.value + sd, BLACK.stroke_width(2), 8))).map_err(err)?;
+                    }
+                    chart.draw_series(std::iter::once(Circle::new((r.value, y), 5, BLACK.filled()))).map_err(err)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Draws `fig10_seed_spread` (PNG + SVG) into `dir` from a multi-seed study's `seeds.csv`
+/// rows; `None` when they hold no AUC.
+pub fn render_seed_spread(rows: &[SeedRow], dir: &Path) -> Result<Option<Figure>, String> {
+    register_fonts();
+    let rows: Vec<&SeedRow> = rows.iter().filter(|r| r.metric == "auc").collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut attacks: Vec<&str> = Vec::new();
+    let mut models: Vec<&str> = Vec::new();
+    let mut seeds: Vec<u64> = Vec::new();
+    for r in &rows {
+        if !attacks.contains(&r.attack.as_str()) {
+            attacks.push(&r.attack);
+        }
+        if !models.contains(&r.model.as_str()) {
+            models.push(&r.model);
+        }
+        if let Some(seed) = r.seed.filter(|s| !seeds.contains(s)) {
+            seeds.push(seed);
+        }
+    }
+    let spread = SeedSpread { attacks, models, seeds, rows };
+    let cols = spread.attacks.len().clamp(1, 3) as u32;
+    let grid_rows = spread.attacks.len().div_ceil(cols as usize) as u32;
+    let size = (460 * cols, 64 + grid_rows * (84 + 34 * spread.models.len() as u32));
+    let svg = draw_both!(seed_spread, &spread, dir, "fig10_seed_spread", size);
+    Ok(Some(Figure { name: "fig10_seed_spread", title: "AUC across seeds: each seed with its interval, and the mean ± sd".into(), svg }))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::data::{Figure, ModelEntry, ReportData, Skipped};
-use super::tables::ComparisonRow;
+use super::tables::{ComparisonRow, SeedRow};
 
 /// Escapes text for HTML.
 fn esc(text: &str) -> String {
@@ -152,4 +152,54 @@ fn figures_section(h: &mut String, figures: &[Figure], skipped: &[Skipped]) {
         h.push_str(&items.join("; "));
         h.push_str("</p>");
     }
+}
+
+/// The page of a multi-seed study: AUC by model and attack as the mean ± sd over the seeds
+/// with each seed's value and interval, links to the seeds' own reports, the seed-spread
+/// figure and the study's manifest.
+pub fn seeds_page(rows: &[SeedRow], seeds: &[u64], figures: &[Figure], manifest: &str) -> String {
+    let mut h = String::new();
+    let _ = write!(h, "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kdharness report: {} seeds</title><style>{STYLE}</style></head><body>", seeds.len());
+    let _ = write!(h, "<h1>kdharness report: {} seeds</h1>", seeds.len());
+    let links: Vec<String> = seeds.iter().map(|s| format!("<a href=\"seed-{s}/report.html\">seed {s}</a>")).collect();
+    let _ = write!(
+        h,
+        "<p class=\"note\">The study ran once per seed; each seed's run is a run directory of its own with its full report: {}. Below, every cell is the mean AUC over the seeds ± their sample standard deviation, with each seed's AUC and 95% bootstrap interval under it (seeds.csv has every metric).</p>",
+        links.join(", ")
+    );
+    let auc: Vec<&SeedRow> = rows.iter().filter(|r| r.metric == "auc").collect();
+    let mut attacks: Vec<&str> = Vec::new();
+    let mut models: Vec<&str> = Vec::new();
+    for r in &auc {
+        if !attacks.contains(&r.attack.as_str()) {
+            attacks.push(&r.attack);
+        }
+        if !models.contains(&r.model.as_str()) {
+            models.push(&r.model);
+        }
+    }
+    if !auc.is_empty() {
+        h.push_str("<h2>AUC across seeds</h2><table><tr><th>model</th>");
+        for a in &attacks {
+            let _ = write!(h, "<th>{}</th>", esc(a));
+        }
+        h.push_str("</tr>");
+        for m in &models {
+            let _ = write!(h, "<tr><td>{}</td>", esc(m));
+            for a in &attacks {
+                let of = |seed: Option<u64>| auc.iter().find(|r| r.model == *m && r.attack == *a && r.seed == seed);
+                let mean = of(None).map_or("–".into(), |r| format!("{}{}", num(r.value, 3), r.sd.map_or(String::new(), |sd| format!(" ± {}", num(sd, 3)))));
+                let each: Vec<String> = seeds
+                    .iter()
+                    .filter_map(|&s| of(Some(s)).map(|r| format!("{}{}", num(r.value, 3), r.ci.map_or(String::new(), |(l, u)| format!(" [{}, {}]", num(l, 3), num(u, 3))))))
+                    .collect();
+                let _ = write!(h, "<td><b>{mean}</b><br><span class=\"note\">{}</span></td>", each.join("<br>"));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
+    }
+    figures_section(&mut h, figures, &[]);
+    let _ = writeln!(h, "<h2>How this study was made (manifest.json)</h2><pre>{}</pre></body></html>", esc(manifest));
+    h
 }

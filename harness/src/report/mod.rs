@@ -4,6 +4,8 @@
 //! order — and the report built from them.
 //!
 //! The modules are layered; each uses only those below it:
+//! - [`seeds`]: a multi-seed study's summary across its seeds' runs (`seeds.csv`, the
+//!   seed-spread figure, the study's page);
 //! - [`render`]: loads a run directory, derives the summary and comparison rows, and has
 //!   the layer below draw and write the rest;
 //! - [`figures`] and `html`: the figures and the page, each drawn from a [`ReportData`];
@@ -16,12 +18,13 @@ pub mod data;
 pub mod figures;
 mod html;
 pub mod render;
+pub mod seeds;
 pub mod tables;
 
 pub use data::{Figure, ModelEntry, ReportData, Skipped};
 pub use render::{Rendered, aggregate_rows, comparisons, load, render_run, summarize, summary_rows};
 pub use tables::{
     BLOCKS_HEADER, BlockRow, CANARIES_HEADER, COMPARISONS_HEADER, ComparisonRow, MEMORIZATION_HEADER, ModelRole, ReportError, Role, SCORES_HEADER,
-    SUMMARY_HEADER, ScoreRow, SummaryRow, TrainingRecord, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_memorization, read_scores, read_utility,
+    SEEDS_HEADER, SUMMARY_HEADER, SeedRow, ScoreRow, SummaryRow, TrainingRecord, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_memorization, read_scores, read_utility,
     write_blocks, write_comparisons, write_memorization, write_scores, write_summary, write_utility,
 };

@@ -38,6 +38,8 @@ pub const UTILITY_HEADER: [&str; 3] = ["model", "sample_id", "rouge_l"];
 pub const BLOCKS_HEADER: [&str; 4] = ["model", "block", "attack", "auc"];
 /// The columns of `canaries.csv`.
 pub const CANARIES_HEADER: [&str; 2] = ["sample_id", "repetitions"];
+/// The columns of `seeds.csv`.
+pub const SEEDS_HEADER: [&str; 14] = ["model", "role", "kd_method", "student", "attack", "metric", "seed", "value", "ci_low", "ci_high", "n_seeds", "sd", "min", "max"];
 /// The columns of `comparisons.csv`.
 pub const COMPARISONS_HEADER: [&str; 9] = ["kind", "a", "b", "attack", "value", "ci_low", "ci_high", "p_value", "n"];
 
@@ -200,6 +202,34 @@ pub struct ComparisonRow {
     pub n: usize,
 }
 
+/// One row of `seeds.csv` (a multi-seed study): a model × attack × metric of `summary.csv`
+/// (category `all`) in one seed's run, with its bootstrap interval, or (`seed` empty,
+/// written `all`) its mean over the seeds with their standard deviation, minimum and
+/// maximum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedRow {
+    /// The model.
+    pub model: String,
+    /// Its part in the experiment.
+    pub role: ModelRole,
+    /// The attack (`mem_…` rows: the memorization measure).
+    pub attack: String,
+    /// The metric.
+    pub metric: String,
+    /// The seed of a per-seed row; `None` for the across-seed row.
+    pub seed: Option<u64>,
+    /// The seed's value, or the mean over the seeds.
+    pub value: f64,
+    /// A per-seed row's 95% bootstrap interval.
+    pub ci: Option<(f64, f64)>,
+    /// Seeds with a finite value (1 for a per-seed row).
+    pub n_seeds: usize,
+    /// Across-seed rows: the sample standard deviation (n − 1; none for one seed).
+    pub sd: Option<f64>,
+    /// Across-seed rows: the smallest and largest seed's value.
+    pub range: Option<(f64, f64)>,
+}
+
 /// Shortest text that reads back as the same f64 (exponent notation for very large or
 /// small magnitudes); `inf` for +∞.
 pub fn fmt_f64(x: f64) -> String {
@@ -274,6 +304,20 @@ impl Record for ComparisonRow {
     }
 }
 
+impl Record for SeedRow {
+    const HEADER: &'static [&'static str] = &SEEDS_HEADER;
+    fn fields(&self) -> Vec<String> {
+        let (ci_low, ci_high) = pair(self.ci);
+        let (min, max) = pair(self.range);
+        let role = &self.role;
+        vec![
+            self.model.clone(), role.role.to_string(), role.kd_method.clone(), role.student.clone(), self.attack.clone(), self.metric.clone(),
+            self.seed.map_or_else(|| "all".into(), |s| s.to_string()), fmt_f64(self.value), ci_low, ci_high, self.n_seeds.to_string(),
+            self.sd.map(fmt_f64).unwrap_or_default(), min, max,
+        ]
+    }
+}
+
 /// Serialises rows to CSV bytes and writes them atomically.
 fn write_table<R: Record>(path: &Path, rows: &[R]) -> Result<(), ReportError> {
     let failed = |e: csv::Error| ReportError::Write { path: path.to_path_buf(), source: std::io::Error::other(e) };
@@ -308,6 +352,11 @@ pub fn write_utility(path: &Path, rows: &[UtilityRow]) -> Result<(), ReportError
 
 /// Writes `blocks.csv` atomically.
 pub fn write_blocks(path: &Path, rows: &[BlockRow]) -> Result<(), ReportError> {
+    write_table(path, rows)
+}
+
+/// Writes `seeds.csv` atomically.
+pub fn write_seeds(path: &Path, rows: &[SeedRow]) -> Result<(), ReportError> {
     write_table(path, rows)
 }
 
@@ -387,6 +436,36 @@ pub fn read_scores(path: &Path) -> Result<Vec<ScoreRow>, ReportError> {
             )));
         }
         rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Reads the run-wide (`category` = `all`) rows of a `summary.csv` as the per-seed rows
+/// of seed `seed`.
+pub fn read_summary_of_seed(path: &Path, seed: u64) -> Result<Vec<SeedRow>, ReportError> {
+    let mut rows = Vec::new();
+    for f in read_rows(path, &SUMMARY_HEADER)? {
+        if &f.record[4] != "all" {
+            continue;
+        }
+        let role: Role = serde_json::from_value(serde_json::Value::String(f.text(1)))
+            .map_err(|_| f.error(format!("`role` must be teacher, student, nokd, target or reference, found `{}`", &f.record[1])))?;
+        let ci = match (&f.record[8], &f.record[9]) {
+            ("", "") => None,
+            _ => Some((f.parse(8)?, f.parse(9)?)),
+        };
+        rows.push(SeedRow {
+            model: f.text(0),
+            role: ModelRole { role, kd_method: f.text(2), student: f.text(3) },
+            attack: f.text(5),
+            metric: f.text(6),
+            seed: Some(seed),
+            value: f.parse(7)?,
+            ci,
+            n_seeds: 1,
+            sd: None,
+            range: None,
+        });
     }
     Ok(rows)
 }
