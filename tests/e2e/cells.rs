@@ -25,12 +25,16 @@ fn every_cell_run_alone_in_reverse_order_two_at_a_time_gives_the_local_tables() 
     let plan = kdharness(["eval", &smoke().display().to_string(), "--plan"]);
     plan.ok();
     let ids: Vec<String> = plan.stdout.lines().map(|l| l.split('\t').next().unwrap().to_string()).collect();
-    assert_eq!(ids.len(), 2 + 7 + 2, "{}", plan.stdout);
+    // data, teacher, 7 students, a scoring cell per model, the report.
+    assert_eq!(ids.len(), 2 + 7 + 8 + 1, "{}", plan.stdout);
     assert_eq!(plan.stdout.lines().nth(1), Some("teacher\tdata"));
     let json = kdharness(["eval", &smoke().display().to_string(), "--plan", "--json"]);
     let cells: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
     assert_eq!(cells.as_array().unwrap().len(), ids.len());
-    assert_eq!(cells[ids.len() - 1], serde_json::json!({"id": "report", "needs": ["score"]}));
+    assert_eq!(cells[ids.len() - 1]["kind"], "report");
+    assert_eq!(cells[ids.len() - 1]["needs"].as_array().unwrap().len(), 8);
+    let kd = cells.as_array().unwrap().iter().find(|c| c["id"] == "score-kd-tiny").unwrap();
+    assert_eq!(kd, &serde_json::json!({"id": "score-kd-tiny", "needs": ["kd-tiny", "nokd-tiny"], "kind": "score"}));
 
     let local = tmp.path().join("local");
     kdharness(eval_args(&local, &[])).ok();

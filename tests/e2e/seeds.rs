@@ -37,7 +37,7 @@ fn two_seeds_give_each_seeds_run_and_a_summary_across_them_that_report_rebuilds_
 
     let plan = kdharness(["eval", &config.display().to_string(), "--plan"]);
     let ids: Vec<&str> = plan.ok().stdout.lines().map(|l| l.split('\t').next().unwrap()).collect();
-    assert_eq!(ids.len(), 2 * 11 + 1, "{}", plan.stdout);
+    assert_eq!(ids.len(), 2 * 18 + 1, "{}", plan.stdout);
     assert!(ids.contains(&"seed-0/teacher") && ids.contains(&"seed-1/kd-tiny"), "{ids:?}");
     assert_eq!(plan.stdout.lines().last(), Some("seeds\tseed-0/report,seed-1/report"));
 

@@ -126,6 +126,17 @@ fn a_study_on_slurm_equals_the_local_run_and_a_failed_cell_is_resubmitted_alone(
         assert!(std::fs::read(on_slurm.join(f)).unwrap() == std::fs::read(local.join(f)).unwrap(), "{f} differs from the local run's");
     }
 
+    // A study of two seeds: the teachers, scorings and reports as arrays over the seeds,
+    // then the summary; seed 1's run is the one-seed run's (smoke.toml has seed = 1).
+    let seeds = tmp.path().join("seeds");
+    let run = eval(&cluster, &smoke, &seeds, &["--executor", "slurm", "--seeds", "1,2"], &[]);
+    run.ok();
+    assert!(run.stderr.contains("slurm: seeds job ") && run.stderr.contains("(seed-1/teacher, seed-2/teacher)"), "{}", run.stderr);
+    for f in TABLES {
+        assert!(std::fs::read(seeds.join("seed-1").join(f)).unwrap() == std::fs::read(local.join(f)).unwrap(), "seed-1/{f} differs from the local run's");
+    }
+    assert!(seeds.join("seeds.csv").is_file() && seeds.join("figures/fig10_seed_spread.png").is_file());
+
     // A cell that fails: its job id and log are named, the others' results stay, and the
     // fixed resubmission runs only it and what depends on it.
     let plugins = tmp.path().join("plugins");
@@ -147,7 +158,9 @@ fn a_study_on_slurm_equals_the_local_run_and_a_failed_cell_is_resubmitted_alone(
     }
     let fixed = eval(&cluster, &config, &out, &["--executor", "slurm", "--plugin-dir", &plugin_dir], &[]);
     fixed.ok();
-    assert!(fixed.stderr.contains("slurm: submitting 3 cell(s): test_kd_env_fails-tiny, score, report"), "{}", fixed.stderr);
+    // The other models' scoring did not wait for the failed student: only its own and the
+    // report are left.
+    assert!(fixed.stderr.contains("slurm: submitting 3 cell(s): test_kd_env_fails-tiny, score-test_kd_env_fails-tiny, report"), "{}", fixed.stderr);
     assert!(out.join("scores.csv").is_file());
 
     drop(cluster);

@@ -57,8 +57,10 @@ pub struct AttackRequest {
     pub blocks: Option<BlockSweep>,
     /// ONNX Runtime library, device, threads.
     pub runtime: RuntimeSettings,
-    /// Output directory (signals are cached in its `signals/`).
+    /// Output directory.
     pub out: PathBuf,
+    /// Where per-sample signals are cached (content-addressed: several runs may share it).
+    pub signals: PathBuf,
 }
 
 /// The per-block sweep: which models, and the attacks' parameters in it.
@@ -122,7 +124,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
         session,
         limits: request.limits,
         batch: request.batch,
-        cache: SignalCache::new(request.out.join("signals")),
+        cache: SignalCache::new(request.signals.clone()),
         records: &records,
     };
     let reference_template = request.reference_template.unwrap_or(request.template);

@@ -138,6 +138,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
             false => None,
         },
         runtime: args.runtime.settings(),
+        signals: args.out.join("signals"),
         out: args.out,
     };
     let outcome = crate::attack::stage::run(&request, &registry)?;

@@ -2,8 +2,10 @@
 //! dependencies wrote into the run directory and can run in any process that sees it
 //! (`kdharness eval CONFIG --cell ID`). The cells are the pipeline's resumable units:
 //! `data`, `teacher`, a size's `base-SIZE` or `heal-SIZE`, one cell per student
-//! (`METHOD-SIZE`, warm-started ones after their size's No-KD student), `score` (export,
-//! attacks, per-block risk, memorization of every model) and `report`. A study of several
+//! (`METHOD-SIZE`, warm-started ones after their size's No-KD student; a model's cell
+//! also exports it to ONNX), one `score-MODEL` per model (its attacks, per-block risk,
+//! memorization and utility; after the model and the reference model of reference
+//! attacks) and `report` (the models' tables gathered, the summary, figures and page). A study of several
 //! `seeds` is each seed's plan with its ids under `seed-S/`, then `seeds` (the across-seed
 //! summary), which needs every seed's report.
 
@@ -18,6 +20,9 @@ pub struct Cell {
     pub id: String,
     /// The cells whose outputs it reads.
     pub needs: Vec<String>,
+    /// What it does: `data`, `teacher`, `train` (a student, base or healed model),
+    /// `score`, `report` or `seeds`; a scheduler groups cells by it.
+    pub kind: &'static str,
 }
 
 /// The cell that summarises a multi-seed study across its seeds.
@@ -31,9 +36,9 @@ pub fn plan(cfg: &Config) -> Vec<Cell> {
     let mut cells = Vec::new();
     for &seed in &cfg.seeds {
         let prefix = |id: &str| format!("{}/{id}", seed_dir(seed));
-        cells.extend(one_seed(cfg).into_iter().map(|c| Cell { id: prefix(&c.id), needs: c.needs.iter().map(|n| prefix(n)).collect() }));
+        cells.extend(one_seed(cfg).into_iter().map(|c| Cell { id: prefix(&c.id), needs: c.needs.iter().map(|n| prefix(n)).collect(), kind: c.kind }));
     }
-    cells.push(Cell { id: SEEDS.into(), needs: cfg.seeds.iter().map(|&s| format!("{}/report", seed_dir(s))).collect() });
+    cells.push(Cell { id: SEEDS.into(), needs: cfg.seeds.iter().map(|&s| format!("{}/report", seed_dir(s))).collect(), kind: "seeds" });
     cells
 }
 
@@ -50,8 +55,8 @@ pub fn split_seed(id: &str) -> Option<(u64, &str)> {
 
 /// The cells of one seed's run.
 fn one_seed(cfg: &Config) -> Vec<Cell> {
-    let cell = |id: &str, needs: &[&str]| Cell { id: id.into(), needs: needs.iter().map(|n| n.to_string()).collect() };
-    let mut cells = vec![cell("data", &[]), cell("teacher", &["data"])];
+    let cell = |id: &str, needs: &[&str], kind| Cell { id: id.into(), needs: needs.iter().map(|n| n.to_string()).collect(), kind };
+    let mut cells = vec![cell("data", &[], "data"), cell("teacher", &["data"], "teacher")];
     let mut models = vec!["teacher".to_string()];
     for size in &cfg.students {
         let init = match (size.init(), &size.heal) {
@@ -60,7 +65,7 @@ fn one_seed(cfg: &Config) -> Vec<Cell> {
             _ => None,
         };
         if let Some(init) = &init {
-            cells.push(cell(init, &["data"]));
+            cells.push(cell(init, &["data"], "train"));
         }
         let nokd = student_name("nokd", &size.name);
         let methods = cfg.distill.nokd.then_some("nokd").into_iter().chain(cfg.distill.methods.iter().map(String::as_str));
@@ -71,13 +76,30 @@ fn one_seed(cfg: &Config) -> Vec<Cell> {
             if cfg.distill.warm_start.iter().any(|m| m == method) {
                 needs.push(nokd.clone());
             }
-            cells.push(Cell { id: name.clone(), needs });
+            cells.push(Cell { id: name.clone(), needs, kind: "train" });
             models.push(name);
         }
     }
-    cells.push(Cell { id: "score".into(), needs: models });
-    cells.push(cell("report", &["score"]));
+    // Each model is scored on its own: it and the reference model of reference attacks.
+    let reference = cfg.attacks.reference.as_deref();
+    let scores: Vec<Cell> = models
+        .iter()
+        .map(|m| {
+            let mut needs = vec![m.clone()];
+            needs.extend(reference.filter(|r| r != m).map(str::to_string));
+            Cell { id: score_cell(m), needs, kind: "score" }
+        })
+        .collect();
+    let report = Cell { id: "report".into(), needs: scores.iter().map(|c| c.id.clone()).collect(), kind: "report" };
+    cells.extend(scores);
+    cells.push(report);
     cells
+}
+
+/// The scoring cell of model `model`: its attacks, per-block risk, memorization and
+/// utility.
+pub fn score_cell(model: &str) -> String {
+    format!("score-{model}")
 }
 
 /// `id` and every cell it needs, directly or not.
@@ -114,15 +136,20 @@ mod tests {
             }
         }
         assert_eq!(ids.first(), Some(&"data"));
-        assert_eq!(&ids[ids.len() - 2..], ["score", "report"]);
+        assert_eq!(ids.last(), Some(&"report"));
         let gkd = cells.iter().find(|c| c.id.starts_with("gkd-")).unwrap();
         assert!(gkd.needs.iter().any(|n| n.starts_with("nokd-")), "{gkd:?}");
-        // Every model is a cell and is scored.
-        let mut scored = cells.iter().find(|c| c.id == "score").unwrap().needs.clone();
+        // Every model is a cell and is scored on its own, after the reference model.
+        let reference = cfg.attacks.reference.clone().unwrap();
+        let mut scored: Vec<String> = cells.iter().filter(|c| c.kind == "score").map(|c| c.needs[0].clone()).collect();
         let mut models = cfg.model_names();
         scored.sort();
         models.sort();
         assert_eq!(scored, models);
+        let kd = cells.iter().find(|c| c.id == score_cell("kd-small")).unwrap();
+        assert_eq!(kd.needs, ["kd-small".to_string(), reference.clone()]);
+        assert_eq!(cells.iter().find(|c| c.id == score_cell(&reference)).unwrap().needs, [reference]);
+        assert_eq!(cells.last().unwrap().needs.len(), models.len());
         let closure = closure(&cells, &gkd.id);
         assert!(closure.contains(&"data") && closure.contains(&"teacher") && !closure.contains(&"score"), "{closure:?}");
     }
@@ -134,8 +161,8 @@ mod tests {
         cfg.seeds = vec![3, 0];
         let cells = plan(&cfg);
         assert_eq!(cells.len(), 2 * one.len() + 1);
-        assert_eq!(cells[one.len() + 1], Cell { id: "seed-0/teacher".into(), needs: vec!["seed-0/data".into()] });
-        assert_eq!(cells.last().unwrap(), &Cell { id: SEEDS.into(), needs: vec!["seed-3/report".into(), "seed-0/report".into()] });
+        assert_eq!(cells[one.len() + 1], Cell { id: "seed-0/teacher".into(), needs: vec!["seed-0/data".into()], kind: "teacher" });
+        assert_eq!(cells.last().unwrap(), &Cell { id: SEEDS.into(), needs: vec!["seed-3/report".into(), "seed-0/report".into()], kind: "seeds" });
         assert_eq!(split_seed("seed-3/kd-small"), Some((3, "kd-small")));
         assert_eq!(split_seed("kd-small"), None);
         assert_eq!(split_seed("seed-x/kd-small"), None);

@@ -1,8 +1,10 @@
 //! `kdharness eval CONFIG --executor slurm`: the plan's unfinished cells as Slurm jobs,
 //! each one `kdharness eval CONFIG --cell ID` in the same run directory: the teacher (with
-//! the data), then every student (and base or healed model) as one job array, then the
-//! scoring, then the report, chained with `--dependency=afterok`; a multi-seed study's
-//! teachers, scorings and reports are arrays over its seeds, and its summary a last job. Resources come from the
+//! the data), then every student (and base or healed model) as one job array, then one
+//! job per model's scoring, then the report, each after exactly the jobs (or array tasks)
+//! of the cells it needs (`--dependency=afterok`), so that a failed student holds back
+//! only its own scoring and the report. A multi-seed study's teachers and reports are
+//! arrays over its seeds, and its summary a last job. Resources come from the
 //! config's `[slurm]`. It waits for the jobs (or, with `--no-wait`, prints their ids) and
 //! names every cell that failed with its job id and log file; the other cells' results
 //! stay, and running the same command again submits only what is not done.
@@ -45,41 +47,39 @@ pub fn submit(loaded: &Loaded, opts: &Options, exe: &Path, no_wait: bool) -> Res
     let registry = crate::plugins::load(&opts.plugin_dirs);
     check_plugins(&loaded.config, &registry)?;
     let todo = pending(loaded, opts, registry)?;
-    let (mut head, mut train, mut score, mut report, mut summary) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for id in todo {
-        // A multi-seed study's cells are grouped by their id within their seed's plan.
-        match super::plan::split_seed(&id).map_or(id.as_str(), |(_, cell)| cell) {
-            "data" => {}
-            "teacher" => head.push(id),
-            "score" => score.push(id),
-            "report" => report.push(id),
-            super::plan::SEEDS => summary.push(id),
-            _ => train.push(id),
-        }
-    }
-    let all = [&head[..], &train[..], &score[..], &report[..], &summary[..]].concat();
+    let plan = super::plan::plan(&loaded.config);
+    let cell = |id: &str| plan.iter().find(|c| c.id == id);
+    // The jobs, in order: (group, resources of, cells); the cells of a group of several
+    // (the students; a study's teachers or reports over its seeds) are one job array,
+    // and each model's scoring is a job of its own, after exactly what it reads.
+    let of_kind = |kind: &str| todo.iter().filter(|id| cell(id).is_some_and(|c| c.kind == kind)).cloned().collect::<Vec<String>>();
+    let mut batches: Vec<(&'static str, &'static str, Vec<String>)> = vec![("teacher", "teacher", of_kind("teacher")), ("students", "students", of_kind("train"))];
+    batches.extend(of_kind("score").into_iter().map(|id| ("score", "score", vec![id])));
+    batches.extend([("report", "report", of_kind("report")), ("seeds", "report", of_kind("seeds"))]);
+    batches.retain(|(_, _, cells)| !cells.is_empty());
+    let all: Vec<&str> = batches.iter().flat_map(|(_, _, cells)| cells.iter().map(String::as_str)).collect();
     status::info(format!("slurm: submitting {} cell(s): {}", all.len(), all.join(", ")));
     let dir = out.join("slurm");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let config = config_path(loaded, &dir)?;
     let slurm = loaded.config.slurm.clone().unwrap_or_default();
     let mut jobs: Vec<Job> = Vec::new();
-    // A group of several cells (the students; the teachers, scorings and reports of
-    // several seeds) is one job array.
-    let groups: [(&'static str, &'static str, Vec<String>); 5] =
-        [("teacher", "teacher", head), ("students", "students", train), ("score", "score", score), ("report", "report", report), ("seeds", "report", summary)];
-    for (group, stage, cells) in groups {
-        if cells.is_empty() {
-            continue;
-        }
+    // The job (or array task) of each cell submitted so far: `ID` or `ID_TASK`.
+    let mut job_of: std::collections::HashMap<String, String> = Default::default();
+    for (group, stage, cells) in batches {
         let array = group == "students" || cells.len() > 1;
-        let script = dir.join(format!("{group}.sh"));
-        let text = job_script(&loaded.config.name, &loaded.config.seeds, group, &cells, array, &slurm.resources(stage), exe, &config, &out, opts);
+        // A scoring job's files are named by its cell (`seed-S/…` flattened).
+        let label = if group == "score" { cells[0].replace('/', "_") } else { group.to_string() };
+        let script = dir.join(format!("{label}.sh"));
+        let text = job_script(&loaded.config.name, &loaded.config.seeds, &label, &cells, array, &slurm.resources(stage), exe, &config, &out, opts);
         crate::files::write_atomic(&script, text.as_bytes()).with_context(|| format!("cannot write {}", script.display()))?;
+        let mut after: Vec<&str> = cells.iter().filter_map(|c| cell(c)).flat_map(|c| c.needs.iter()).filter_map(|n| job_of.get(n).map(String::as_str)).collect();
+        after.sort();
+        after.dedup();
         let mut sbatch = Command::new("sbatch");
         sbatch.arg("--parsable");
-        if let Some(previous) = jobs.last() {
-            sbatch.arg(format!("--dependency=afterok:{}", previous.id));
+        if !after.is_empty() {
+            sbatch.arg(format!("--dependency=afterok:{}", after.join(":")));
         }
         if array {
             let limit = if slurm.array_parallelism > 0 { format!("%{}", slurm.array_parallelism) } else { String::new() };
@@ -91,6 +91,9 @@ pub fn submit(loaded: &Loaded, opts: &Options, exe: &Path, no_wait: bool) -> Res
         }
         let id = String::from_utf8_lossy(&output.stdout).trim().split(';').next().unwrap_or_default().to_string();
         status::info(format!("slurm: {group} job {id} ({})", cells.join(", ")));
+        for (i, c) in cells.iter().enumerate() {
+            job_of.insert(c.clone(), if array { format!("{id}_{i}") } else { id.clone() });
+        }
         jobs.push(Job { group, id, cells, array });
     }
     if no_wait {

@@ -12,6 +12,7 @@ use super::marker::{Outputs, json_key, key_of};
 
 /// A model directory's own files: the export stage's are not among them.
 const MODEL: Outputs<'static> = Outputs::Dir { except: &["model.onnx", "onnx"] };
+use super::plan::score_cell;
 use super::{Pipeline, RunModel};
 use crate::attack::stage::{AttackRequest, BlockSweep};
 use crate::score::Target;
@@ -276,11 +277,11 @@ impl Pipeline<'_> {
         Ok((key, dir))
     }
 
-    /// 4. Every model to ONNX.
+    /// 4. Every model to ONNX, as part of its own cell.
     pub(super) fn export(&mut self, models: &[RunModel]) -> Result<()> {
         for m in models {
             let key = key_of(&[&m.key, "export"]);
-            self.stage("export", "score", &m.dir.join("onnx"), &key, Outputs::Files(&["../model.onnx"]), |_| {
+            self.stage("export", &m.name, &m.dir.join("onnx"), &key, Outputs::Files(&["../model.onnx"]), |_| {
                 let model = Model::load(&m.dir, &Device::Cpu)?;
                 crate::export::export(&model, &m.dir.join("model.onnx"))?;
                 Ok(())
@@ -289,79 +290,90 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// 5–6, 8. Every attack on every model (MoPe-style attacks and the per-block sweep
-    /// included).
+    /// 5–6, 8. Every attack on each model (MoPe-style attacks and the per-block sweep
+    /// included), one model at a time: `stages/attack/MODEL/`, in its scoring cell.
     pub(super) fn attack(&mut self, data: &Data, models: &[RunModel]) -> Result<()> {
         let cfg = self.cfg;
-        let dir = self.dir("stages/attack");
         let libraries: Vec<&str> = cfg.attacks.names.iter().map(|a| self.registry.attack(a).map_or("", |l| l.library_sha256.as_str())).collect();
-        let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks), &libraries.join(",")]);
-        // The signal cache checks each of its entries itself.
-        self.stage("attack", "score", &dir, &key, Outputs::Dir { except: &["signals"] }, |p| {
-            let references = match &cfg.attacks.reference {
-                Some(name) => vec![Target { name: format!("reference-{name}"), path: onnx_of(models, name)? }],
-                None => Vec::new(),
-            };
-            let request = AttackRequest {
-                models: targets(models),
-                references,
-                tokenizer: data.file("tokenizer.json"),
-                reference_tokenizer: None,
-                members: data.file("members.jsonl"),
-                nonmembers: data.file("nonmembers.jsonl"),
-                attacks: cfg.attacks.names.clone(),
-                params: attack_params(&cfg.attacks.params)?,
-                template: cfg.data.template,
-                reference_template: None,
-                limits: TokenLimits { max_prompt_tokens: cfg.data.max_prompt_tokens, max_response_tokens: cfg.data.max_response_tokens },
-                batch: BatchSettings { batch_size: cfg.attacks.batch_size, ..BatchSettings::default() },
-                seed: cfg.seed,
-                bootstrap: cfg.attacks.bootstrap,
-                blocks: match cfg.blocks.enabled {
-                    true => Some(BlockSweep {
-                        models: cfg.blocks.models.clone(),
-                        params: attack_params(&cfg.blocks.params)?,
-                    }),
-                    false => None,
-                },
-                runtime: p.opts.runtime.clone(),
-                out: dir.clone(),
-            };
-            let outcome = crate::attack::stage::run(&request, &p.registry)?;
-            if !outcome.failures.is_empty() {
-                let manifest = request.out.join("manifest.json");
-                bail!("the attack stage failed: {} run(s) failed (listed under `failures` in {}; the other results are there too)", outcome.failures.len(), manifest.display());
-            }
-            Ok(())
-        })
+        let libraries = libraries.join(",");
+        let reference = match &cfg.attacks.reference {
+            Some(name) => Some(models.iter().find(|m| &m.name == name).map(|m| (m.name.clone(), m.key.clone(), m.dir.join("model.onnx"))).ok_or_else(|| {
+                let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                anyhow::anyhow!("attacks.reference `{name}` is not a model of this run ({})", names.join(", "))
+            })?),
+            None => None,
+        };
+        for m in models {
+            let dir = self.dir(&format!("stages/attack/{}", m.name));
+            let reference_key = reference.as_ref().map_or("", |(_, key, _)| key.as_str());
+            let key = key_of(&[&m.key, reference_key, &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks), &libraries]);
+            self.stage("attack", &score_cell(&m.name), &dir, &key, Outputs::Dir { except: &[] }, |p| {
+                let request = AttackRequest {
+                    models: targets(std::slice::from_ref(m)),
+                    references: reference.iter().map(|(name, _, path)| Target { name: format!("reference-{name}"), path: path.clone() }).collect(),
+                    tokenizer: data.file("tokenizer.json"),
+                    reference_tokenizer: None,
+                    members: data.file("members.jsonl"),
+                    nonmembers: data.file("nonmembers.jsonl"),
+                    attacks: cfg.attacks.names.clone(),
+                    params: attack_params(&cfg.attacks.params)?,
+                    template: cfg.data.template,
+                    reference_template: None,
+                    limits: TokenLimits { max_prompt_tokens: cfg.data.max_prompt_tokens, max_response_tokens: cfg.data.max_response_tokens },
+                    batch: BatchSettings { batch_size: cfg.attacks.batch_size, ..BatchSettings::default() },
+                    seed: cfg.seed,
+                    bootstrap: cfg.attacks.bootstrap,
+                    // A model outside `blocks.models` gets no sweep (and no blocks.csv).
+                    blocks: match cfg.blocks.enabled && (cfg.blocks.models.is_empty() || cfg.blocks.models.contains(&m.name)) {
+                        true => Some(BlockSweep { models: Vec::new(), params: attack_params(&cfg.blocks.params)? }),
+                        false => None,
+                    },
+                    runtime: p.opts.runtime.clone(),
+                    out: dir.clone(),
+                    // Shared by the models' cells: the reference model is scored once.
+                    signals: p.dir("stages/signals"),
+                };
+                let outcome = crate::attack::stage::run(&request, &p.registry)?;
+                if !outcome.failures.is_empty() {
+                    let manifest = request.out.join("manifest.json");
+                    bail!("the attack stage failed on `{}`: {} run(s) failed (listed under `failures` in {}; the other results are there too)", m.name, outcome.failures.len(), manifest.display());
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
-    /// 7, 9. Memorization and utility of every model.
+    /// 7, 9. Memorization and utility of each model: `stages/memorize/MODEL/`, in its
+    /// scoring cell.
     pub(super) fn memorize(&mut self, data: &Data, models: &[RunModel]) -> Result<()> {
         let cfg = self.cfg;
         if !cfg.memorize.enabled {
             return Ok(());
         }
-        let dir = self.dir("stages/memorize");
-        let key = key_of(&[&all_models(models), &data.key, &json_key(&cfg.memorize)]);
-        self.stage("memorize", "score", &dir, &key, Outputs::Dir { except: &[] }, |p| {
-            let request = MemorizeRequest {
-                models: targets(models),
-                teacher: Some("teacher".into()),
-                tokenizer: data.file("tokenizer.json"),
-                members: data.file("members.jsonl"),
-                nonmembers: data.file("nonmembers.jsonl"),
-                template: cfg.data.template,
-                max_prompt_tokens: cfg.data.max_prompt_tokens,
-                settings: memorize_settings(p, data),
-                seed: cfg.seed,
-                bootstrap: cfg.attacks.bootstrap,
-                runtime: p.opts.runtime.clone(),
-                out: dir.clone(),
-            };
-            crate::memorize::stage::run(&request)?;
-            Ok(())
-        })
+        for m in models {
+            let dir = self.dir(&format!("stages/memorize/{}", m.name));
+            let key = key_of(&[&m.key, &data.key, &json_key(&cfg.memorize)]);
+            self.stage("memorize", &score_cell(&m.name), &dir, &key, Outputs::Dir { except: &[] }, |p| {
+                let request = MemorizeRequest {
+                    models: targets(std::slice::from_ref(m)),
+                    teacher: (m.role.role == Role::Teacher).then(|| m.name.clone()),
+                    tokenizer: data.file("tokenizer.json"),
+                    members: data.file("members.jsonl"),
+                    nonmembers: data.file("nonmembers.jsonl"),
+                    template: cfg.data.template,
+                    max_prompt_tokens: cfg.data.max_prompt_tokens,
+                    settings: memorize_settings(p, data),
+                    seed: cfg.seed,
+                    bootstrap: cfg.attacks.bootstrap,
+                    runtime: p.opts.runtime.clone(),
+                    out: dir.clone(),
+                };
+                crate::memorize::stage::run(&request)?;
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// 10. The per-sample results gathered, the manifest, the tables, figures and HTML.
@@ -369,14 +381,20 @@ impl Pipeline<'_> {
         let report_started = Instant::now();
         crate::stop::enter_stage("report");
         let out = &self.opts.out;
-        for (dir, files) in [
-            (self.dir("stages/attack"), &["scores.csv", "blocks.csv"][..]),
-            (self.dir("stages/memorize"), &["memorization.csv", "utility.csv"][..]),
-            (data.dir.clone(), &["canaries.csv"][..]),
-        ] {
-            for f in files.iter().map(|f| dir.join(f)).filter(|f| f.is_file()) {
-                crate::files::copy_atomic(&f, &out.join(f.file_name().expect("a file"))).with_context(|| format!("cannot copy {}", f.display()))?;
+        // Each model's tables, one after another in the run's model order.
+        let mut gathered = vec![("attack", "scores.csv"), ("attack", "blocks.csv")];
+        if self.cfg.memorize.enabled {
+            gathered.extend([("memorize", "memorization.csv"), ("memorize", "utility.csv")]);
+        }
+        for (stage, file) in gathered {
+            let parts: Vec<PathBuf> = models.iter().map(|m| self.dir(&format!("stages/{stage}/{}/{file}", m.name))).collect();
+            if file != "blocks.csv" || self.cfg.blocks.enabled {
+                concatenate(&parts, &out.join(file))?;
             }
+        }
+        let canaries = data.file("canaries.csv");
+        if canaries.is_file() {
+            crate::files::copy_atomic(&canaries, &out.join("canaries.csv")).with_context(|| format!("cannot copy {}", canaries.display()))?;
         }
         self.timings.insert("report".into(), json!({"seconds": report_started.elapsed().as_secs_f64(), "cached": false}));
         let mut manifest = self.manifest(data, models)?;
@@ -404,7 +422,9 @@ impl Pipeline<'_> {
         manifest.template = Some(cfg.data.template);
         manifest.memorization = Some(memorize_settings(self, data));
         // The runtime and attacks that made the scores, as the attack stage recorded them.
-        (manifest.onnx_runtime, manifest.plugins) = crate::manifest::scoring_record(&self.dir("stages/attack/manifest.json"));
+        // (Every model's scoring cell records the same; the first model's is taken.)
+        let first = models.first().map(|m| m.name.as_str()).unwrap_or("teacher");
+        (manifest.onnx_runtime, manifest.plugins) = crate::manifest::scoring_record(&self.dir(&format!("stages/attack/{first}/manifest.json")));
         manifest.kd_plugins = self.registry.kd_methods().map(PluginRecord::kd).collect();
         for f in ["members.jsonl", "public.jsonl", "nonmembers.jsonl", "teacher_train.jsonl", "tokenizer.json"] {
             manifest.data.insert(f.into(), FileRecord::of(&data.file(f)));
@@ -446,24 +466,33 @@ fn memorize_settings(p: &Pipeline<'_>, data: &Data) -> MemorizeSettings {
     MemorizeSettings { k: m.k, max_new_tokens: m.max_new_tokens, no_repeat_ngram: m.no_repeat_ngram, batch_size: 8, eos: guess_eos(&data.tokenizer.tokenizer) }
 }
 
-/// The hash of every model of the run.
-fn all_models(models: &[RunModel]) -> String {
-    key_of(&models.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
-}
-
 fn targets(models: &[RunModel]) -> Vec<Target> {
     models.iter().map(|m| Target { name: m.name.clone(), path: m.dir.join("model.onnx") }).collect()
 }
 
-/// The ONNX file of the model named `name` (the config's reference model).
-fn onnx_of(models: &[RunModel], name: &str) -> Result<PathBuf> {
-    match models.iter().find(|m| m.name == name) {
-        Some(m) => Ok(m.dir.join("model.onnx")),
-        None => {
-            let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
-            bail!("attacks.reference `{name}` is not a model of this run ({})", names.join(", "))
+/// Writes the CSV files `parts` (one header, each part's rows in turn; a missing part has
+/// none) to `to`: the same bytes as one table of all their rows.
+fn concatenate(parts: &[PathBuf], to: &std::path::Path) -> Result<()> {
+    let mut header: Option<String> = None;
+    let mut text = String::new();
+    for part in parts.iter().filter(|p| p.is_file()) {
+        let own = std::fs::read_to_string(part).with_context(|| format!("cannot read {}", part.display()))?;
+        let (first, rows) = own.split_once('\n').unwrap_or((&own, ""));
+        match &header {
+            None => {
+                header = Some(first.to_string());
+                text.push_str(first);
+                text.push('\n');
+            }
+            Some(h) if h != first => bail!("{} has the columns `{first}`, the other models' tables `{h}`: rerun its scoring (--fresh)", part.display()),
+            Some(_) => {}
         }
+        text.push_str(rows);
     }
+    if header.is_none() {
+        return Ok(());
+    }
+    crate::files::write_atomic(to, text.as_bytes()).with_context(|| format!("cannot write {}", to.display()))
 }
 
 /// A digest of the data source (the file's SHA-256; `synthetic` for generated data).
