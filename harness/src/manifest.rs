@@ -68,6 +68,9 @@ pub struct Manifest {
     pub references: Vec<ModelRecord>,
     /// The attack plugins that ran, with their parameters.
     pub plugins: Vec<PluginRecord>,
+    /// The token frequency table attacks read (`token_frequency`), when one was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_frequency: Option<crate::score::frequency::FrequencyRecord>,
     /// The KD-method plugins loaded (`eval`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kd_plugins: Vec<PluginRecord>,

@@ -34,13 +34,26 @@
 //! # Interface evolution
 //!
 //! The root module is an `abi_stable` prefix type. The interface version is this crate's
-//! version: while it is `0.x`, plugins must be built against the same minor version as the
-//! harness (abi_stable refuses others with a version error). Any change to a type that
-//! crosses the boundary is a breaking change and bumps the minor version; old plugins are
-//! then rebuilt. A new signal is such a change (it adds a field to [`SampleView`]); the
-//! bit set [`SignalSet`] only lets each attack declare which signals it reads, so that the
-//! harness computes nothing else. The interface version is independent of the harness's
-//! own version: a harness release that leaves the boundary alone keeps old plugins working.
+//! version: while it is `0.x`, a harness loads plugins built against the same minor
+//! version, older patch versions included (abi_stable refuses an older minor with a
+//! version error, and checks the layout of every type that crosses the boundary).
+//!
+//! - An additive change bumps the patch version and keeps every earlier plugin of the
+//!   minor working, unchanged and without a rebuild: new fields go after the last field
+//!   of [`PluginLib`] (an older library lacks them and the harness reads them as absent),
+//!   and new types cross the boundary only through those fields. 0.3.1 added the signals
+//!   [`SignalSet::EXTENDED`] this way: [`SampleExt`] beside each [`SampleView`], read by
+//!   [`Attack::score_ext`] through [`PluginLib::attacks_ext`]. abi_stable refuses a root
+//!   module with fewer fields than the harness expects, so the layout of each earlier
+//!   patch's root module is kept ([`v0_3_0`]) and a library that fails the current one is
+//!   loaded as that (checked as strictly); its attacks are called as before (tested with
+//!   a library built against 0.3.0, committed in tests/fixtures/plugins/).
+//! - A change to a type that is already on the boundary ([`SampleView`], [`AttackInput`],
+//!   [`AttackDecl`], the KD types) bumps the minor version; plugins of the earlier minor are
+//!   then refused with a message naming both versions and saying to rebuild.
+//!
+//! The interface version is independent of the harness's own version: a harness release
+//! that leaves the boundary alone keeps old plugins working.
 #![warn(missing_docs)]
 
 pub mod kd;
@@ -86,9 +99,26 @@ impl SignalSet {
     pub const PERTURBED_LOSS: SignalSet = SignalSet(1 << 8);
     /// Known non-members (population data) in `AttackInput::calibration`.
     pub const CALIBRATION: SignalSet = SignalSet(1 << 9);
+    /// (0.3.1, read by [`Attack::score_ext`]) `log f(y_t)` of each scored token in a
+    /// Laplace-smoothed token frequency table of a reference corpus
+    /// (`SampleExt::token_log_freq`).
+    pub const TOKEN_FREQUENCY: SignalSet = SignalSet(1 << 10);
+    /// (0.3.1) `log q(y_t | shots, x)`: the response's log-probabilities with known
+    /// non-members prepended to the prompt (`SampleExt::prefixed_logprob`).
+    pub const PREFIXED_LOGPROB: SignalSet = SignalSet(1 << 11);
+    /// (0.3.1) Sampled continuations of the prompt and the first half of the response,
+    /// and the true second half (`SampleExt::continuations`, `SampleExt::second_half`).
+    pub const CONTINUATIONS: SignalSet = SignalSet(1 << 12);
+    /// (0.3.1) The record's mean log-probability under each of several reference models
+    /// (`SampleExt::reference_mean_logprob`).
+    pub const REFERENCES: SignalSet = SignalSet(1 << 13);
+    /// The signals of interface 0.3.1: an attack that needs one is called through
+    /// [`Attack::score_ext`], which a harness older than 0.3.1 cannot do (it does not list
+    /// such an attack).
+    pub const EXTENDED: SignalSet = SignalSet(0b1111 << 10);
 
     /// Every signal with its name, in bit order.
-    pub const NAMED: [(SignalSet, &'static str); 10] = [
+    pub const NAMED: [(SignalSet, &'static str); 14] = [
         (Self::TOKEN_IDS, "token_ids"),
         (Self::TARGET_LOGPROB, "target_logprob"),
         (Self::DIST_MEAN, "dist_mean"),
@@ -99,6 +129,10 @@ impl SignalSet {
         (Self::REFERENCE, "reference"),
         (Self::PERTURBED_LOSS, "perturbed_loss"),
         (Self::CALIBRATION, "calibration"),
+        (Self::TOKEN_FREQUENCY, "token_frequency"),
+        (Self::PREFIXED_LOGPROB, "prefixed_logprob"),
+        (Self::CONTINUATIONS, "continuations"),
+        (Self::REFERENCES, "references"),
     ];
 
     /// Both sets together.
@@ -109,6 +143,11 @@ impl SignalSet {
     /// Whether every signal of `other` is in `self`.
     pub const fn contains(self, other: SignalSet) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// Whether `self` and `other` share a signal.
+    pub const fn intersects(self, other: SignalSet) -> bool {
+        self.0 & other.0 != 0
     }
 
     /// Names of the signals in this set, for messages and `plugins list`.
@@ -197,6 +236,60 @@ impl AttackInput<'_> {
     pub fn param_fraction(&self, key: &str) -> Result<f64, String> {
         self.params().fraction(key)
     }
+}
+
+/// The signals of interface 0.3.1 of one sample, beside its [`SampleView`]. Slices the
+/// attack did not ask for are empty; the per-token ones have one entry per scored
+/// response token, like the [`SampleView`]'s.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct SampleExt<'a> {
+    /// `log f(y_t)`, natural log, with `f(t) = (c(t) + 1) / (N + V)`: `c(t)` the count of
+    /// token `t` among the `N` tokens of the reference corpus, `V` the vocabulary size.
+    pub token_log_freq: RSlice<'a, f64>,
+    /// `log q(y_t | shots, x)`, natural log.
+    pub prefixed_logprob: RSlice<'a, f64>,
+    /// The sampled continuations' texts, separated by [`CONTINUATION_SEPARATOR`] (iterate
+    /// with [`SampleExt::continuations`]).
+    pub continuations: RStr<'a>,
+    /// The response's true second half, as text.
+    pub second_half: RStr<'a>,
+    /// The mean of `log q_ref(y_t)` over the scored tokens, one entry per reference model.
+    pub reference_mean_logprob: RSlice<'a, f64>,
+}
+
+/// Separates the continuations in [`SampleExt::continuations`] (ASCII record separator).
+pub const CONTINUATION_SEPARATOR: char = '\u{1e}';
+
+impl<'a> SampleExt<'a> {
+    /// No signal of 0.3.1.
+    pub const EMPTY: SampleExt<'static> = SampleExt {
+        token_log_freq: RSlice::EMPTY,
+        prefixed_logprob: RSlice::EMPTY,
+        continuations: RStr::from_str(""),
+        second_half: RStr::from_str(""),
+        reference_mean_logprob: RSlice::EMPTY,
+    };
+
+    /// The sampled continuations, in order.
+    pub fn continuations(&self) -> impl Iterator<Item = &'a str> {
+        let text = self.continuations.as_str();
+        text.split(CONTINUATION_SEPARATOR).filter(move |_| !text.is_empty())
+    }
+}
+
+/// Everything an attack that reads the signals of 0.3.1 sees in one call: the
+/// [`AttackInput`] of earlier interfaces and, beside each of its samples (and calibration
+/// samples), their [`SampleExt`].
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct AttackInputExt<'a> {
+    /// The samples, reference, calibration and parameters as [`Attack::score`] sees them.
+    pub base: AttackInput<'a>,
+    /// `samples[i]` extends `base.samples[i]`.
+    pub samples: RSlice<'a, SampleExt<'a>>,
+    /// `calibration[i]` extends `base.calibration[i]`.
+    pub calibration: RSlice<'a, SampleExt<'a>>,
 }
 
 /// A plugin's parameters (defaults filled in), with typed accessors whose errors name the
@@ -309,7 +402,29 @@ impl AttackDecl {
     }
 }
 
+/// An attack of interface 0.3.1 as the harness sees it: its [`AttackDecl`] and the call
+/// that reads the extended signals.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct AttackExtDecl {
+    /// Name, version, description, signals (any of [`SignalSet::EXTENDED`] among them),
+    /// parameters, and the calls of earlier interfaces.
+    pub decl: AttackDecl,
+    /// [`Attack::score_ext`], with panics caught.
+    pub score_ext: extern "C" fn(&AttackInputExt<'_>) -> RResult<RVec<f64>, RString>,
+}
+
+impl AttackExtDecl {
+    /// The declaration of `A`, its calls wrapped so that panics become errors.
+    pub fn of<A: Attack>(version: &'static str) -> AttackExtDecl {
+        AttackExtDecl { decl: AttackDecl::of::<A>(version), score_ext: score_ext_shim::<A> }
+    }
+}
+
 /// The root module a plugin library exports (built by [`export_plugins!`]).
+///
+/// Fields after `kd_methods` were added in later interface versions (a prefix type: an
+/// older library simply lacks them, and the harness reads them as absent).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginLibRef)))]
@@ -322,6 +437,11 @@ pub struct PluginLib {
     /// The KD methods the library provides (panics caught likewise).
     #[sabi(last_prefix_field)]
     pub kd_methods: extern "C" fn() -> RVec<kd::KdDecl>,
+    /// (0.3.1) Every attack of the library, each callable with the extended signals; a
+    /// harness of 0.3.1 or later reads this list instead of `attacks`, which holds only
+    /// the attacks that earlier harnesses can run.
+    #[sabi(missing_field(option))]
+    pub attacks_ext: extern "C" fn() -> RVec<AttackExtDecl>,
 }
 
 impl RootModule for PluginLibRef {
@@ -329,6 +449,41 @@ impl RootModule for PluginLibRef {
     const BASE_NAME: &'static str = "kdharness_plugin";
     const NAME: &'static str = "kdharness_plugin";
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// The root module of interface 0.3.0, which had no `attacks_ext`: abi_stable checks a
+/// library's root module against the layout the harness expects and refuses one with
+/// fewer fields, so a harness of 0.3.1 or later loads a library that fails the current
+/// layout as this one (checked just as strictly) and calls its attacks as 0.3.0 did.
+pub mod v0_3_0 {
+    use abi_stable::{
+        StableAbi, declare_root_module_statics,
+        library::RootModule,
+        sabi_types::VersionStrings,
+        std_types::{RStr, RVec},
+    };
+
+    /// [`super::PluginLib`] as it was in 0.3.0 (same name, same fields in the same order).
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = PluginLibRef)))]
+    #[sabi(missing_field(panic))]
+    pub struct PluginLib {
+        /// The plugin crate's own version.
+        pub library_version: RStr<'static>,
+        /// The attacks the library provides.
+        pub attacks: extern "C" fn() -> RVec<super::AttackDecl>,
+        /// The KD methods the library provides.
+        #[sabi(last_prefix_field)]
+        pub kd_methods: extern "C" fn() -> RVec<super::kd::KdDecl>,
+    }
+
+    impl RootModule for PluginLibRef {
+        declare_root_module_statics! {PluginLibRef}
+        const BASE_NAME: &'static str = "kdharness_plugin";
+        const NAME: &'static str = "kdharness_plugin";
+        const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.3.0");
+    }
 }
 
 /// The interface version plugins are checked against (this crate's version).
@@ -348,6 +503,13 @@ pub trait Attack: 'static {
     /// One finite score per sample of `input.samples`, in order; higher = more likely a
     /// member.
     fn score(input: &AttackInput<'_>) -> Result<Vec<f64>, String>;
+    /// The same, with the signals of interface 0.3.1 beside each sample: what the harness
+    /// calls. The default ignores them and calls [`Attack::score`]; an attack that needs
+    /// any of [`SignalSet::EXTENDED`] implements this and gives `score` an error (a
+    /// harness that cannot provide the signals never lists the attack, so never calls it).
+    fn score_ext(input: &AttackInputExt<'_>) -> Result<Vec<f64>, String> {
+        Self::score(&input.base)
+    }
     /// The weight perturbations this attack needs for `params`, if it needs
     /// [`SignalSet::PERTURBED_LOSS`] (the harness asks before scoring and fills
     /// `perturbed_loss` accordingly); `None` otherwise.
@@ -359,6 +521,10 @@ pub trait Attack: 'static {
 
 extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64>, RString> {
     guarded(|| A::score(input).map(RVec::from))
+}
+
+extern "C" fn score_ext_shim<A: Attack>(input: &AttackInputExt<'_>) -> RResult<RVec<f64>, RString> {
+    guarded(|| A::score_ext(input).map(RVec::from))
 }
 
 /// Runs `f` with panics turned into errors: every call into a plugin goes through it.
@@ -422,9 +588,18 @@ macro_rules! export_plugins {
         #[::abi_stable::export_root_module]
         pub fn kdharness_plugin_root() -> $crate::PluginLibRef {
             use ::abi_stable::prefix_type::PrefixTypeTrait;
+            // For harnesses before 0.3.1: the attacks they can feed.
             extern "C" fn attacks() -> ::abi_stable::std_types::RVec<$crate::AttackDecl> {
+                $crate::catch_list(|| {
+                    let all: ::std::vec::Vec<$crate::AttackDecl> = ::std::vec![
+                        $($crate::AttackDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
+                    ];
+                    all.into_iter().filter(|d| !d.needs.intersects($crate::SignalSet::EXTENDED)).collect()
+                })
+            }
+            extern "C" fn attacks_ext() -> ::abi_stable::std_types::RVec<$crate::AttackExtDecl> {
                 $crate::catch_list(|| ::std::vec![
-                    $($crate::AttackDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
+                    $($crate::AttackExtDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
                 ])
             }
             extern "C" fn kd_methods() -> ::abi_stable::std_types::RVec<$crate::kd::KdDecl> {
@@ -436,6 +611,7 @@ macro_rules! export_plugins {
                 library_version: ::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION")),
                 attacks,
                 kd_methods,
+                attacks_ext,
             }
             .leak_into_prefix()
         }
@@ -473,9 +649,27 @@ pub struct OwnedSample {
     pub response_text: String,
     pub argmax_text: String,
     pub perturbed_loss: Vec<f64>,
+    /// The signals of 0.3.1 (see [`SampleExt`]; `continuations` joined by
+    /// [`CONTINUATION_SEPARATOR`]).
+    pub token_log_freq: Vec<f64>,
+    pub prefixed_logprob: Vec<f64>,
+    pub continuations: String,
+    pub second_half: String,
+    pub reference_mean_logprob: Vec<f64>,
 }
 
 impl OwnedSample {
+    /// Borrows the sample's signals of 0.3.1 as the ABI sees them.
+    pub fn ext(&self) -> SampleExt<'_> {
+        SampleExt {
+            token_log_freq: self.token_log_freq.as_slice().into(),
+            prefixed_logprob: self.prefixed_logprob.as_slice().into(),
+            continuations: self.continuations.as_str().into(),
+            second_half: self.second_half.as_str().into(),
+            reference_mean_logprob: self.reference_mean_logprob.as_slice().into(),
+        }
+    }
+
     /// Borrows the sample as the ABI sees it.
     pub fn view(&self) -> SampleView<'_> {
         SampleView {
@@ -516,23 +710,24 @@ pub(crate) fn with_param_list<T>(specs: &[ParamSpec], given: &[(&str, &str)], f:
     f(ParamList(&param_views(&all)))
 }
 
-/// Runs attack `A` on owned samples in-process, parameters defaulted: what a unit test of
-/// an attack calls.
+/// Runs attack `A` on owned samples in-process (through [`Attack::score_ext`], as the
+/// harness does), parameters defaulted: what a unit test of an attack calls.
 pub fn run_attack<A: Attack>(
     samples: &[OwnedSample],
     reference: &[OwnedSample],
     params: &[(&str, &str)],
 ) -> Result<Vec<f64>, String> {
-    let samples: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
+    let views: Vec<SampleView<'_>> = samples.iter().map(OwnedSample::view).collect();
+    let ext: Vec<SampleExt<'_>> = samples.iter().map(OwnedSample::ext).collect();
     let reference: Vec<SampleView<'_>> = reference.iter().map(OwnedSample::view).collect();
     with_param_list(A::PARAMS, params, |params| {
-        let input = AttackInput {
-            samples: samples.as_slice().into(),
+        let base = AttackInput {
+            samples: views.as_slice().into(),
             reference: reference.as_slice().into(),
             calibration: RSlice::EMPTY,
             params: params.0.into(),
         };
-        A::score(&input)
+        A::score_ext(&AttackInputExt { base, samples: ext.as_slice().into(), calibration: RSlice::EMPTY })
     })
 }
 

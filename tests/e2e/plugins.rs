@@ -21,6 +21,7 @@ fn plugins_list_shows_the_builtins() {
         ("minkpp_paper", "kdh_attack_minkpp"),
         ("ref", "kdh_attack_ref"),
         ("mope", "kdh_attack_mope"),
+        ("dcpdd", "kdh_attack_dcpdd"),
     ] {
         let line = lines.iter().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{}", run.stdout));
         let cells: Vec<&str> = line.split_whitespace().collect();
@@ -36,7 +37,7 @@ fn plugins_list_shows_the_builtins() {
     assert!(run.stdout.contains("objective=jsd beta=0.9"));
     let json = kdharness(["plugins", "list", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
-    assert_eq!(value["plugins"].as_array().unwrap().len(), 9 + 7);
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 10 + 7);
     assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -67,7 +68,7 @@ fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
     let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
     assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
     // Every built-in still loads.
-    assert_eq!(run.stdout.lines().count(), 1 + 9 + 7, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1 + 10 + 7, "{}", run.stdout);
 }
 
 #[test]
@@ -164,4 +165,25 @@ fn a_scaffolded_plugin_builds_loads_and_scores() {
         let (_, got) = scores[&("tiny-llama".to_string(), "clipped_loss".to_string(), id.clone())];
         assert_close(got, want, 1e-5, id);
     }
+}
+
+/// A plugin built against the previous interface (0.3.0, committed as a built library by
+/// tests/fixtures/plugins/build_old_interface.sh: its root module has no `attacks_ext`)
+/// loads without a warning and runs unchanged: its attack scores every sample as `loss`.
+#[test]
+fn a_plugin_of_the_previous_interface_loads_and_runs_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    install(&fixture("plugins/libkdhtest_old_interface-0.3.0.so"), dir.path(), "old_interface");
+    let plugin_dir = dir.path().display().to_string();
+    let list = kdharness(["plugins", "list", "--plugin-dir", &plugin_dir]);
+    list.ok();
+    assert!(list.stderr.is_empty(), "{}", list.stderr);
+    assert!(list.stdout.lines().any(|l| l.starts_with("test_old_interface") && l.contains("0.1.0")), "{}", list.stdout);
+    let out = dir.path().join("out");
+    kdharness(attack_args(&out, &["--plugin-dir", &plugin_dir, "--attacks", "test_old_interface,loss"])).ok();
+    let scores = read_scores(&out.join("scores.csv"));
+    let old: Vec<f64> = scores.iter().filter(|((_, a, _), _)| a == "test_old_interface").map(|(_, (_, s))| *s).collect();
+    let loss: Vec<f64> = scores.iter().filter(|((_, a, _), _)| a == "loss").map(|(_, (_, s))| *s).collect();
+    assert_eq!(old.len(), 24);
+    assert_eq!(old, loss);
 }

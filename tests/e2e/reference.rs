@@ -118,3 +118,35 @@ fn several_reference_models_give_one_named_ref_attack_each() {
     }
     assert_eq!(scores.len(), 2 * 24);
 }
+
+/// DC-PDD through its real plugin and the harness's token frequency table, against
+/// tests/fixtures/make_dcpdd_reference.py (numpy and `tokenizers`, the fixture's
+/// non-members as the reference corpus), for the default cap and a = 1; without a corpus
+/// the attack is refused in one line.
+#[test]
+fn dcpdd_matches_the_numpy_reference_and_needs_a_corpus() {
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("dcpdd_reference.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = fixture("nonmembers.jsonl").display().to_string();
+    for (a, params) in [("0.01", vec![]), ("1.0", vec!["--param", "dcpdd.a=1"])] {
+        let out = tmp.path().join(format!("a{a}"));
+        let mut extra = vec!["--attacks", "dcpdd", "--frequency-corpus", &corpus, "--bootstrap", "0"];
+        extra.extend(&params);
+        let args = one_model_attack("tiny-llama", &fixture("tiny-llama.onnx"), &fixture("tokenizer.json"), &fixture("members.jsonl"), &fixture("nonmembers.jsonl"), &out, &extra);
+        kdharness(args).ok();
+        let scores = read_scores(&out.join("scores.csv"));
+        assert_eq!(scores.len(), 24);
+        for (id, want) in reference["scores"][a].as_object().unwrap() {
+            let (_, got) = scores[&("tiny-llama".to_string(), "dcpdd".to_string(), id.clone())];
+            assert_score(got, want.as_f64().unwrap(), &format!("dcpdd a={a} {id}"));
+        }
+        // The table the scores came from, as the manifest records it.
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["token_frequency"]["tokens"], reference["tokens"]);
+        assert_eq!(manifest["token_frequency"]["vocab"], reference["vocab"]);
+    }
+    let out = tmp.path().join("no-corpus");
+    let args = one_model_attack("tiny-llama", &fixture("tiny-llama.onnx"), &fixture("tokenizer.json"), &fixture("members.jsonl"), &fixture("nonmembers.jsonl"), &out, &["--attacks", "dcpdd"]);
+    let line = kdharness(args).error_line();
+    assert!(line.contains("attack `dcpdd` needs a reference corpus for its token frequency table; pass one with --frequency-corpus"), "{line}");
+}

@@ -11,7 +11,7 @@ pub mod sweep;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kdharness_plugin_api::{AttackInput, OwnedSample, Perturbation, SampleView, SignalSet};
+use kdharness_plugin_api::{AttackInput, AttackInputExt, OwnedSample, Perturbation, SampleExt, SampleView, SignalSet};
 
 use crate::plugins::{LoadedAttack, Params, Registry, UnknownParam};
 use crate::suggest::did_you_mean;
@@ -36,8 +36,11 @@ pub enum AttackError {
     #[error("attack `{attack}` needs a reference model; pass one with --reference NAME=PATH.onnx")]
     NeedsReference { attack: String },
     /// The attack needs signals the command cannot compute.
-    #[error("attack `{attack}` needs signals this command cannot compute ({signals}); run it through `kdharness eval`")]
+    #[error("attack `{attack}` needs signals this kdharness does not compute yet ({signals}); leave it out of the attack list")]
     Unsupported { attack: String, signals: String },
+    /// The attack needs a token frequency table and no corpus was given.
+    #[error("attack `{attack}` needs a reference corpus for its token frequency table; pass one with --frequency-corpus FILE.jsonl (eval uses the public split)")]
+    NeedsCorpus { attack: String },
     /// Per-block risk was asked for and no loaded attack perturbs weights.
     #[error("per-block risk needs an attack plugin that perturbs weights (e.g. mope, in plugins/attack-mope); none is loaded")]
     NoPerturbationAttack,
@@ -144,14 +147,17 @@ pub const AVAILABLE_SIGNALS: SignalSet = SignalSet::TOKEN_IDS
     .union(SignalSet::RESPONSE_TEXT)
     .union(SignalSet::ARGMAX_TEXT)
     .union(SignalSet::REFERENCE)
-    .union(SignalSet::PERTURBED_LOSS);
+    .union(SignalSet::PERTURBED_LOSS)
+    .union(SignalSet::TOKEN_FREQUENCY);
 
 /// Signals that cost extra forward passes (MoPe's perturbed losses: `n` per model): attacks
 /// needing them run only when named.
 pub const COSTLY_SIGNALS: SignalSet = SignalSet::PERTURBED_LOSS;
 
-/// Fails early when an attack needs a signal that cannot be provided.
-pub fn check_needs(attack: &LoadedAttack, have_reference: bool) -> Result<(), AttackError> {
+/// Fails early when an attack needs a signal that cannot be provided: a reference model
+/// (`have_reference`), a frequency corpus (`have_corpus`), or a signal this harness does
+/// not compute yet.
+pub fn check_needs(attack: &LoadedAttack, have_reference: bool, have_corpus: bool) -> Result<(), AttackError> {
     let needs = attack.decl.needs;
     let missing = SignalSet(needs.0 & !AVAILABLE_SIGNALS.0);
     if missing != SignalSet::NONE {
@@ -159,6 +165,9 @@ pub fn check_needs(attack: &LoadedAttack, have_reference: bool) -> Result<(), At
     }
     if needs.contains(SignalSet::REFERENCE) && !have_reference {
         return Err(AttackError::NeedsReference { attack: attack.name().into() });
+    }
+    if needs.contains(SignalSet::TOKEN_FREQUENCY) && !have_corpus {
+        return Err(AttackError::NeedsCorpus { attack: attack.name().into() });
     }
     Ok(())
 }
@@ -213,7 +222,16 @@ fn run_here(
         calibration: Default::default(),
         params: params.as_slice().into(),
     };
-    let shuffled: Vec<f64> = (attack.decl.score)(&input).into_result().map_err(|e| fail(e.into()))?.into();
+    // A plugin of interface 0.3.1 or later gets the extended signals beside each sample;
+    // an earlier one is called as it was built to be.
+    let answer = match &attack.ext {
+        Some(ext) => {
+            let extended: Vec<SampleExt<'_>> = order.iter().map(|&i| samples[i].ext()).collect();
+            (ext.score_ext)(&AttackInputExt { base: input, samples: extended.as_slice().into(), calibration: Default::default() })
+        }
+        None => (attack.decl.score)(&input),
+    };
+    let shuffled: Vec<f64> = answer.into_result().map_err(|e| fail(e.into()))?.into();
     validate_scores(&shuffled, &views).map_err(fail)?;
     let mut scores = vec![0.0; samples.len()];
     for (&i, score) in order.iter().zip(shuffled) {

@@ -19,6 +19,7 @@ use crate::metrics::Bootstrap;
 use crate::plugins::Registry;
 use crate::report::{self, BlockRow, ModelRole, Role, ScoreRow, SummaryRow};
 use crate::runtime::RuntimeSettings;
+use crate::score::frequency::TokenFrequency;
 use crate::score::{BatchSettings, Scored, Scorer, SignalCache, Subject, Target};
 use crate::status;
 
@@ -61,6 +62,9 @@ pub struct AttackRequest {
     pub out: PathBuf,
     /// Where per-sample signals are cached (content-addressed: several runs may share it).
     pub signals: PathBuf,
+    /// The reference corpus of the token frequency table (records JSONL), for attacks that
+    /// need `token_frequency`.
+    pub frequency_corpus: Option<PathBuf>,
 }
 
 /// The per-block sweep: which models, and the attacks' parameters in it.
@@ -116,7 +120,14 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
         (None, false) => Some(tokenizer.clone()),
     };
     // Which attacks, with which parameters, before any expensive work.
-    let plan = plan(registry, &request.attacks, &request.params, !request.references.is_empty())?;
+    let plan = plan(registry, &request.attacks, &request.params, !request.references.is_empty(), request.frequency_corpus.is_some())?;
+    // The token frequency table, when an attack reads it.
+    let frequency = match &request.frequency_corpus {
+        Some(corpus) if plan.iter().any(|a| a.attack.decl.needs.contains(SignalSet::TOKEN_FREQUENCY)) => {
+            Some(TokenFrequency::of(corpus, &tokenizer, request.template, request.limits, &request.signals)?)
+        }
+        _ => None,
+    };
     let (runtime, session) = request.runtime.open()?;
     let records: Vec<(&Record, bool)> = sets.labelled().collect();
     let scorer = Scorer {
@@ -144,7 +155,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     for target in &request.models {
         let model = Subject { name: &target.name, path: &target.path, tokenizer: &tokenizer, template: request.template };
         let block_attacks = if request.blocks.as_ref().is_some_and(|s| s.covers(&target.name)) { &block_attacks[..] } else { &[] };
-        attack_model(&scorer, &plan, block_attacks, &references, model, request.seed, &mut results)?;
+        attack_model(&scorer, &plan, block_attacks, &references, model, frequency.as_ref().map(|(t, _)| t), request.seed, &mut results)?;
     }
 
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
@@ -167,6 +178,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     manifest.models = results.models;
     manifest.references = references.iter().map(|m| model_record(m, Role::Reference)).collect();
     manifest.plugins = plan.iter().map(|a| PluginRecord::attack(a.attack, &a.params)).collect();
+    manifest.token_frequency = frequency.map(|(_, record)| record);
     manifest.failures.clone_from(&results.failures);
     manifest.seconds = started.elapsed().as_secs_f64();
     let path = request.out.join("manifest.json");
@@ -177,16 +189,21 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
 
 /// One model: its signals, every planned attack on them, and its per-block sweep. A
 /// failing attack or sweep is recorded and the rest goes on.
+#[allow(clippy::too_many_arguments)]
 fn attack_model(
     scorer: &Scorer<'_>,
     plan: &[Planned<'_>],
     block_attacks: &[Planned<'_>],
     references: &[Scored],
     model: Subject<'_>,
+    frequency: Option<&TokenFrequency>,
     seed: u64,
     results: &mut Results,
 ) -> Result<()> {
-    let scored = scorer.score(model)?;
+    let mut scored = scorer.score(model)?;
+    if let Some(table) = frequency {
+        table.fill(&mut scored.samples);
+    }
     let perturbs = plan.iter().chain(block_attacks).any(|a| a.perturbation.is_some());
     let weights = if perturbs { Some(OnnxWeights::read(model.path)?) } else { None };
     for a in plan {
@@ -265,11 +282,11 @@ fn perturbation_attacks<'r>(
 
 /// The attacks to run with their completed parameters: the requested ones, or every loaded
 /// attack this request can feed (costly ones only when named).
-fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, have_reference: bool) -> Result<Vec<Planned<'r>>> {
+fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, have_reference: bool, have_corpus: bool) -> Result<Vec<Planned<'r>>> {
     let attacks = if requested.is_empty() {
         registry
             .attacks()
-            .filter(|a| check_needs(a, have_reference).is_ok())
+            .filter(|a| check_needs(a, have_reference, have_corpus).is_ok())
             .filter(|a| a.decl.needs.0 & super::COSTLY_SIGNALS.0 == 0)
             .collect()
     } else {
@@ -278,7 +295,7 @@ fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, 
     if attacks.is_empty() {
         let found: Vec<String> = registry
             .attacks()
-            .map(|a| format!("{} ({})", a.name(), check_needs(a, have_reference).err().map(|e| e.to_string()).unwrap_or_default()))
+            .map(|a| format!("{} ({})", a.name(), check_needs(a, have_reference, have_corpus).err().map(|e| e.to_string()).unwrap_or_default()))
             .collect();
         if found.is_empty() {
             let searched: Vec<String> = registry.searched.iter().map(|d| d.path.display().to_string()).collect();
@@ -288,7 +305,7 @@ fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, 
     }
     let mut plan = Vec::new();
     for a in attacks {
-        check_needs(a, have_reference)?;
+        check_needs(a, have_reference, have_corpus)?;
         plan.push(Planned::new(a, given.get(a.name()).map_or(&[][..], Vec::as_slice))?);
     }
     if let Some(name) = given.keys().find(|name| !plan.iter().any(|a| a.name() == name.as_str())) {

@@ -31,6 +31,10 @@ pub struct AttackArgs {
     /// tokenizer.json of the reference models (default: --tokenizer).
     #[arg(long, value_name = "T.json")]
     reference_tokenizer: Option<PathBuf>,
+    /// Records (JSONL) whose token frequencies attacks that need them read (DC-PDD), e.g.
+    /// public data of the target's domain that is not among the samples.
+    #[arg(long, value_name = "FILE.jsonl")]
+    frequency_corpus: Option<PathBuf>,
     /// Members (the teacher's private training records), Dolly-schema JSONL.
     #[arg(long, value_name = "F.jsonl")]
     members: PathBuf,
@@ -139,6 +143,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
         },
         runtime: args.runtime.settings(),
         signals: args.out.join("signals"),
+        frequency_corpus: args.frequency_corpus,
         out: args.out,
     };
     let outcome = crate::attack::stage::run(&request, &registry)?;

@@ -332,6 +332,8 @@ impl Pipeline<'_> {
                     out: dir.clone(),
                     // Shared by the models' cells: the reference model is scored once.
                     signals: p.dir("stages/signals"),
+                    // DC-PDD's token frequencies come from the public split.
+                    frequency_corpus: Some(data.file("public.jsonl")),
                 };
                 let outcome = crate::attack::stage::run(&request, &p.registry)?;
                 if !outcome.failures.is_empty() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
 use kdharness_plugin_api::kd::{KdDecl, KdInstance};
-use kdharness_plugin_api::{AttackDecl, INTERFACE_VERSION, PluginLibRef};
+use kdharness_plugin_api::{AttackDecl, AttackExtDecl, INTERFACE_VERSION, PluginLibRef};
 use serde::Serialize;
 
 pub use params::{Params, UnknownParam};
@@ -83,6 +83,9 @@ pub fn load(extra_dirs: &[PathBuf]) -> Registry {
 pub struct LoadedAttack {
     /// What the plugin declared.
     pub decl: AttackDecl,
+    /// Its call with the signals of interface 0.3.1 (`None`: a plugin built against an
+    /// earlier interface, called through `decl.score`).
+    pub ext: Option<AttackExtDecl>,
     /// The library it came from.
     pub library: PathBuf,
     /// SHA-256 of that library, for manifests.
@@ -210,7 +213,7 @@ impl Registry {
                 return;
             }
         };
-        for decl in decls {
+        for (decl, ext) in decls {
             let name = decl.name.as_str().to_string();
             if let Some(first) = self.attacks.get(&name) {
                 self.problems.push(Problem {
@@ -219,7 +222,7 @@ impl Registry {
                 });
                 continue;
             }
-            self.attacks.insert(name, LoadedAttack { decl, library: library.to_path_buf(), library_sha256: sha.clone(), isolation: None });
+            self.attacks.insert(name, LoadedAttack { decl, ext, library: library.to_path_buf(), library_sha256: sha.clone(), isolation: None });
         }
         for decl in kd_decls {
             let name = decl.name.as_str().to_string();
@@ -280,12 +283,31 @@ fn plugin_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// An attack as a library declares it: with its call of interface 0.3.1 when the library
+/// has one.
+pub type AttackEntry = (AttackDecl, Option<AttackExtDecl>);
+
 /// Loads a library's root module and lists its attacks and KD methods, or says in one
-/// line why not.
-pub fn load_library(library: &Path) -> Result<(Vec<AttackDecl>, Vec<KdDecl>), String> {
+/// line why not. A library of interface 0.3.1 or later lists its attacks with their
+/// extended call; an earlier one (no `attacks_ext`) its plain attacks.
+pub fn load_library(library: &Path) -> Result<(Vec<AttackEntry>, Vec<KdDecl>), String> {
     let header = lib_header_from_path(library).map_err(|e| condense(&e))?;
-    let root = header.init_root_module::<PluginLibRef>().map_err(|e| condense(&e))?;
-    Ok((root.attacks()().into_iter().collect(), root.kd_methods()().into_iter().collect()))
+    match header.init_root_module::<PluginLibRef>() {
+        Ok(root) => {
+            let attacks: Vec<AttackEntry> = match root.attacks_ext() {
+                Some(list) => list().into_iter().map(|ext| (ext.decl, Some(ext))).collect(),
+                None => root.attacks()().into_iter().map(|decl| (decl, None)).collect(),
+            };
+            Ok((attacks, root.kd_methods()().into_iter().collect()))
+        }
+        // A library of 0.3.0 has a root module without `attacks_ext`; its own layout is
+        // checked as strictly, and a library that fits neither is named by the first error.
+        Err(error @ LibraryError::AbiInstability(_)) => match header.init_root_module::<kdharness_plugin_api::v0_3_0::PluginLibRef>() {
+            Ok(root) => Ok((root.attacks()().into_iter().map(|decl| (decl, None)).collect(), root.kd_methods()().into_iter().collect())),
+            Err(_) => Err(condense(&error)),
+        },
+        Err(error) => Err(condense(&error)),
+    }
 }
 
 /// abi_stable's errors are thorough (a layout mismatch prints about a thousand lines);

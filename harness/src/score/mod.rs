@@ -3,6 +3,7 @@
 //! (model, sample set) and cached on disk, keyed by the content hashes of everything they
 //! depend on.
 
+pub mod frequency;
 mod scorer;
 mod token_stats;
 
@@ -22,7 +23,7 @@ pub use scorer::{Scored, Scorer, Subject, Target};
 pub use token_stats::{TokenStats, token_stats};
 
 /// Bumped whenever the meaning or layout of cached signals changes.
-const SIGNALS_FORMAT: u32 = 1;
+const SIGNALS_FORMAT: u32 = 2;
 
 /// How samples are laid out for the forward pass. None of this changes a score (up to
 /// float rounding), so none of it is part of the cache key.
