@@ -36,7 +36,7 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     }
     // Every built-in attack ran on every model; every KD method made a student.
     let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
-    for attack in ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope"] {
+    for attack in ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd"] {
         assert!(scores.lines().any(|l| l.split(',').nth(1) == Some(attack)), "attack {attack} missing");
     }
     for model in ["teacher", "kd-tiny", "seqkd-tiny", "gkd-tiny", "imitkd-tiny", "minillm-tiny", "distillm-tiny", "nokd-tiny"] {
@@ -53,7 +53,7 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     assert_eq!(manifest["seed"], 1);
     assert!(!manifest["git_revision"].as_str().unwrap().is_empty());
     assert!(manifest["onnx_runtime"]["library"]["path"].is_string(), "{}", manifest["onnx_runtime"]);
-    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 9);
+    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 10);
     assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
     assert_eq!(manifest["kd_plugins"].as_array().unwrap().len(), 7);
     assert_eq!(manifest["models"].as_array().unwrap().len(), 8);

@@ -136,6 +136,11 @@ fn a_scaffolded_plugin_builds_loads_and_scores() {
     let tmp = tempfile::tempdir().unwrap();
     let crate_dir = tmp.path().join("clipped");
     kdharness(["plugins", "new", "attack", "clipped_loss", "--dir", &crate_dir.display().to_string()]).ok();
+    // Its README says how to ask for each signal, the extended ones with an example.
+    let readme = std::fs::read_to_string(crate_dir.join("README.md")).unwrap();
+    for signal in ["TOKEN_FREQUENCY", "PREFIXED_LOGPROB", "CONTINUATIONS", "REFERENCES", "PERTURBED_LOSS", "fn score_ext"] {
+        assert!(readme.contains(signal), "README.md does not mention {signal}");
+    }
 
     // Its own target dir: the workspace's is locked by the running `cargo test`.
     let target = bin_dir().join("../scaffold-test");
