@@ -219,6 +219,11 @@ pub struct ModelRecord {
     /// Its training (`eval`): optimiser steps and the held-out loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<crate::report::TrainingRecord>,
+    /// Seconds each attack took on it (`attack`, `eval`): its own perturbed forward passes,
+    /// if any, and its plugin call; the forward pass whose signals every attack shares is
+    /// `seconds`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attack_seconds: BTreeMap<String, f64>,
 }
 
 impl ModelRecord {
@@ -234,6 +239,7 @@ impl ModelRecord {
             seconds: None,
             init: None,
             training: None,
+            attack_seconds: BTreeMap::new(),
         }
     }
 }

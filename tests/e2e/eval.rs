@@ -58,6 +58,12 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     assert_eq!(manifest["kd_plugins"].as_array().unwrap().len(), 7);
     assert_eq!(manifest["models"].as_array().unwrap().len(), 8);
     assert!(manifest["models"][0]["onnx"]["sha256"].as_str().unwrap().len() == 64);
+    // What each attack cost on each model.
+    for m in manifest["models"].as_array().unwrap() {
+        let costs = m["attack_seconds"].as_object().unwrap_or_else(|| panic!("no attack_seconds: {m}"));
+        assert_eq!(costs.len(), 10, "{m}");
+        assert!(costs.values().all(|s| s.as_f64().is_some_and(|s| s >= 0.0)), "{m}");
+    }
     assert_eq!(manifest["models"][1]["role"], serde_json::json!({"role": "student", "kd_method": "kd", "student": "tiny"}));
     assert!(manifest["data"]["members.jsonl"]["sha256"].as_str().unwrap().len() == 64);
     for stage in ["data", "teacher", "distill", "export", "attack", "memorize", "report"] {

@@ -206,7 +206,9 @@ fn attack_model(
     }
     let perturbs = plan.iter().chain(block_attacks).any(|a| a.perturbation.is_some());
     let weights = if perturbs { Some(OnnxWeights::read(model.path)?) } else { None };
+    let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
     for a in plan {
+        let started = Instant::now();
         let perturbed;
         let samples = match (a.perturbation, &weights) {
             (Some(p), Some(weights)) => {
@@ -231,7 +233,10 @@ fn attack_model(
                 Err(e) => record_failure(&mut results.failures, e.to_string()),
             }
         }
+        seconds.insert(a.name().to_string(), started.elapsed().as_secs_f64());
     }
+    let costs: Vec<String> = seconds.iter().map(|(a, s)| format!("{a} {s:.2}")).collect();
+    status::info(format!("{}: seconds per attack: {}", model.name, costs.join(", ")));
     if !block_attacks.is_empty()
         && let Some(weights) = &weights
     {
@@ -241,7 +246,7 @@ fn attack_model(
             Err(e) => record_failure(&mut results.failures, format!("per-block risk of {}: {e:#}", model.name)),
         }
     }
-    results.models.push(model_record(&scored, Role::Target));
+    results.models.push(ModelRecord { attack_seconds: seconds, ..model_record(&scored, Role::Target) });
     Ok(())
 }
 
@@ -342,5 +347,6 @@ fn model_record(m: &Scored, role: Role) -> ModelRecord {
         seconds: Some(m.seconds),
         init: None,
         training: None,
+        attack_seconds: BTreeMap::new(),
     }
 }

@@ -439,6 +439,7 @@ impl Pipeline<'_> {
                 input_key: Some(m.key.clone()),
                 init: m.init.clone(),
                 training: read_training(&m.dir),
+                attack_seconds: read_attack_seconds(&self.dir(&format!("stages/attack/{}/manifest.json", m.name))),
                 ..ModelRecord::new(&m.name, m.role.clone(), &m.dir.join("model.onnx"))
             })
             .collect();
@@ -676,6 +677,13 @@ fn write_training(dir: &std::path::Path, steps: usize, heldout_ce: f64) -> Resul
     let record = TrainingRecord { steps, heldout_ce };
     let text = serde_json::to_string_pretty(&record).expect("records serialise");
     crate::files::write_atomic(&dir.join("training.json"), text.as_bytes()).with_context(|| format!("cannot write {}", dir.join("training.json").display()))
+}
+
+/// The seconds each attack took on a model, as its scoring cell's attack manifest
+/// records them (none when it has no manifest).
+fn read_attack_seconds(manifest: &std::path::Path) -> std::collections::BTreeMap<String, f64> {
+    let value: serde_json::Value = std::fs::read_to_string(manifest).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+    serde_json::from_value(value.pointer("/models/0/attack_seconds").cloned().unwrap_or_default()).unwrap_or_default()
 }
 
 /// A model's training record: `training.json` (teacher, base models) or its distillation
