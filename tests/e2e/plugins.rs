@@ -192,3 +192,16 @@ fn a_plugin_of_the_previous_interface_loads_and_runs_unchanged() {
     assert_eq!(old.len(), 24);
     assert_eq!(old, loss);
 }
+
+/// An attack that asks for a signal this harness does not compute yet is refused before
+/// any work, in one line naming the signal.
+#[test]
+fn an_attack_needing_a_signal_not_computed_yet_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    install(&built_library("kdhtest_panicky"), dir.path(), "panicky");
+    let out = dir.path().join("out");
+    let run = kdharness(attack_args(&out, &["--plugin-dir", &dir.path().display().to_string(), "--attacks", "loss,test_needs_prefix"]));
+    let line = run.error_line();
+    assert!(line.contains("attack `test_needs_prefix` needs signals this kdharness does not compute yet (prefixed_logprob); leave it out of the attack list"), "{line}");
+    assert!(!out.join("scores.csv").exists());
+}
