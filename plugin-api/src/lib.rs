@@ -402,8 +402,23 @@ impl AttackDecl {
     }
 }
 
-/// An attack of interface 0.3.1 as the harness sees it: its [`AttackDecl`] and the call
-/// that reads the extended signals.
+/// The prefix of known non-members an attack asks for (it needs
+/// [`SignalSet::PREFIXED_LOGPROB`]): the last `shots` records of the harness's prefix pool,
+/// in the pool's order, each as the models read a record (templated prompt, then
+/// response), concatenated before every sample's prompt. Whole shots are dropped from the
+/// front while the prefix is longer than `max_tokens` (a single shot longer than that keeps
+/// its last `max_tokens` tokens).
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixRequest {
+    /// Records in the prefix (at least 1).
+    pub shots: u32,
+    /// Most tokens of the prefix (at least 1).
+    pub max_tokens: u32,
+}
+
+/// An attack of interface 0.3.1 as the harness sees it: its [`AttackDecl`] and the calls
+/// of the extended signals.
 #[repr(C)]
 #[derive(StableAbi, Clone, Copy, Debug)]
 pub struct AttackExtDecl {
@@ -412,12 +427,14 @@ pub struct AttackExtDecl {
     pub decl: AttackDecl,
     /// [`Attack::score_ext`], with panics caught.
     pub score_ext: extern "C" fn(&AttackInputExt<'_>) -> RResult<RVec<f64>, RString>,
+    /// [`Attack::prefix`] for the given (completed) parameters, with panics caught.
+    pub prefix: extern "C" fn(RSlice<'_, Param<'_>>) -> RResult<ROption<PrefixRequest>, RString>,
 }
 
 impl AttackExtDecl {
     /// The declaration of `A`, its calls wrapped so that panics become errors.
     pub fn of<A: Attack>(version: &'static str) -> AttackExtDecl {
-        AttackExtDecl { decl: AttackDecl::of::<A>(version), score_ext: score_ext_shim::<A> }
+        AttackExtDecl { decl: AttackDecl::of::<A>(version), score_ext: score_ext_shim::<A>, prefix: prefix_shim::<A> }
     }
 }
 
@@ -517,6 +534,13 @@ pub trait Attack: 'static {
         let _ = params;
         Ok(None)
     }
+    /// The prefix of known non-members this attack needs for `params`, if it needs
+    /// [`SignalSet::PREFIXED_LOGPROB`] (the harness asks before scoring and fills
+    /// `SampleExt::prefixed_logprob` accordingly); `None` otherwise.
+    fn prefix(params: ParamList<'_>) -> Result<Option<PrefixRequest>, String> {
+        let _ = params;
+        Ok(None)
+    }
 }
 
 extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64>, RString> {
@@ -535,6 +559,10 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RS
         Ok(Err(message)) => RResult::RErr(RString::from(message)),
         Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
     }
+}
+
+extern "C" fn prefix_shim<A: Attack>(params: RSlice<'_, Param<'_>>) -> RResult<ROption<PrefixRequest>, RString> {
+    guarded(|| A::prefix(ParamList(params.as_slice())).map(ROption::from))
 }
 
 extern "C" fn perturbation_shim<A: Attack>(params: RSlice<'_, Param<'_>>) -> RResult<ROption<Perturbation>, RString> {

@@ -150,3 +150,31 @@ fn dcpdd_matches_the_numpy_reference_and_needs_a_corpus() {
     let line = kdharness(args).error_line();
     assert!(line.contains("attack `dcpdd` needs a reference corpus for its token frequency table; pass one with --frequency-corpus"), "{line}");
 }
+
+/// ReCaLL through its real plugin and the harness's prefixed scoring (ONNX Runtime),
+/// against tests/fixtures/make_recall_reference.py (numpy float64 forward pass with the
+/// prefix of tests/fixtures/pool.jsonl's last records), for the default prefix and one
+/// whose shots are dropped and cut; without a pool the attack is refused in one line.
+#[test]
+fn recall_matches_the_numpy_reference_and_needs_a_pool() {
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("recall_reference.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = fixture("pool.jsonl").display().to_string();
+    for (setting, params) in [("3/256", vec![]), ("4/60", vec!["--param", "recall.shots=4", "--param", "recall.max_prefix_tokens=60"])] {
+        let out = tmp.path().join(setting.replace('/', "-"));
+        let mut extra = vec!["--attacks", "recall", "--prefix-pool", &pool, "--bootstrap", "0"];
+        extra.extend(&params);
+        let args = one_model_attack("tiny-llama", &fixture("tiny-llama.onnx"), &fixture("tokenizer.json"), &fixture("members.jsonl"), &fixture("nonmembers.jsonl"), &out, &extra);
+        kdharness(args).ok();
+        let scores = read_scores(&out.join("scores.csv"));
+        assert_eq!(scores.len(), 24);
+        for (id, want) in reference["settings"][setting]["scores"].as_object().unwrap() {
+            let (_, got) = scores[&("tiny-llama".to_string(), "recall".to_string(), id.clone())];
+            assert_score(got, want.as_f64().unwrap(), &format!("recall {setting} {id}"));
+        }
+    }
+    let out = tmp.path().join("no-pool");
+    let args = one_model_attack("tiny-llama", &fixture("tiny-llama.onnx"), &fixture("tokenizer.json"), &fixture("members.jsonl"), &fixture("nonmembers.jsonl"), &out, &["--attacks", "recall"]);
+    let line = kdharness(args).error_line();
+    assert!(line.contains("attack `recall` needs known non-members for its prefix; pass a pool with --prefix-pool"), "{line}");
+}

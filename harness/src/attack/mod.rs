@@ -11,7 +11,7 @@ pub mod sweep;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kdharness_plugin_api::{AttackInput, AttackInputExt, OwnedSample, Perturbation, SampleExt, SampleView, SignalSet};
+use kdharness_plugin_api::{AttackInput, AttackInputExt, OwnedSample, Perturbation, PrefixRequest, SampleExt, SampleView, SignalSet};
 
 use crate::plugins::{LoadedAttack, Params, Registry, UnknownParam};
 use crate::suggest::did_you_mean;
@@ -41,6 +41,9 @@ pub enum AttackError {
     /// The attack needs a token frequency table and no corpus was given.
     #[error("attack `{attack}` needs a reference corpus for its token frequency table; pass one with --frequency-corpus FILE.jsonl (eval uses the public split)")]
     NeedsCorpus { attack: String },
+    /// The attack needs a prefix of known non-members and no pool was given.
+    #[error("attack `{attack}` needs known non-members for its prefix; pass a pool with --prefix-pool FILE.jsonl (records never scored; eval uses the public split's held-out share)")]
+    NeedsPool { attack: String },
     /// Per-block risk was asked for and no loaded attack perturbs weights.
     #[error("per-block risk needs an attack plugin that perturbs weights (e.g. mope, in plugins/attack-mope); none is loaded")]
     NoPerturbationAttack,
@@ -112,6 +115,9 @@ pub struct Planned<'r> {
     pub params: Params,
     /// What the harness must compute for [`SignalSet::PERTURBED_LOSS`].
     pub perturbation: Option<Perturbation>,
+    /// The prefix the harness must put before each sample for
+    /// [`SignalSet::PREFIXED_LOGPROB`].
+    pub prefix: Option<PrefixRequest>,
 }
 
 impl<'r> Planned<'r> {
@@ -121,14 +127,22 @@ impl<'r> Planned<'r> {
         let fail = |message: String| AttackError::Failed { attack: attack.name().into(), library: attack.library.clone(), message };
         let perturbation: Option<Perturbation> =
             (attack.decl.perturbation)(params.abi().as_slice().into()).into_result().map_err(|e| fail(e.into()))?.into();
-        match perturbation {
-            None if attack.decl.needs.contains(SignalSet::PERTURBED_LOSS) => {
+        let prefix: Option<PrefixRequest> = match &attack.ext {
+            Some(ext) => (ext.prefix)(params.abi().as_slice().into()).into_result().map_err(|e| fail(e.into()))?.into(),
+            None => None,
+        };
+        match (perturbation, prefix) {
+            (None, _) if attack.decl.needs.contains(SignalSet::PERTURBED_LOSS) => {
                 Err(fail("it reads perturbed losses but asked for no perturbation (implement `Attack::perturbation`)".into()))
             }
-            Some(p) if p.draws == 0 || !(p.sigma >= 0.0 && p.sigma.is_finite()) => {
+            (Some(p), _) if p.draws == 0 || !(p.sigma >= 0.0 && p.sigma.is_finite()) => {
                 Err(fail(format!("it asked for {} perturbations of scale {}; need at least 1 and a finite scale >= 0", p.draws, p.sigma)))
             }
-            _ => Ok(Planned { attack, params, perturbation }),
+            (_, None) if attack.decl.needs.contains(SignalSet::PREFIXED_LOGPROB) => {
+                Err(fail("it reads prefixed log-probabilities but asked for no prefix (implement `Attack::prefix`)".into()))
+            }
+            (_, Some(r)) if r.shots == 0 || r.max_tokens == 0 => Err(fail(format!("it asked for a prefix of {} shots and {} tokens; need at least 1 of each", r.shots, r.max_tokens))),
+            _ => Ok(Planned { attack, params, perturbation, prefix }),
         }
     }
 
@@ -148,26 +162,41 @@ pub const AVAILABLE_SIGNALS: SignalSet = SignalSet::TOKEN_IDS
     .union(SignalSet::ARGMAX_TEXT)
     .union(SignalSet::REFERENCE)
     .union(SignalSet::PERTURBED_LOSS)
-    .union(SignalSet::TOKEN_FREQUENCY);
+    .union(SignalSet::TOKEN_FREQUENCY)
+    .union(SignalSet::PREFIXED_LOGPROB);
 
 /// Signals that cost extra forward passes (MoPe's perturbed losses: `n` per model): attacks
 /// needing them run only when named.
 pub const COSTLY_SIGNALS: SignalSet = SignalSet::PERTURBED_LOSS;
 
-/// Fails early when an attack needs a signal that cannot be provided: a reference model
-/// (`have_reference`), a frequency corpus (`have_corpus`), or a signal this harness does
+/// What a request can feed beyond every model's own signals.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Feeds {
+    /// A reference model.
+    pub reference: bool,
+    /// A corpus for the token frequency table.
+    pub corpus: bool,
+    /// A pool of known non-members for prefixes.
+    pub pool: bool,
+}
+
+/// Fails early when an attack needs a signal that cannot be provided: a reference model,
+/// a frequency corpus or a prefix pool the request lacks, or a signal this harness does
 /// not compute yet.
-pub fn check_needs(attack: &LoadedAttack, have_reference: bool, have_corpus: bool) -> Result<(), AttackError> {
+pub fn check_needs(attack: &LoadedAttack, feeds: Feeds) -> Result<(), AttackError> {
     let needs = attack.decl.needs;
     let missing = SignalSet(needs.0 & !AVAILABLE_SIGNALS.0);
     if missing != SignalSet::NONE {
         return Err(AttackError::Unsupported { attack: attack.name().into(), signals: missing.names().join(", ") });
     }
-    if needs.contains(SignalSet::REFERENCE) && !have_reference {
+    if needs.contains(SignalSet::REFERENCE) && !feeds.reference {
         return Err(AttackError::NeedsReference { attack: attack.name().into() });
     }
-    if needs.contains(SignalSet::TOKEN_FREQUENCY) && !have_corpus {
+    if needs.contains(SignalSet::TOKEN_FREQUENCY) && !feeds.corpus {
         return Err(AttackError::NeedsCorpus { attack: attack.name().into() });
+    }
+    if needs.contains(SignalSet::PREFIXED_LOGPROB) && !feeds.pool {
+        return Err(AttackError::NeedsPool { attack: attack.name().into() });
     }
     Ok(())
 }

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kdharness_plugin_api::{OwnedSample, SignalSet};
+use kdharness_plugin_api::{OwnedSample, PrefixRequest, SignalSet};
 
-use super::{AttackError, AttackParams, Planned, check_needs, resolve};
+use super::{AttackError, AttackParams, Feeds, Planned, check_needs, resolve};
 use super::sweep;
 use crate::blocks::{OnnxWeights, Scope};
 use crate::data::{MembershipSets, Record, Template, TokenLimits, TokenizerFile};
@@ -65,6 +65,9 @@ pub struct AttackRequest {
     /// The reference corpus of the token frequency table (records JSONL), for attacks that
     /// need `token_frequency`.
     pub frequency_corpus: Option<PathBuf>,
+    /// Known non-members (records JSONL, never scored) whose last records make the prefix
+    /// of attacks that need `prefixed_logprob`.
+    pub prefix_pool: Option<PathBuf>,
 }
 
 /// The per-block sweep: which models, and the attacks' parameters in it.
@@ -120,13 +123,22 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
         (None, false) => Some(tokenizer.clone()),
     };
     // Which attacks, with which parameters, before any expensive work.
-    let plan = plan(registry, &request.attacks, &request.params, !request.references.is_empty(), request.frequency_corpus.is_some())?;
+    let feeds = Feeds { reference: !request.references.is_empty(), corpus: request.frequency_corpus.is_some(), pool: request.prefix_pool.is_some() };
+    let plan = plan(registry, &request.attacks, &request.params, feeds)?;
     // The token frequency table, when an attack reads it.
     let frequency = match &request.frequency_corpus {
         Some(corpus) if plan.iter().any(|a| a.attack.decl.needs.contains(SignalSet::TOKEN_FREQUENCY)) => {
             Some(TokenFrequency::of(corpus, &tokenizer, request.template, request.limits, &request.signals)?)
         }
         _ => None,
+    };
+    // The prefix of each attack that asks for one, in the target tokenizer's ids.
+    let prefixes: Vec<Option<Vec<u32>>> = match &request.prefix_pool {
+        Some(pool) if plan.iter().any(|a| a.prefix.is_some()) => {
+            let records = crate::data::load_jsonl(pool, "pool").with_context(|| format!("the prefix pool {}", pool.display()))?;
+            plan.iter().map(|a| a.prefix.map(|r| prefix_ids(&records, r, &tokenizer, request.template, request.limits)).transpose()).collect::<Result<_>>()?
+        }
+        _ => vec![None; plan.len()],
     };
     let (runtime, session) = request.runtime.open()?;
     let records: Vec<(&Record, bool)> = sets.labelled().collect();
@@ -155,7 +167,8 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     for target in &request.models {
         let model = Subject { name: &target.name, path: &target.path, tokenizer: &tokenizer, template: request.template };
         let block_attacks = if request.blocks.as_ref().is_some_and(|s| s.covers(&target.name)) { &block_attacks[..] } else { &[] };
-        attack_model(&scorer, &plan, block_attacks, &references, model, frequency.as_ref().map(|(t, _)| t), request.seed, &mut results)?;
+        let extras = Extras { frequency: frequency.as_ref().map(|(t, _)| t), prefixes: &prefixes };
+        attack_model(&scorer, &plan, block_attacks, &references, model, extras, request.seed, &mut results)?;
     }
 
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
@@ -189,6 +202,39 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
 
 /// One model: its signals, every planned attack on them, and its per-block sweep. A
 /// failing attack or sweep is recorded and the rest goes on.
+/// Signals of interface 0.3.1 the stage prepared once for every model: the token
+/// frequency table, and each planned attack's prefix.
+#[derive(Clone, Copy)]
+struct Extras<'a> {
+    frequency: Option<&'a TokenFrequency>,
+    prefixes: &'a [Option<Vec<u32>>],
+}
+
+/// The prefix of `request` from the pool's records: its last `shots` records in the pool's
+/// order, each as the models read it (templated prompt, then response, both cut to the
+/// limits), concatenated; whole shots dropped from the front while it is longer than
+/// `max_tokens`, and a single shot longer than that cut to its last `max_tokens` tokens.
+fn prefix_ids(pool: &[Record], request: PrefixRequest, tokenizer: &TokenizerFile, template: Template, limits: TokenLimits) -> Result<Vec<u32>> {
+    let shots = pool.len().min(request.shots as usize);
+    if shots == 0 {
+        bail!("the prefix pool has no records");
+    }
+    let mut parts: Vec<Vec<u32>> = Vec::new();
+    for record in &pool[pool.len() - shots..] {
+        let e = crate::data::encode(&tokenizer.tokenizer, template, limits, record)?;
+        parts.push(e.prompt_ids.into_iter().chain(e.response_ids).collect());
+    }
+    let max = request.max_tokens as usize;
+    while parts.len() > 1 && parts.iter().map(Vec::len).sum::<usize>() > max {
+        parts.remove(0);
+    }
+    let mut ids: Vec<u32> = parts.concat();
+    if ids.len() > max {
+        ids.drain(..ids.len() - max);
+    }
+    Ok(ids)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn attack_model(
     scorer: &Scorer<'_>,
@@ -196,23 +242,27 @@ fn attack_model(
     block_attacks: &[Planned<'_>],
     references: &[Scored],
     model: Subject<'_>,
-    frequency: Option<&TokenFrequency>,
+    extras: Extras<'_>,
     seed: u64,
     results: &mut Results,
 ) -> Result<()> {
     let mut scored = scorer.score(model)?;
-    if let Some(table) = frequency {
+    if let Some(table) = extras.frequency {
         table.fill(&mut scored.samples);
     }
     let perturbs = plan.iter().chain(block_attacks).any(|a| a.perturbation.is_some());
     let weights = if perturbs { Some(OnnxWeights::read(model.path)?) } else { None };
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
-    for a in plan {
+    for (a, prefix) in plan.iter().zip(extras.prefixes) {
         let started = Instant::now();
         let perturbed;
-        let samples = match (a.perturbation, &weights) {
-            (Some(p), Some(weights)) => {
+        let samples = match (a.perturbation, &weights, prefix) {
+            (Some(p), Some(weights), _) => {
                 perturbed = scorer.perturbed(&scored, model, weights, (Scope::All, None), p, seed)?;
+                &perturbed
+            }
+            (_, _, Some(prefix)) => {
+                perturbed = scorer.prefixed(&scored, model, prefix)?;
                 &perturbed
             }
             _ => &scored.samples,
@@ -287,11 +337,11 @@ fn perturbation_attacks<'r>(
 
 /// The attacks to run with their completed parameters: the requested ones, or every loaded
 /// attack this request can feed (costly ones only when named).
-fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, have_reference: bool, have_corpus: bool) -> Result<Vec<Planned<'r>>> {
+fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, feeds: Feeds) -> Result<Vec<Planned<'r>>> {
     let attacks = if requested.is_empty() {
         registry
             .attacks()
-            .filter(|a| check_needs(a, have_reference, have_corpus).is_ok())
+            .filter(|a| check_needs(a, feeds).is_ok())
             .filter(|a| a.decl.needs.0 & super::COSTLY_SIGNALS.0 == 0)
             .collect()
     } else {
@@ -300,7 +350,7 @@ fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, 
     if attacks.is_empty() {
         let found: Vec<String> = registry
             .attacks()
-            .map(|a| format!("{} ({})", a.name(), check_needs(a, have_reference, have_corpus).err().map(|e| e.to_string()).unwrap_or_default()))
+            .map(|a| format!("{} ({})", a.name(), check_needs(a, feeds).err().map(|e| e.to_string()).unwrap_or_default()))
             .collect();
         if found.is_empty() {
             let searched: Vec<String> = registry.searched.iter().map(|d| d.path.display().to_string()).collect();
@@ -310,7 +360,7 @@ fn plan<'r>(registry: &'r Registry, requested: &[String], given: &AttackParams, 
     }
     let mut plan = Vec::new();
     for a in attacks {
-        check_needs(a, have_reference, have_corpus)?;
+        check_needs(a, feeds)?;
         plan.push(Planned::new(a, given.get(a.name()).map_or(&[][..], Vec::as_slice))?);
     }
     if let Some(name) = given.keys().find(|name| !plan.iter().any(|a| a.name() == name.as_str())) {

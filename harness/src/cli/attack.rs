@@ -35,6 +35,10 @@ pub struct AttackArgs {
     /// public data of the target's domain that is not among the samples.
     #[arg(long, value_name = "FILE.jsonl")]
     frequency_corpus: Option<PathBuf>,
+    /// Known non-members (JSONL, never among the samples) whose last records make the
+    /// prefix of attacks that need one (ReCaLL).
+    #[arg(long, value_name = "FILE.jsonl")]
+    prefix_pool: Option<PathBuf>,
     /// Members (the teacher's private training records), Dolly-schema JSONL.
     #[arg(long, value_name = "F.jsonl")]
     members: PathBuf,
@@ -144,6 +148,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
         runtime: args.runtime.settings(),
         signals: args.out.join("signals"),
         frequency_corpus: args.frequency_corpus,
+        prefix_pool: args.prefix_pool,
         out: args.out,
     };
     let outcome = crate::attack::stage::run(&request, &registry)?;

@@ -334,6 +334,9 @@ impl Pipeline<'_> {
                     signals: p.dir("stages/signals"),
                     // DC-PDD's token frequencies come from the public split.
                     frequency_corpus: Some(data.file("public.jsonl")),
+                    // ReCaLL's shots are the pool's last records: the public split's
+                    // held-out share, which no model of the run trained on.
+                    prefix_pool: Some(data.file("public.jsonl")),
                 };
                 let outcome = crate::attack::stage::run(&request, &p.registry)?;
                 if !outcome.failures.is_empty() {

@@ -159,6 +159,24 @@ impl Scorer<'_> {
             .collect())
     }
 
+    /// The samples of `scored` with `prefixed_logprob` filled: each sample's response
+    /// log-probabilities with `prefix` (token ids) before its prompt. Cached like the
+    /// signals, under their key and the prefix.
+    pub fn prefixed(&self, scored: &Scored, model: Subject<'_>, prefix: &[u32]) -> Result<Vec<OwnedSample>, ScoreError> {
+        let ids: Vec<String> = prefix.iter().map(u32::to_string).collect();
+        let key = sha256_bytes(format!("{}/prefixed/{}", scored.key, ids.join(",")).as_bytes());
+        let label = format!("{} (prefix of {} tokens)", scored.name, prefix.len());
+        let (signals, _, _) = self.cache.get_or_compute(&label, &key, || {
+            let mut samples = self.samples(model.tokenizer, model.template)?;
+            for s in &mut samples {
+                s.encoded.prompt_ids.splice(0..0, prefix.iter().copied());
+            }
+            let mut lm = CausalLm::open(self.runtime, &scored.path, self.session)?;
+            compute_signals(&mut lm, &model.tokenizer.tokenizer, &samples, self.batch, &mut |_| {})
+        })?;
+        Ok(scored.samples.iter().zip(signals).map(|(s, p)| OwnedSample { prefixed_logprob: p.target_logprob, ..s.clone() }).collect())
+    }
+
     /// The membership label of each record, in order.
     pub fn members(&self) -> Vec<bool> {
         self.records.iter().map(|(_, m)| *m).collect()

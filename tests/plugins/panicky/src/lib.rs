@@ -55,11 +55,11 @@ impl Attack for Aborts {
     }
 }
 
-pub struct NeedsPrefix;
-impl Attack for NeedsPrefix {
-    const NAME: &'static str = "test_needs_prefix";
+pub struct NeedsContinuations;
+impl Attack for NeedsContinuations {
+    const NAME: &'static str = "test_needs_continuations";
     const DESCRIPTION: &'static str = "asks for a signal of interface 0.3.1 the harness does not compute yet";
-    const NEEDS: SignalSet = SignalSet::TARGET_LOGPROB.union(SignalSet::PREFIXED_LOGPROB);
+    const NEEDS: SignalSet = SignalSet::TARGET_LOGPROB.union(SignalSet::CONTINUATIONS);
     fn score(_: &AttackInput<'_>) -> Result<Vec<f64>, String> {
         Err("never called".into())
     }
@@ -135,4 +135,4 @@ faulty_kd!(KdNanLoss, "test_kd_nan_loss", Fault::NanLoss, "forward KL, then a Na
 faulty_kd!(KdNanGrad, "test_kd_nan_grad", Fault::NanGrad, "forward KL, then a NaN gradient half-way");
 faulty_kd!(KdEnvFails, "test_kd_env_fails", Fault::EnvError, "forward KL; an error while KDHTEST_KD_FAIL is set");
 
-export_plugins!(attacks: [Panics, NotFinite, TooShort, Hangs, Aborts, NeedsPrefix], kd: [KdPanics, KdNanLoss, KdNanGrad, KdEnvFails]);
+export_plugins!(attacks: [Panics, NotFinite, TooShort, Hangs, Aborts, NeedsContinuations], kd: [KdPanics, KdNanLoss, KdNanGrad, KdEnvFails]);
