@@ -23,6 +23,7 @@ fn plugins_list_shows_the_builtins() {
         ("mope", "kdh_attack_mope"),
         ("dcpdd", "kdh_attack_dcpdd"),
         ("recall", "kdh_attack_recall"),
+        ("rmia", "kdh_attack_rmia"),
     ] {
         let line = lines.iter().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{}", run.stdout));
         let cells: Vec<&str> = line.split_whitespace().collect();
@@ -38,7 +39,7 @@ fn plugins_list_shows_the_builtins() {
     assert!(run.stdout.contains("objective=jsd beta=0.9"));
     let json = kdharness(["plugins", "list", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
-    assert_eq!(value["plugins"].as_array().unwrap().len(), 11 + 7);
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 12 + 7);
     assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -69,7 +70,7 @@ fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
     let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
     assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
     // Every built-in still loads.
-    assert_eq!(run.stdout.lines().count(), 1 + 11 + 7, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1 + 12 + 7, "{}", run.stdout);
 }
 
 #[test]

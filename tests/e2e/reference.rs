@@ -178,3 +178,29 @@ fn recall_matches_the_numpy_reference_and_needs_a_pool() {
     let line = kdharness(args).error_line();
     assert!(line.contains("attack `recall` needs known non-members for its prefix; pass a pool with --prefix-pool"), "{line}");
 }
+
+/// RMIA through its real plugin, with tiny-opt (own tokenizer) as the reference model and
+/// tests/fixtures/pool.jsonl as the population, against tests/fixtures/make_rmia_reference.py
+/// (numpy float64 forward passes; every ratio at least 1.7e-3 from the threshold, so the
+/// shares are exact); without a population the attack is refused in one line.
+#[test]
+fn rmia_matches_the_numpy_reference_and_needs_a_population() {
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("rmia_reference.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let population = fixture("pool.jsonl").display().to_string();
+    for (setting, params) in [("0.3/1.0", vec![]), ("0.3/0.9", vec!["--param", "rmia.gamma=0.9"])] {
+        assert!(reference["settings"][setting]["min_margin"].as_f64().unwrap() > 1e-3);
+        let out = tmp.path().join(setting.replace('/', "-"));
+        let mut extra = vec!["--attacks", "rmia", "--population", &population];
+        extra.extend(&params);
+        kdharness(attack_args(&out, &extra)).ok();
+        let scores = read_scores(&out.join("scores.csv"));
+        assert_eq!(scores.len(), 24);
+        for (id, want) in reference["settings"][setting]["scores"].as_object().unwrap() {
+            let (_, got) = scores[&("tiny-llama".to_string(), "rmia".to_string(), id.clone())];
+            assert_eq!(got, want.as_f64().unwrap(), "rmia {setting} {id}");
+        }
+    }
+    let line = kdharness(attack_args(&tmp.path().join("no-population"), &["--attacks", "rmia"])).error_line();
+    assert!(line.contains("attack `rmia` needs a population of known non-members; pass one with --population"), "{line}");
+}

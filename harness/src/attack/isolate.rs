@@ -40,6 +40,7 @@ struct JobRef<'a> {
     params: &'a [(String, String)],
     samples: &'a [OwnedSample],
     reference: &'a [OwnedSample],
+    calibration: &'a [OwnedSample],
 }
 
 #[derive(Deserialize)]
@@ -49,6 +50,7 @@ struct Job {
     params: Vec<(String, String)>,
     samples: Vec<OwnedSample>,
     reference: Vec<OwnedSample>,
+    calibration: Vec<OwnedSample>,
 }
 
 /// A live worker and the frames it answers with.
@@ -66,11 +68,11 @@ impl Isolation {
     }
 
     /// Runs `attack` on `samples` in the worker; the answer of [`super::run`].
-    pub(super) fn run(&self, attack: &LoadedAttack, samples: &[OwnedSample], reference: &[OwnedSample], params: &Params) -> Result<Vec<f64>, AttackError> {
+    pub(super) fn run(&self, attack: &LoadedAttack, samples: &[OwnedSample], reference: &[OwnedSample], calibration: &[OwnedSample], params: &Params) -> Result<Vec<f64>, AttackError> {
         let library = attack.library.clone();
         let name = attack.name().to_string();
         let fail = |message: String| AttackError::Failed { attack: name.clone(), library: library.clone(), message };
-        let job = JobRef { library: &attack.library, attack: attack.name(), params: params.pairs(), samples, reference };
+        let job = JobRef { library: &attack.library, attack: attack.name(), params: params.pairs(), samples, reference, calibration };
         let payload = bincode::serialize(&job).map_err(|e| fail(format!("cannot encode its inputs: {e}")))?;
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if running.is_none() {
@@ -179,7 +181,7 @@ pub fn serve() -> std::io::Result<()> {
             let registry = registries.entry(job.library.clone()).or_insert_with(|| crate::plugins::Registry::of_library(&job.library));
             let attack = registry.attack(&job.attack).ok_or_else(|| format!("attack `{}` is not in {}", job.attack, job.library.display()))?;
             let params = attack.params(&job.params).map_err(|e| e.to_string())?;
-            super::run_here(attack, &job.samples, &job.reference, &params).map_err(|e| e.to_string())
+            super::run_here(attack, &job.samples, &job.reference, &job.calibration, &params).map_err(|e| e.to_string())
         })();
         write_frame(&mut stdout, &bincode::serialize(&answer).expect("answers encode"))?;
     }

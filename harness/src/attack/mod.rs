@@ -44,6 +44,9 @@ pub enum AttackError {
     /// The attack needs a prefix of known non-members and no pool was given.
     #[error("attack `{attack}` needs known non-members for its prefix; pass a pool with --prefix-pool FILE.jsonl (records never scored; eval uses the public split's held-out share)")]
     NeedsPool { attack: String },
+    /// The attack compares with a population of known non-members and none was given.
+    #[error("attack `{attack}` needs a population of known non-members; pass one with --population FILE.jsonl (records never scored; eval uses the public split's held-out share)")]
+    NeedsPopulation { attack: String },
     /// Per-block risk was asked for and no loaded attack perturbs weights.
     #[error("per-block risk needs an attack plugin that perturbs weights (e.g. mope, in plugins/attack-mope); none is loaded")]
     NoPerturbationAttack,
@@ -163,7 +166,9 @@ pub const AVAILABLE_SIGNALS: SignalSet = SignalSet::TOKEN_IDS
     .union(SignalSet::REFERENCE)
     .union(SignalSet::PERTURBED_LOSS)
     .union(SignalSet::TOKEN_FREQUENCY)
-    .union(SignalSet::PREFIXED_LOGPROB);
+    .union(SignalSet::PREFIXED_LOGPROB)
+    .union(SignalSet::REFERENCES)
+    .union(SignalSet::CALIBRATION);
 
 /// Signals that cost extra forward passes (MoPe's perturbed losses: `n` per model): attacks
 /// needing them run only when named.
@@ -178,6 +183,8 @@ pub struct Feeds {
     pub corpus: bool,
     /// A pool of known non-members for prefixes.
     pub pool: bool,
+    /// A population of known non-members scored like the samples.
+    pub population: bool,
 }
 
 /// Fails early when an attack needs a signal that cannot be provided: a reference model,
@@ -197,6 +204,12 @@ pub fn check_needs(attack: &LoadedAttack, feeds: Feeds) -> Result<(), AttackErro
     }
     if needs.contains(SignalSet::PREFIXED_LOGPROB) && !feeds.pool {
         return Err(AttackError::NeedsPool { attack: attack.name().into() });
+    }
+    if needs.contains(SignalSet::REFERENCES) && !feeds.reference {
+        return Err(AttackError::NeedsReference { attack: attack.name().into() });
+    }
+    if needs.contains(SignalSet::CALIBRATION) && !feeds.population {
+        return Err(AttackError::NeedsPopulation { attack: attack.name().into() });
     }
     Ok(())
 }
@@ -218,11 +231,12 @@ pub fn run(
     attack: &LoadedAttack,
     samples: &[OwnedSample],
     reference: &[OwnedSample],
+    calibration: &[OwnedSample],
     params: &Params,
 ) -> Result<Vec<f64>, AttackError> {
     match &attack.isolation {
-        Some(isolation) => isolation.run(attack, samples, reference, params),
-        None => run_here(attack, samples, reference, params),
+        Some(isolation) => isolation.run(attack, samples, reference, calibration, params),
+        None => run_here(attack, samples, reference, calibration, params),
     }
 }
 
@@ -231,6 +245,7 @@ fn run_here(
     attack: &LoadedAttack,
     samples: &[OwnedSample],
     reference: &[OwnedSample],
+    calibration: &[OwnedSample],
     params: &Params,
 ) -> Result<Vec<f64>, AttackError> {
     let fail = |message: String| AttackError::Failed { attack: attack.name().into(), library: attack.library.clone(), message };
@@ -245,10 +260,13 @@ fn run_here(
         order.iter().map(|&i| reference[i].view()).collect()
     };
     let params = params.abi();
+    // Known non-members (the population), in their own order: an attack compares each
+    // sample with all of them.
+    let calibration_views: Vec<SampleView<'_>> = calibration.iter().map(OwnedSample::view).collect();
     let input = AttackInput {
         samples: views.as_slice().into(),
         reference: reference_views.as_slice().into(),
-        calibration: Default::default(),
+        calibration: calibration_views.as_slice().into(),
         params: params.as_slice().into(),
     };
     // A plugin of interface 0.3.1 or later gets the extended signals beside each sample;
@@ -256,7 +274,8 @@ fn run_here(
     let answer = match &attack.ext {
         Some(ext) => {
             let extended: Vec<SampleExt<'_>> = order.iter().map(|&i| samples[i].ext()).collect();
-            (ext.score_ext)(&AttackInputExt { base: input, samples: extended.as_slice().into(), calibration: Default::default() })
+            let calibration: Vec<SampleExt<'_>> = calibration.iter().map(OwnedSample::ext).collect();
+            (ext.score_ext)(&AttackInputExt { base: input, samples: extended.as_slice().into(), calibration: calibration.as_slice().into() })
         }
         None => (attack.decl.score)(&input),
     };

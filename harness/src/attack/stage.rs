@@ -68,6 +68,9 @@ pub struct AttackRequest {
     /// Known non-members (records JSONL, never scored) whose last records make the prefix
     /// of attacks that need `prefixed_logprob`.
     pub prefix_pool: Option<PathBuf>,
+    /// Known non-members (records JSONL, never among the samples) scored like the samples
+    /// for attacks that compare with a population (`calibration`).
+    pub population: Option<PathBuf>,
 }
 
 /// The per-block sweep: which models, and the attacks' parameters in it.
@@ -123,7 +126,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
         (None, false) => Some(tokenizer.clone()),
     };
     // Which attacks, with which parameters, before any expensive work.
-    let feeds = Feeds { reference: !request.references.is_empty(), corpus: request.frequency_corpus.is_some(), pool: request.prefix_pool.is_some() };
+    let feeds = Feeds { reference: !request.references.is_empty(), corpus: request.frequency_corpus.is_some(), pool: request.prefix_pool.is_some(), population: request.population.is_some() };
     let plan = plan(registry, &request.attacks, &request.params, feeds)?;
     // The token frequency table, when an attack reads it.
     let frequency = match &request.frequency_corpus {
@@ -151,14 +154,32 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
         records: &records,
     };
     let reference_template = request.reference_template.unwrap_or(request.template);
+    let needs = |signal: SignalSet| plan.iter().any(|a| a.attack.decl.needs.contains(signal));
     let mut references = Vec::new();
     if let Some(tokenizer) = &reference_tokenizer
-        && plan.iter().any(|a| a.attack.decl.needs.contains(SignalSet::REFERENCE))
+        && (needs(SignalSet::REFERENCE) || needs(SignalSet::REFERENCES))
     {
         for r in &request.references {
             references.push(scorer.score(Subject { name: &r.name, path: &r.path, tokenizer, template: reference_template })?);
         }
     }
+    // The population, labelled non-member, scored by every model and reference like the
+    // samples.
+    let population_records: Vec<Record> = match &request.population {
+        Some(path) if needs(SignalSet::CALIBRATION) => crate::data::load_jsonl(path, "z").with_context(|| format!("the population {}", path.display()))?,
+        _ => Vec::new(),
+    };
+    let population_labelled: Vec<(&Record, bool)> = population_records.iter().map(|r| (r, false)).collect();
+    let population_scorer = Scorer { cache: SignalCache::new(request.signals.clone()), records: &population_labelled, ..scorer };
+    let mut population_references = Vec::new();
+    if !population_records.is_empty()
+        && let Some(tokenizer) = &reference_tokenizer
+    {
+        for r in &request.references {
+            population_references.push(population_scorer.score(Subject { name: &r.name, path: &r.path, tokenizer, template: reference_template })?);
+        }
+    }
+    let population = (!population_records.is_empty()).then_some(Population { scorer: &population_scorer, references: &population_references });
     let block_attacks = match &request.blocks {
         Some(sweep) => perturbation_attacks(registry, &plan, &request.params, &sweep.params)?,
         None => Vec::new(),
@@ -167,7 +188,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     for target in &request.models {
         let model = Subject { name: &target.name, path: &target.path, tokenizer: &tokenizer, template: request.template };
         let block_attacks = if request.blocks.as_ref().is_some_and(|s| s.covers(&target.name)) { &block_attacks[..] } else { &[] };
-        let extras = Extras { frequency: frequency.as_ref().map(|(t, _)| t), prefixes: &prefixes };
+        let extras = Extras { frequency: frequency.as_ref().map(|(t, _)| t), prefixes: &prefixes, population };
         attack_model(&scorer, &plan, block_attacks, &references, model, extras, request.seed, &mut results)?;
     }
 
@@ -208,6 +229,22 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
 struct Extras<'a> {
     frequency: Option<&'a TokenFrequency>,
     prefixes: &'a [Option<Vec<u32>>],
+    population: Option<Population<'a>>,
+}
+
+/// The population's scorer and its signals under each reference model.
+#[derive(Clone, Copy)]
+struct Population<'a> {
+    scorer: &'a Scorer<'a>,
+    references: &'a [Scored],
+}
+
+/// Fills each sample's `reference_mean_logprob`: its mean log-probability under each
+/// reference model, in the references' order.
+fn fill_references(samples: &mut [OwnedSample], references: &[Scored]) {
+    for (i, s) in samples.iter_mut().enumerate() {
+        s.reference_mean_logprob = references.iter().map(|r| kdharness_plugin_api::mean(&r.samples[i].target_logprob)).collect();
+    }
 }
 
 /// The prefix of `request` from the pool's records: its last `shots` records in the pool's
@@ -250,6 +287,15 @@ fn attack_model(
     if let Some(table) = extras.frequency {
         table.fill(&mut scored.samples);
     }
+    fill_references(&mut scored.samples, references);
+    let population: Vec<OwnedSample> = match extras.population {
+        Some(p) => {
+            let mut samples = p.scorer.score(model)?.samples;
+            fill_references(&mut samples, p.references);
+            samples
+        }
+        None => Vec::new(),
+    };
     let perturbs = plan.iter().chain(block_attacks).any(|a| a.perturbation.is_some());
     let weights = if perturbs { Some(OnnxWeights::read(model.path)?) } else { None };
     let mut seconds: BTreeMap<String, f64> = BTreeMap::new();
@@ -268,7 +314,8 @@ fn attack_model(
             _ => &scored.samples,
         };
         for (label, reference) in attack_runs(a, references) {
-            match super::run(a.attack, samples, reference, &a.params) {
+            let calibration = if a.attack.decl.needs.contains(SignalSet::CALIBRATION) { &population[..] } else { &[] };
+            match super::run(a.attack, samples, reference, calibration, &a.params) {
                 Ok(scores) => {
                     status::detail(format!("{}: {label} done", model.name));
                     results.scores.extend(scorer.records.iter().zip(scores).map(|((record, member), score)| ScoreRow {

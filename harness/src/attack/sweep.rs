@@ -37,7 +37,7 @@ pub fn sweep(
     for &block in blocks.keys() {
         for (a, perturbation) in attacks.iter().filter_map(|a| a.perturbation.map(|p| (a, p))) {
             let samples = scorer.perturbed(scored, model, weights, (Scope::Block(block), Some(&blocks)), perturbation, seed)?;
-            let scores = super::run(a.attack, &samples, &[], &a.params)?;
+            let scores = super::run(a.attack, &samples, &[], &[], &a.params)?;
             let (m, nm) = metrics::by_membership(&scores, &members);
             let auc = metrics::auc_of(&m, &nm);
             status::detail(format!("{}: block {block}: {} AUC {auc:.3}", scored.name, a.name()));

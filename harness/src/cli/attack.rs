@@ -39,6 +39,10 @@ pub struct AttackArgs {
     /// prefix of attacks that need one (ReCaLL).
     #[arg(long, value_name = "FILE.jsonl")]
     prefix_pool: Option<PathBuf>,
+    /// Known non-members (JSONL, never among the samples) scored like the samples, for
+    /// attacks that compare with a population (RMIA).
+    #[arg(long, value_name = "FILE.jsonl")]
+    population: Option<PathBuf>,
     /// Members (the teacher's private training records), Dolly-schema JSONL.
     #[arg(long, value_name = "F.jsonl")]
     members: PathBuf,
@@ -149,6 +153,7 @@ pub fn run(args: AttackArgs) -> Result<ExitCode> {
         signals: args.out.join("signals"),
         frequency_corpus: args.frequency_corpus,
         prefix_pool: args.prefix_pool,
+        population: args.population,
         out: args.out,
     };
     let outcome = crate::attack::stage::run(&request, &registry)?;

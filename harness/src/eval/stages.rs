@@ -183,6 +183,23 @@ impl Pipeline<'_> {
         self.registry.kd_method(method).map(|k| k.library_sha256.clone()).unwrap_or_default()
     }
 
+    /// The public split's held-out (validation) share as a records file,
+    /// `stages/heldout_public.jsonl` (rewritten with the same bytes by every scoring cell).
+    fn heldout_public(&self, data: &Data) -> Result<PathBuf> {
+        let text = std::fs::read_to_string(data.file("public.jsonl")).with_context(|| format!("cannot read {}", data.file("public.jsonl").display()))?;
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let n_val = ((lines.len() as f64) * self.cfg.distill.validation_fraction).round() as usize;
+        let heldout = &lines[lines.len() - n_val.min(lines.len().saturating_sub(1))..];
+        let path = self.dir("stages/heldout_public.jsonl");
+        std::fs::create_dir_all(self.dir("stages")).with_context(|| format!("cannot create {}", self.dir("stages").display()))?;
+        let mut bytes = heldout.join("\n");
+        bytes.push('\n');
+        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_bytes()) {
+            crate::files::write_atomic(&path, bytes.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(path)
+    }
+
     /// The public split's training and validation shares (the validation share is held
     /// out of every student's and base model's training).
     fn public_split(&self, data: &Data) -> Result<(Vec<Example>, Vec<Example>)> {
@@ -308,6 +325,7 @@ impl Pipeline<'_> {
             let reference_key = reference.as_ref().map_or("", |(_, key, _)| key.as_str());
             let key = key_of(&[&m.key, reference_key, &data.key, &json_key(&cfg.attacks), &json_key(&cfg.blocks), &libraries]);
             self.stage("attack", &score_cell(&m.name), &dir, &key, Outputs::Dir { except: &[] }, |p| {
+                let heldout = p.heldout_public(data)?;
                 let request = AttackRequest {
                     models: targets(std::slice::from_ref(m)),
                     references: reference.iter().map(|(name, _, path)| Target { name: format!("reference-{name}"), path: path.clone() }).collect(),
@@ -334,9 +352,10 @@ impl Pipeline<'_> {
                     signals: p.dir("stages/signals"),
                     // DC-PDD's token frequencies come from the public split.
                     frequency_corpus: Some(data.file("public.jsonl")),
-                    // ReCaLL's shots are the pool's last records: the public split's
-                    // held-out share, which no model of the run trained on.
-                    prefix_pool: Some(data.file("public.jsonl")),
+                    // ReCaLL's shots and RMIA's population: the public split's held-out
+                    // share, which no model of the run trained on and no attack scores.
+                    prefix_pool: Some(heldout.clone()),
+                    population: Some(heldout.clone()),
                 };
                 let outcome = crate::attack::stage::run(&request, &p.registry)?;
                 if !outcome.failures.is_empty() {
