@@ -250,7 +250,8 @@ pub struct SampleExt<'a> {
     /// `log q(y_t | shots, x)`, natural log.
     pub prefixed_logprob: RSlice<'a, f64>,
     /// The sampled continuations' texts, separated by [`CONTINUATION_SEPARATOR`] (iterate
-    /// with [`SampleExt::continuations`]).
+    /// with [`SampleExt::continuations`]; a separator the model itself produced is replaced
+    /// by U+FFFD).
     pub continuations: RStr<'a>,
     /// The response's true second half, as text.
     pub second_half: RStr<'a>,
@@ -417,6 +418,21 @@ pub struct PrefixRequest {
     pub max_tokens: u32,
 }
 
+/// The continuations an attack asks for (it needs [`SignalSet::CONTINUATIONS`]): each
+/// sample's response is split in half by tokens (the first `⌊T/2⌋` tokens and the rest);
+/// the target model continues the prompt and the first half `samples` times, each up to
+/// as many tokens as the second half has (stopping at the end-of-sequence token), drawn
+/// from `softmax(logits / temperature)` with a generator seeded by the run's seed and the
+/// sample's id; the texts are decoded without special tokens.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq)]
+pub struct ContinuationRequest {
+    /// Continuations per sample (at least 1).
+    pub samples: u32,
+    /// Sampling temperature (positive, finite).
+    pub temperature: f64,
+}
+
 /// An attack of interface 0.3.1 as the harness sees it: its [`AttackDecl`] and the calls
 /// of the extended signals.
 #[repr(C)]
@@ -429,12 +445,14 @@ pub struct AttackExtDecl {
     pub score_ext: extern "C" fn(&AttackInputExt<'_>) -> RResult<RVec<f64>, RString>,
     /// [`Attack::prefix`] for the given (completed) parameters, with panics caught.
     pub prefix: extern "C" fn(RSlice<'_, Param<'_>>) -> RResult<ROption<PrefixRequest>, RString>,
+    /// [`Attack::continuations`] for the given (completed) parameters, with panics caught.
+    pub continuations: extern "C" fn(RSlice<'_, Param<'_>>) -> RResult<ROption<ContinuationRequest>, RString>,
 }
 
 impl AttackExtDecl {
     /// The declaration of `A`, its calls wrapped so that panics become errors.
     pub fn of<A: Attack>(version: &'static str) -> AttackExtDecl {
-        AttackExtDecl { decl: AttackDecl::of::<A>(version), score_ext: score_ext_shim::<A>, prefix: prefix_shim::<A> }
+        AttackExtDecl { decl: AttackDecl::of::<A>(version), score_ext: score_ext_shim::<A>, prefix: prefix_shim::<A>, continuations: continuations_shim::<A> }
     }
 }
 
@@ -541,6 +559,13 @@ pub trait Attack: 'static {
         let _ = params;
         Ok(None)
     }
+    /// The continuations this attack needs for `params`, if it needs
+    /// [`SignalSet::CONTINUATIONS`] (the harness asks before scoring and fills
+    /// `SampleExt::continuations` and `second_half` accordingly); `None` otherwise.
+    fn continuations(params: ParamList<'_>) -> Result<Option<ContinuationRequest>, String> {
+        let _ = params;
+        Ok(None)
+    }
 }
 
 extern "C" fn score_shim<A: Attack>(input: &AttackInput<'_>) -> RResult<RVec<f64>, RString> {
@@ -559,6 +584,10 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RS
         Ok(Err(message)) => RResult::RErr(RString::from(message)),
         Err(payload) => RResult::RErr(RString::from(format!("panicked: {}", panic_message(&*payload)))),
     }
+}
+
+extern "C" fn continuations_shim<A: Attack>(params: RSlice<'_, Param<'_>>) -> RResult<ROption<ContinuationRequest>, RString> {
+    guarded(|| A::continuations(ParamList(params.as_slice())).map(ROption::from))
 }
 
 extern "C" fn prefix_shim<A: Attack>(params: RSlice<'_, Param<'_>>) -> RResult<ROption<PrefixRequest>, RString> {

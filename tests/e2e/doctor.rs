@@ -15,7 +15,7 @@ fn doctor_reports_library_version_providers_and_plugin_dirs() {
     assert!(run.stdout.contains("execution providers: ") && run.stdout.contains("CPUExecutionProvider"), "{}", run.stdout);
     assert!(run.stdout.contains(&format!("{} [--plugin-dir]", tmp.path().display())), "{}", run.stdout);
     assert!(run.stdout.contains(&format!("{} [executable directory]", bin_dir().display())), "{}", run.stdout);
-    assert!(run.stdout.contains("attacks loaded: dcpdd, loss, mink, mink_paper, minkpp, minkpp_paper, mope, recall, ref, rmia, zlib, zlib_paper"), "{}", run.stdout);
+    assert!(run.stdout.contains("attacks loaded: dcpdd, loss, mink, mink_paper, minkpp, minkpp_paper, mope, recall, ref, rmia, samia, samia_zlib, zlib, zlib_paper"), "{}", run.stdout);
     assert!(run.stdout.contains("KD methods loaded: distillm, gkd, imitkd, kd, minillm, nokd, seqkd"), "{}", run.stdout);
 }
 

@@ -36,7 +36,7 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     }
     // Every built-in attack ran on every model; every KD method made a student.
     let scores = std::fs::read_to_string(out.join("scores.csv")).unwrap();
-    for attack in ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd", "recall", "rmia"] {
+    for attack in ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd", "recall", "rmia", "samia", "samia_zlib"] {
         assert!(scores.lines().any(|l| l.split(',').nth(1) == Some(attack)), "attack {attack} missing");
     }
     for model in ["teacher", "kd-tiny", "seqkd-tiny", "gkd-tiny", "imitkd-tiny", "minillm-tiny", "distillm-tiny", "nokd-tiny"] {
@@ -47,6 +47,20 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     assert!(summary.lines().any(|l| l.starts_with("gkd-tiny,student,gkd,tiny,all,loss,auc,")));
     assert!(summary.lines().any(|l| l.starts_with("nokd-tiny,nokd,,tiny,all,,mem_rate_member,")));
     assert!(summary.lines().any(|l| l.starts_with("teacher,teacher,,,all,,rouge_l,")));
+    // SaMIA: the teacher's continuations are exactly the committed ones (same seed, same
+    // samples) and score as tests/fixtures/make_samia_reference.py computes them.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let sampled = std::fs::read(out.join("stages/attack/teacher/continuations-teacher-samia.jsonl")).unwrap();
+    assert!(sampled == std::fs::read(fixtures.join("samia_smoke_teacher.jsonl")).unwrap(), "the teacher's continuations differ from the committed ones");
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join("samia_reference.json")).unwrap()).unwrap();
+    let mut checked = 0;
+    for line in scores.lines().filter(|l| l.starts_with("teacher,samia")) {
+        let f: Vec<&str> = line.split(',').collect();
+        let want = reference["scores"][f[1]][f[2]].as_f64().unwrap_or_else(|| panic!("no reference for {line}"));
+        assert!((f[5].parse::<f64>().unwrap() - want).abs() <= 1e-12, "{line} vs {want}");
+        checked += 1;
+    }
+    assert_eq!(checked, 2 * 49);
     // ReCaLL and RMIA point the harness's way on the model trained on the members (AUC
     // 0.729 and 0.726 here).
     for attack in ["recall", "rmia"] {
@@ -59,7 +73,7 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     assert_eq!(manifest["seed"], 1);
     assert!(!manifest["git_revision"].as_str().unwrap().is_empty());
     assert!(manifest["onnx_runtime"]["library"]["path"].is_string(), "{}", manifest["onnx_runtime"]);
-    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 12);
+    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 14);
     assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
     assert_eq!(manifest["kd_plugins"].as_array().unwrap().len(), 7);
     assert_eq!(manifest["models"].as_array().unwrap().len(), 8);
@@ -67,7 +81,7 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     // What each attack cost on each model.
     for m in manifest["models"].as_array().unwrap() {
         let costs = m["attack_seconds"].as_object().unwrap_or_else(|| panic!("no attack_seconds: {m}"));
-        assert_eq!(costs.len(), 12, "{m}");
+        assert_eq!(costs.len(), 14, "{m}");
         assert!(costs.values().all(|s| s.as_f64().is_some_and(|s| s >= 0.0)), "{m}");
     }
     assert_eq!(manifest["models"][1]["role"], serde_json::json!({"role": "student", "kd_method": "kd", "student": "tiny"}));

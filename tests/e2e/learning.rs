@@ -22,8 +22,8 @@ fn config(dir: &Path, epochs: usize) -> PathBuf {
         )
         .replace(r#"methods = ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm"]"#, r#"methods = ["kd"]"#)
         .replace("train = { epochs = 1, lr = 3e-3, batch_size = 8 }", &format!("{train}\nkd_ratio = 0.5\nwarm_start = [\"kd\"]"))
-        .replace(r#"names = ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd", "recall", "rmia"]"#, r#"names = ["loss"]"#)
-        .replace("[attacks.params]\n\"mope.n\" = \"2\"\n\"mope.sigma\" = \"0.01\"\n", "")
+        .replace(r#"names = ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd", "recall", "rmia", "samia", "samia_zlib"]"#, r#"names = ["loss"]"#)
+        .replace("[attacks.params]\n\"mope.n\" = \"2\"\n\"mope.sigma\" = \"0.01\"\n\"samia.n\" = \"5\"\n\"samia_zlib.n\" = \"5\"\n", "")
         .replace("[attacks]", &format!("[base]\n{train}\n\n[attacks]"))
         .replace("max_new_tokens = 8\n\n[blocks]\nenabled = true", "max_new_tokens = 24\n\n[blocks]\nenabled = false");
     for wanted in ["init = \"base\"", "warm_start", "[base]", "enabled = false", "nonmember_count = 60"] {

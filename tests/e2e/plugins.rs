@@ -24,6 +24,8 @@ fn plugins_list_shows_the_builtins() {
         ("dcpdd", "kdh_attack_dcpdd"),
         ("recall", "kdh_attack_recall"),
         ("rmia", "kdh_attack_rmia"),
+        ("samia", "kdh_attack_samia"),
+        ("samia_zlib", "kdh_attack_samia"),
     ] {
         let line = lines.iter().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{}", run.stdout));
         let cells: Vec<&str> = line.split_whitespace().collect();
@@ -39,7 +41,7 @@ fn plugins_list_shows_the_builtins() {
     assert!(run.stdout.contains("objective=jsd beta=0.9"));
     let json = kdharness(["plugins", "list", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
-    assert_eq!(value["plugins"].as_array().unwrap().len(), 12 + 7);
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 14 + 7);
     assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -70,7 +72,7 @@ fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
     let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
     assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
     // Every built-in still loads.
-    assert_eq!(run.stdout.lines().count(), 1 + 12 + 7, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1 + 14 + 7, "{}", run.stdout);
 }
 
 #[test]
@@ -195,15 +197,15 @@ fn a_plugin_of_the_previous_interface_loads_and_runs_unchanged() {
     assert_eq!(old, loss);
 }
 
-/// An attack that asks for a signal this harness does not compute yet is refused before
-/// any work, in one line naming the signal.
+/// An attack that reads continuations but never says how many it needs is refused before
+/// any work, in one line saying what to implement.
 #[test]
-fn an_attack_needing_a_signal_not_computed_yet_is_refused_in_one_line() {
+fn an_attack_reading_a_signal_it_never_requests_is_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     install(&built_library("kdhtest_panicky"), dir.path(), "panicky");
     let out = dir.path().join("out");
     let run = kdharness(attack_args(&out, &["--plugin-dir", &dir.path().display().to_string(), "--attacks", "loss,test_needs_continuations"]));
     let line = run.error_line();
-    assert!(line.contains("attack `test_needs_continuations` needs signals this kdharness does not compute yet (continuations); leave it out of the attack list"), "{line}");
+    assert!(line.contains("attack `test_needs_continuations` (plugin ") && line.contains("failed: it reads continuations but asked for none (implement `Attack::continuations`)"), "{line}");
     assert!(!out.join("scores.csv").exists());
 }

@@ -53,8 +53,9 @@ fn the_smoke_pipeline_runs_with_smollm2s_tokenizer_and_hard_records() {
         .replace("max_response_tokens = 24", "max_response_tokens = 40")
         .replace("tokenizer = \"train\"", &format!("tokenizer = {:?}", tokenizer_path.display().to_string()))
         .replace(r#"methods = ["kd", "seqkd", "gkd", "imitkd", "minillm", "distillm"]"#, r#"methods = ["kd", "minillm"]"#)
-        .replace(r#"names = ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd", "recall", "rmia"]"#, r#"names = ["loss", "minkpp", "mope"]"#)
-        .replace("reference = \"nokd-tiny\"\n", "");
+        .replace(r#"names = ["loss", "zlib", "zlib_paper", "mink", "mink_paper", "minkpp", "minkpp_paper", "ref", "mope", "dcpdd", "recall", "rmia", "samia", "samia_zlib"]"#, r#"names = ["loss", "minkpp", "mope"]"#)
+        .replace("reference = \"nokd-tiny\"\n", "")
+        .replace("\"samia.n\" = \"5\"\n\"samia_zlib.n\" = \"5\"\n", "");
     for wanted in ["records.jsonl", "chatml", "tokenizer.json", r#"methods = ["kd", "minillm"]"#, r#""loss", "minkpp", "mope""#] {
         assert!(text.contains(wanted), "smoke.toml changed: update this test ({wanted})");
     }

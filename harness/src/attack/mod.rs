@@ -11,7 +11,7 @@ pub mod sweep;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use kdharness_plugin_api::{AttackInput, AttackInputExt, OwnedSample, Perturbation, PrefixRequest, SampleExt, SampleView, SignalSet};
+use kdharness_plugin_api::{AttackInput, AttackInputExt, ContinuationRequest, OwnedSample, Perturbation, PrefixRequest, SampleExt, SampleView, SignalSet};
 
 use crate::plugins::{LoadedAttack, Params, Registry, UnknownParam};
 use crate::suggest::did_you_mean;
@@ -121,6 +121,8 @@ pub struct Planned<'r> {
     /// The prefix the harness must put before each sample for
     /// [`SignalSet::PREFIXED_LOGPROB`].
     pub prefix: Option<PrefixRequest>,
+    /// The continuations the harness must sample for [`SignalSet::CONTINUATIONS`].
+    pub continuations: Option<ContinuationRequest>,
 }
 
 impl<'r> Planned<'r> {
@@ -134,6 +136,19 @@ impl<'r> Planned<'r> {
             Some(ext) => (ext.prefix)(params.abi().as_slice().into()).into_result().map_err(|e| fail(e.into()))?.into(),
             None => None,
         };
+        let continuations: Option<ContinuationRequest> = match &attack.ext {
+            Some(ext) => (ext.continuations)(params.abi().as_slice().into()).into_result().map_err(|e| fail(e.into()))?.into(),
+            None => None,
+        };
+        match continuations {
+            None if attack.decl.needs.contains(SignalSet::CONTINUATIONS) => {
+                return Err(fail("it reads continuations but asked for none (implement `Attack::continuations`)".into()));
+            }
+            Some(c) if c.samples == 0 || !(c.temperature > 0.0 && c.temperature.is_finite()) => {
+                return Err(fail(format!("it asked for {} continuations at temperature {}; need at least 1 and a positive temperature", c.samples, c.temperature)));
+            }
+            _ => {}
+        }
         match (perturbation, prefix) {
             (None, _) if attack.decl.needs.contains(SignalSet::PERTURBED_LOSS) => {
                 Err(fail("it reads perturbed losses but asked for no perturbation (implement `Attack::perturbation`)".into()))
@@ -145,7 +160,7 @@ impl<'r> Planned<'r> {
                 Err(fail("it reads prefixed log-probabilities but asked for no prefix (implement `Attack::prefix`)".into()))
             }
             (_, Some(r)) if r.shots == 0 || r.max_tokens == 0 => Err(fail(format!("it asked for a prefix of {} shots and {} tokens; need at least 1 of each", r.shots, r.max_tokens))),
-            _ => Ok(Planned { attack, params, perturbation, prefix }),
+            _ => Ok(Planned { attack, params, perturbation, prefix, continuations }),
         }
     }
 
@@ -168,11 +183,12 @@ pub const AVAILABLE_SIGNALS: SignalSet = SignalSet::TOKEN_IDS
     .union(SignalSet::TOKEN_FREQUENCY)
     .union(SignalSet::PREFIXED_LOGPROB)
     .union(SignalSet::REFERENCES)
-    .union(SignalSet::CALIBRATION);
+    .union(SignalSet::CALIBRATION)
+    .union(SignalSet::CONTINUATIONS);
 
-/// Signals that cost extra forward passes (MoPe's perturbed losses: `n` per model): attacks
-/// needing them run only when named.
-pub const COSTLY_SIGNALS: SignalSet = SignalSet::PERTURBED_LOSS;
+/// Signals that cost extra model passes (MoPe's perturbed losses, `n` per model; SaMIA's
+/// sampled continuations): attacks needing them run only when named.
+pub const COSTLY_SIGNALS: SignalSet = SignalSet::PERTURBED_LOSS.union(SignalSet::CONTINUATIONS);
 
 /// What a request can feed beyond every model's own signals.
 #[derive(Debug, Clone, Copy, Default)]

@@ -188,7 +188,7 @@ pub fn run(request: &AttackRequest, registry: &Registry) -> Result<AttackOutcome
     for target in &request.models {
         let model = Subject { name: &target.name, path: &target.path, tokenizer: &tokenizer, template: request.template };
         let block_attacks = if request.blocks.as_ref().is_some_and(|s| s.covers(&target.name)) { &block_attacks[..] } else { &[] };
-        let extras = Extras { frequency: frequency.as_ref().map(|(t, _)| t), prefixes: &prefixes, population };
+        let extras = Extras { frequency: frequency.as_ref().map(|(t, _)| t), prefixes: &prefixes, population, out: &request.out };
         attack_model(&scorer, &plan, block_attacks, &references, model, extras, request.seed, &mut results)?;
     }
 
@@ -230,6 +230,21 @@ struct Extras<'a> {
     frequency: Option<&'a TokenFrequency>,
     prefixes: &'a [Option<Vec<u32>>],
     population: Option<Population<'a>>,
+    /// The stage's output directory (the sampled continuations are written there).
+    out: &'a std::path::Path,
+}
+
+/// The continuations an attack read, one JSON line per sample (`id`, `second_half`,
+/// `continuations`), for the record and for checking an attack's arithmetic.
+fn write_continuations(path: &std::path::Path, samples: &[OwnedSample]) -> Result<()> {
+    let mut text = String::new();
+    for s in samples {
+        let line = serde_json::json!({"id": s.id, "second_half": s.second_half, "continuations": s.ext().continuations().collect::<Vec<_>>()});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::create_dir_all(path.parent().expect("a file in a directory")).with_context(|| format!("cannot create {}", path.display()))?;
+    crate::files::write_atomic(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The population's scorer and its signals under each reference model.
@@ -309,6 +324,11 @@ fn attack_model(
             }
             (_, _, Some(prefix)) => {
                 perturbed = scorer.prefixed(&scored, model, prefix)?;
+                &perturbed
+            }
+            _ if a.continuations.is_some() => {
+                perturbed = scorer.continuations(&scored, model, a.continuations.expect("checked"), seed)?;
+                write_continuations(&extras.out.join(format!("continuations-{}-{}.jsonl", model.name, a.name())), &perturbed)?;
                 &perturbed
             }
             _ => &scored.samples,

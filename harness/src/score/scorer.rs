@@ -5,11 +5,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use kdharness_plugin_api::{OwnedSample, Perturbation};
+use kdharness_plugin_api::{CONTINUATION_SEPARATOR, ContinuationRequest, OwnedSample, Perturbation};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use super::{BatchSettings, ScoreError, ScoredSample, SignalCache, SignalSource, cache_key, check_vocab, compute_signals};
 use crate::blocks::{self, OnnxWeights, Scope};
 use crate::data::{DataError, Record, Template, TokenLimits, TokenizerFile, encode};
+use crate::model::generate::{Decoding, GenerateConfig, OrtDecoder, generate_mixed};
 use crate::runtime::{CausalLm, Runtime, SessionOptions};
 use crate::status;
 use crate::files::{sha256_bytes, sha256_file};
@@ -175,6 +178,43 @@ impl Scorer<'_> {
             compute_signals(&mut lm, &model.tokenizer.tokenizer, &samples, self.batch, &mut |_| {})
         })?;
         Ok(scored.samples.iter().zip(signals).map(|(s, p)| OwnedSample { prefixed_logprob: p.target_logprob, ..s.clone() }).collect())
+    }
+
+    /// The samples of `scored` with `continuations` and `second_half` filled: each
+    /// sample's response split in half by tokens, the prompt and first half continued
+    /// `request.samples` times by the model through ONNX Runtime (KV cache), each up to the
+    /// second half's length and drawn with a generator seeded by `seed` and the sample's id
+    /// (so neither batching nor the other samples change a draw). Cached like the signals.
+    pub fn continuations(&self, scored: &Scored, model: Subject<'_>, request: ContinuationRequest, seed: u64) -> Result<Vec<OwnedSample>, ScoreError> {
+        let ContinuationRequest { samples: n, temperature } = request;
+        let key = sha256_bytes(format!("{}/continuations/{n}/{temperature}/{seed}", scored.key).as_bytes());
+        let label = format!("{} ({n} continuations)", scored.name);
+        let (drawn, _, _) = self.cache.get_or_compute(&label, &key, || {
+            let tokenizer = &model.tokenizer.tokenizer;
+            let eos = crate::memorize::guess_eos(tokenizer);
+            let decode = |ids: &[u32]| tokenizer.decode(ids, true).map_err(|e| ScoreError::Io(format!("cannot decode a continuation: {e}")));
+            let mut lm = CausalLm::open(self.runtime, &scored.path, self.session)?;
+            let mut out = Vec::new();
+            for sample in self.samples(model.tokenizer, model.template)? {
+                let response = &sample.encoded.response_ids;
+                let half = response.len() / 2;
+                let second = &response[half..];
+                let context: Vec<u32> = sample.encoded.prompt_ids.iter().chain(&response[..half]).copied().collect();
+                let cfg = GenerateConfig { max_new_tokens: second.len(), decoding: Decoding::Sample { temperature }, eos, use_cache: true };
+                let mut rng = ChaCha8Rng::seed_from_u64(crate::rng::derive(seed, &format!("continuations/{}", sample.record.id)));
+                let mut decoder = OrtDecoder::new(&mut lm).map_err(|e| ScoreError::Io(e.to_string()))?;
+                let generated = generate_mixed(&mut decoder, None, &vec![context; n as usize], &cfg, &mut rng).map_err(|e| ScoreError::Io(format!("sampling continuations of `{}`: {e}", sample.record.id)))?;
+                let texts: Vec<String> = generated
+                    .iter()
+                    .map(|g| decode(&g.tokens[..g.tokens.iter().position(|&t| Some(t) == eos).unwrap_or(g.tokens.len())]))
+                    // A decoded separator would split a continuation in two.
+                    .map(|t| t.map(|t| t.replace(CONTINUATION_SEPARATOR, "\u{fffd}")))
+                    .collect::<Result<_, _>>()?;
+                out.push(OwnedSample { continuations: texts.join(&CONTINUATION_SEPARATOR.to_string()), second_half: decode(second)?, ..Default::default() });
+            }
+            Ok(out)
+        })?;
+        Ok(scored.samples.iter().zip(drawn).map(|(s, d)| OwnedSample { continuations: d.continuations, second_half: d.second_half, ..s.clone() }).collect())
     }
 
     /// The membership label of each record, in order.

@@ -58,7 +58,7 @@ impl Attack for Aborts {
 pub struct NeedsContinuations;
 impl Attack for NeedsContinuations {
     const NAME: &'static str = "test_needs_continuations";
-    const DESCRIPTION: &'static str = "asks for a signal of interface 0.3.1 the harness does not compute yet";
+    const DESCRIPTION: &'static str = "reads continuations but never says how many (no Attack::continuations)";
     const NEEDS: SignalSet = SignalSet::TARGET_LOGPROB.union(SignalSet::CONTINUATIONS);
     fn score(_: &AttackInput<'_>) -> Result<Vec<f64>, String> {
         Err("never called".into())
