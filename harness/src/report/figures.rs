@@ -449,7 +449,9 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     let scored_and_memorized = d.per_model_pairs("mem_rate_member").len() >= 2;
     let utility = d.per_model_pairs("rouge_l").len() >= 2;
     let cells = d.student_sizes().len().max(1) as u32;
-    let width = (560 * cells).max(700);
+    // Each size's heatmap gives every attack a column wide enough for its name.
+    let per_size = (130 + 72 * d.attacks().len() as u32).max(560);
+    let width = (per_size * cells).max(700);
     let mut add = |name: &'static str, title: String, ok: bool, why: &str, render: &mut dyn FnMut() -> Result<String, String>| -> Result<(), String> {
         if ok {
             figures.push(Figure { name, title, svg: render()? });
