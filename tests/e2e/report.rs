@@ -125,6 +125,13 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     }
     let html = read("report.html");
     assert_eq!(html.matches("<svg").count(), 9, "every figure inline");
+    // Every figure has a caption that says what is plotted and how to read it.
+    for figure in html.split("<figure id=\"").skip(1) {
+        let name = figure.split('"').next().unwrap();
+        let caption = figure.split("<figcaption>").nth(1).and_then(|c| c.split("</figcaption>").next()).unwrap_or_else(|| panic!("{name} has no caption"));
+        let text = caption.split("</b>").nth(1).unwrap_or_default().trim();
+        assert!(text.len() > 100, "{name}'s caption says too little: {caption}");
+    }
     // Self-contained: nothing to fetch (the SVG namespace URI is a name, not a request).
     for fetch in ["<script", " src=", "href=\"http", "@import", "url(", "<link"] {
         assert!(!html.contains(fetch), "report.html would fetch something: `{fetch}`");

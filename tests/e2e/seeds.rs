@@ -77,6 +77,7 @@ fn two_seeds_give_each_seeds_run_and_a_summary_across_them_that_report_rebuilds_
     assert_eq!(&png[1..4], b"PNG");
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(page.contains("id=\"fig10_seed_spread\"") && page.contains("href=\"seed-0/report.html\""));
+    assert!(page.contains("One panel per attack: each model's AUC in each seed"), "fig10 has no caption");
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["seeds"], serde_json::json!([0, 1]));
 

@@ -53,6 +53,8 @@ pub struct Figure {
     pub name: &'static str,
     /// One-line description, for the HTML report.
     pub title: String,
+    /// What is plotted and how to read it (the caption in the HTML report).
+    pub caption: &'static str,
     /// The SVG text (embedded inline in report.html).
     pub svg: String,
 }

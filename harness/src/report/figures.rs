@@ -436,6 +436,23 @@ macro_rules! draw_both {
     }};
 }
 
+/// What figure `name` plots and how to read it: its caption in report.html.
+pub fn caption(name: &str) -> &'static str {
+    match name {
+        "fig0_privacy_vs_utility" => "Each point is one model, coloured by its role: its mean AUC over all attacks (y; 0.5 is chance) against its mean ROUGE-L F×100 on the held-out prompts (x). Up is more membership leakage, right is more utility: the better trade-offs lie down and to the right. A student near its No-KD baseline leaks no more than training on public data alone.",
+        "fig1_student_auc" => "One panel per student size. Rows are KD methods, columns attacks; each cell is that student's AUC under that attack (0.5 is chance; darker is more leakage). Read a row against the No-KD row of figure 2 to see what distillation from the teacher added.",
+        "fig2_baseline_auc" => "The teacher (fine-tuned on the members) and each size's No-KD student (trained on public data only) under every attack: the upper and lower reference points for the students of figure 1.",
+        "fig3_roc" => "One panel per model: the ROC curve of every attack on log–log axes, so that the low false-positive rates where an attack is useful in practice can be read. A curve well above the diagonal at small FPR is a strong attack; one on it is chance.",
+        "fig4_auc_by_method" => "For each KD method, the mean AUC of its students over the attacks and sizes (dot) with the mean of their 95% bootstrap intervals (bar); the line is chance (0.5). Methods whose bars do not overlap leak differently; comparisons.csv has the paired tests.",
+        "fig5_blocks" => "Per-block risk: each model's MoPe AUC when only one transformer block's weights are perturbed (x: the block). A block whose perturbation separates members from non-members better holds more of what the model memorised; a flat line at 0.5 means no block stands out.",
+        "fig6_membership_vs_memorization" => "Each point is one model: its member memorization rate (x: how much of the members' responses greedy generation reproduces, N·K denominator) against its mean AUC over attacks (y). The title gives Spearman's ρ across the models; points to the upper right leak both ways.",
+        "fig7_memorization" => "Left: each model's member memorization rate (N·K denominator). Right: the member − non-member gap, the part of that rate that non-members' guessable answers do not explain. Rows are the teacher, the No-KD baselines and the KD methods; columns the student sizes.",
+        "fig9_canary_exposure" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students. A line that rises with repetitions shows the model memorising what it saw more often. (Not yet exposure in Carlini et al.'s rank sense.)",
+        "fig10_seed_spread" => "One panel per attack: each model's AUC in each seed (coloured circles, with that seed's 95% bootstrap interval) and the mean over the seeds ± one standard deviation (black). Spread across seeds that exceeds the intervals is variation the one-seed intervals do not show.",
+        _ => "",
+    }
+}
+
 /// Renders every figure whose data the run has into `dir` (PNG + SVG); returns them with
 /// the list of skipped ones and why.
 pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skipped>), String> {
@@ -454,7 +471,7 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     let width = (per_size * cells).max(700);
     let mut add = |name: &'static str, title: String, ok: bool, why: &str, render: &mut dyn FnMut() -> Result<String, String>| -> Result<(), String> {
         if ok {
-            figures.push(Figure { name, title, svg: render()? });
+            figures.push(Figure { name, title, caption: caption(name), svg: render()? });
         } else {
             skipped.push((name, why.to_string()));
         }
@@ -607,7 +624,8 @@ pub fn render_seed_spread(rows: &[SeedRow], dir: &Path) -> Result<Option<Figure>
     let grid_rows = spread.attacks.len().div_ceil(cols as usize) as u32;
     let size = (460 * cols, 64 + grid_rows * (84 + 34 * spread.models.len() as u32));
     let svg = draw_both!(seed_spread, &spread, dir, "fig10_seed_spread", size);
-    Ok(Some(Figure { name: "fig10_seed_spread", title: "AUC across seeds: each seed with its interval, and the mean ± sd".into(), svg }))
+    let name = "fig10_seed_spread";
+    Ok(Some(Figure { name, title: "AUC across seeds: each seed with its interval, and the mean ± sd".into(), caption: caption(name), svg }))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ fn num(v: f64, digits: usize) -> String {
 const STYLE: &str = "body{font-family:'DejaVu Sans',Verdana,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}\
 h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}\
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:right}\
-th{background:#f3f6fa}td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}figcaption{font-weight:bold;margin-bottom:.4em}\
+th{background:#f3f6fa}td:first-child,th:first-child{text-align:left}figure{margin:1.5em 0}figcaption{margin-bottom:.4em;max-width:60em}\
 figure svg{max-width:100%;height:auto}pre{background:#f7f7f7;padding:1em;overflow-x:auto;font-size:.8em}.note{color:#666}";
 
 /// The whole page.
@@ -144,7 +144,7 @@ fn figures_section(h: &mut String, figures: &[Figure], skipped: &[Skipped]) {
         // The SVG is ours (plotters output); drop its XML declaration to inline it.
         let svg = f.svg.trim_start_matches(|c| c != '<').trim_start();
         let svg = if svg.starts_with("<?xml") { svg.split_once("?>").map_or(svg, |(_, rest)| rest) } else { svg };
-        let _ = write!(h, "<figure id=\"{}\"><figcaption>{}</figcaption>{}</figure>", f.name, esc(&f.title), svg);
+        let _ = write!(h, "<figure id=\"{}\"><figcaption><b>{}.</b> {}</figcaption>{}</figure>", f.name, esc(&f.title), esc(f.caption), svg);
     }
     if !skipped.is_empty() {
         h.push_str("<p class=\"note\">Not drawn: ");
