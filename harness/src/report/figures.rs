@@ -1,4 +1,5 @@
-//! The nine figures of SPEC §11, drawn with plotters into PNG and SVG with the bundled
+//! The figures of SPEC §11 (a light major grid only, no minor grid), drawn with plotters
+//! into PNG and SVG with the bundled
 //! DejaVu Sans font (ab_glyph; no fontconfig). Each figure is one function drawing on any
 //! plotters backend; [`render_all`] draws each twice (PNG for papers and slides, SVG for
 //! the HTML report) and skips, with a reason, a figure whose data the run does not have.
@@ -188,6 +189,7 @@ fn roc_curves<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
             .map_err(err)?;
         chart
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc("FPR")
             .y_desc("TPR")
             .x_labels(4)
@@ -236,6 +238,7 @@ fn auc_by_method<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let names: Vec<String> = by_method.iter().map(|(m, ..)| m.clone()).collect();
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .disable_x_mesh()
         .x_labels(n.max(1))
         .x_label_formatter(&|x| {
@@ -273,6 +276,7 @@ fn block_lines<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
         .map_err(err)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .x_desc("transformer block")
         .y_desc("AUC")
         .x_labels((max_block as usize + 1).min(32))
@@ -309,7 +313,7 @@ fn model_scatter<DB: DrawingBackend>(root: &Area<DB>, title: &str, x_desc: &str,
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
-    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).label_style(font(13)).axis_desc_style(font(15)).draw().map_err(err)?;
+    chart.configure_mesh().light_line_style(TRANSPARENT).x_desc(x_desc).y_desc(y_desc).label_style(font(13)).axis_desc_style(font(15)).draw().map_err(err)?;
     let roles: Vec<Role> = [Role::Teacher, Role::Student, Role::Nokd, Role::Target].into_iter().filter(|r| points.iter().any(|p| p.1 == *r)).collect();
     for (i, role) in roles.iter().enumerate() {
         let mine: Vec<&(String, Role, f64, f64)> = points.iter().filter(|p| p.1 == *role).collect();
@@ -391,6 +395,7 @@ fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
         .map_err(err)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .x_desc("repetitions among the members")
         .y_desc("mean log-likelihood (loss score)")
         .x_label_formatter(&|x| format!("{x:.0}"))
