@@ -59,7 +59,7 @@ enum Executor {
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let mut loaded = crate::config::load(args.config.as_deref())?;
     if !args.seeds.is_empty() {
-        if let Some(twice) = args.seeds.iter().enumerate().find_map(|(i, s)| args.seeds[..i].contains(s).then_some(s)) {
+        if let Some(twice) = crate::config::repeated_seed(&args.seeds) {
             anyhow::bail!("--seeds lists {twice} twice; each seed is one run of the study");
         }
         loaded.config.seeds = args.seeds;

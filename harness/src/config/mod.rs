@@ -496,8 +496,13 @@ impl Config {
     }
 }
 
+/// A seed listed more than once, if any.
+pub fn repeated_seed(seeds: &[u64]) -> Option<u64> {
+    seeds.iter().enumerate().find_map(|(i, s)| seeds[..i].contains(s).then_some(*s))
+}
+
 fn validate(c: &Config) -> Result<(), String> {
-    if let Some(twice) = c.seeds.iter().enumerate().find_map(|(i, s)| c.seeds[..i].contains(s).then_some(s)) {
+    if let Some(twice) = repeated_seed(&c.seeds) {
         return Err(format!("seeds lists {twice} twice; each seed is one run of the study"));
     }
     if let Some(slurm) = &c.slurm

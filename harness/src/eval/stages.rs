@@ -188,8 +188,7 @@ impl Pipeline<'_> {
     fn heldout_public(&self, data: &Data) -> Result<PathBuf> {
         let text = std::fs::read_to_string(data.file("public.jsonl")).with_context(|| format!("cannot read {}", data.file("public.jsonl").display()))?;
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        let n_val = ((lines.len() as f64) * self.cfg.distill.validation_fraction).round() as usize;
-        let heldout = &lines[lines.len() - n_val.min(lines.len().saturating_sub(1))..];
+        let heldout = &lines[lines.len() - self.heldout_count(lines.len())..];
         let path = self.dir("stages/heldout_public.jsonl");
         std::fs::create_dir_all(self.dir("stages")).with_context(|| format!("cannot create {}", self.dir("stages").display()))?;
         let mut bytes = heldout.join("\n");
@@ -204,9 +203,14 @@ impl Pipeline<'_> {
     /// out of every student's and base model's training).
     fn public_split(&self, data: &Data) -> Result<(Vec<Example>, Vec<Example>)> {
         let mut public = data.examples(self, "public.jsonl", "p")?;
-        let n_val = ((public.len() as f64) * self.cfg.distill.validation_fraction).round() as usize;
-        let val = public.split_off(public.len() - n_val.min(public.len().saturating_sub(1)));
+        let val = public.split_off(public.len() - self.heldout_count(public.len()));
         Ok((public, val))
+    }
+
+    /// How many of the public split's `n` records are its held-out share: the last
+    /// `round(n · validation_fraction)`, at least one record left to train on.
+    fn heldout_count(&self, n: usize) -> usize {
+        (((n as f64) * self.cfg.distill.validation_fraction).round() as usize).min(n.saturating_sub(1))
     }
 
     /// Where the students of `size` start, with the hash of what made it; trains the
