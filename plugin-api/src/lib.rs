@@ -47,7 +47,9 @@
 //!   module with fewer fields than the harness expects, so the layout of each earlier
 //!   patch's root module is kept ([`v0_3_0`]) and a library that fails the current one is
 //!   loaded as that (checked as strictly); its attacks are called as before (tested with
-//!   a library built against 0.3.0, committed in tests/fixtures/plugins/).
+//!   a library built against 0.3.0, committed in tests/fixtures/plugins/). 0.3.2 added
+//!   the third plugin kind, [`defense`], as the root field [`PluginLib::defenses`]; the
+//!   layout of 0.3.1 is kept as [`v0_3_1`].
 //! - A change to a type that is already on the boundary ([`SampleView`], [`AttackInput`],
 //!   [`AttackDecl`], the KD types) bumps the minor version; plugins of the earlier minor are
 //!   then refused with a message naming both versions and saying to rebuild.
@@ -56,6 +58,7 @@
 //! that leaves the boundary alone keeps old plugins working.
 #![warn(missing_docs)]
 
+pub mod defense;
 pub mod kd;
 pub mod objectives;
 
@@ -477,6 +480,9 @@ pub struct PluginLib {
     /// the attacks that earlier harnesses can run.
     #[sabi(missing_field(option))]
     pub attacks_ext: extern "C" fn() -> RVec<AttackExtDecl>,
+    /// (0.3.2) The defenses the library provides (panics caught likewise).
+    #[sabi(missing_field(option))]
+    pub defenses: extern "C" fn() -> RVec<defense::DefenseDecl>,
 }
 
 impl RootModule for PluginLibRef {
@@ -518,6 +524,42 @@ pub mod v0_3_0 {
         const BASE_NAME: &'static str = "kdharness_plugin";
         const NAME: &'static str = "kdharness_plugin";
         const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.3.0");
+    }
+}
+
+/// The root module of interface 0.3.1, which had no `defenses`: loaded as
+/// [`v0_3_0`] is, when a library fails the current layout.
+pub mod v0_3_1 {
+    use abi_stable::{
+        StableAbi, declare_root_module_statics,
+        library::RootModule,
+        sabi_types::VersionStrings,
+        std_types::{RStr, RVec},
+    };
+
+    /// [`super::PluginLib`] as it was in 0.3.1 (same name, same fields in the same order).
+    #[repr(C)]
+    #[derive(StableAbi)]
+    #[sabi(kind(Prefix(prefix_ref = PluginLibRef)))]
+    #[sabi(missing_field(panic))]
+    pub struct PluginLib {
+        /// The plugin crate's own version.
+        pub library_version: RStr<'static>,
+        /// The attacks earlier harnesses can feed.
+        pub attacks: extern "C" fn() -> RVec<super::AttackDecl>,
+        /// The KD methods the library provides.
+        #[sabi(last_prefix_field)]
+        pub kd_methods: extern "C" fn() -> RVec<super::kd::KdDecl>,
+        /// Every attack, callable with the extended signals.
+        #[sabi(missing_field(option))]
+        pub attacks_ext: extern "C" fn() -> RVec<super::AttackExtDecl>,
+    }
+
+    impl RootModule for PluginLibRef {
+        declare_root_module_statics! {PluginLibRef}
+        const BASE_NAME: &'static str = "kdharness_plugin";
+        const NAME: &'static str = "kdharness_plugin";
+        const VERSION_STRINGS: VersionStrings = VersionStrings::new("0.3.1");
     }
 }
 
@@ -624,11 +666,13 @@ pub fn catch_list<T>(list: impl FnOnce() -> Vec<T>) -> RVec<T> {
     RVec::from(catch_unwind(AssertUnwindSafe(list)).unwrap_or_default())
 }
 
-/// Exports the root module of a plugin library: its attacks, its KD methods, or both.
+/// Exports the root module of a plugin library: its attacks, KD methods and defenses.
 ///
 /// ```text
 /// kdharness_plugin_api::export_plugins!(attacks: [LossAttack, OtherAttack]);
 /// kdharness_plugin_api::export_plugins!(kd: [MyMethod]);
+/// kdharness_plugin_api::export_plugins!(defenses: [MyDefense]);
+/// kdharness_plugin_api::export_plugins!(attacks: [LossAttack], kd: [MyMethod], defenses: [MyDefense]);
 /// kdharness_plugin_api::export_plugins!(attacks: [LossAttack], kd: [MyMethod]);
 /// ```
 /// The plugin crate must depend on `abi_stable` directly (its export attribute refers to
@@ -636,12 +680,18 @@ pub fn catch_list<T>(list: impl FnOnce() -> Vec<T>) -> RVec<T> {
 #[macro_export]
 macro_rules! export_plugins {
     (attacks: [$($attack:ty),* $(,)?] $(,)?) => {
-        $crate::export_plugins!(attacks: [$($attack),*], kd: []);
+        $crate::export_plugins!(attacks: [$($attack),*], kd: [], defenses: []);
     };
     (kd: [$($method:ty),* $(,)?] $(,)?) => {
-        $crate::export_plugins!(attacks: [], kd: [$($method),*]);
+        $crate::export_plugins!(attacks: [], kd: [$($method),*], defenses: []);
+    };
+    (defenses: [$($defense:ty),* $(,)?] $(,)?) => {
+        $crate::export_plugins!(attacks: [], kd: [], defenses: [$($defense),*]);
     };
     (attacks: [$($attack:ty),* $(,)?], kd: [$($method:ty),* $(,)?] $(,)?) => {
+        $crate::export_plugins!(attacks: [$($attack),*], kd: [$($method),*], defenses: []);
+    };
+    (attacks: [$($attack:ty),* $(,)?], kd: [$($method:ty),* $(,)?], defenses: [$($defense:ty),* $(,)?] $(,)?) => {
         #[::abi_stable::export_root_module]
         pub fn kdharness_plugin_root() -> $crate::PluginLibRef {
             use ::abi_stable::prefix_type::PrefixTypeTrait;
@@ -659,6 +709,11 @@ macro_rules! export_plugins {
                     $($crate::AttackExtDecl::of::<$attack>(env!("CARGO_PKG_VERSION"))),*
                 ])
             }
+            extern "C" fn defenses() -> ::abi_stable::std_types::RVec<$crate::defense::DefenseDecl> {
+                $crate::catch_list(|| ::std::vec![
+                    $($crate::defense::DefenseDecl::of::<$defense>(env!("CARGO_PKG_VERSION"))),*
+                ])
+            }
             extern "C" fn kd_methods() -> ::abi_stable::std_types::RVec<$crate::kd::KdDecl> {
                 $crate::catch_list(|| ::std::vec![
                     $($crate::kd::KdDecl::of::<$method>(env!("CARGO_PKG_VERSION"))),*
@@ -669,6 +724,7 @@ macro_rules! export_plugins {
                 attacks,
                 kd_methods,
                 attacks_ext,
+                defenses,
             }
             .leak_into_prefix()
         }
