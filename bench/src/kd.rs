@@ -94,7 +94,7 @@ fn main() -> Result<()> {
         let timing = |examples: &[Example]| -> Result<StepTiming> {
             let mut student = smollm2(args.student_layers)?;
             let mut method = loaded.create(&[]).map_err(anyhow::Error::msg)?;
-            Ok(distill(&mut student, Some(&teacher), &mut method, name, examples, &examples[..1], &cfg, 0, inference, None, None)?.timing)
+            Ok(distill(&mut student, Some(&teacher), &mut method, name, examples, &examples[..1], &cfg, 0, inference, None, None, None)?.timing)
         };
         let t = timing(&examples)?.minus(&timing(&examples[..args.batch])?);
         let share = |x: f64| format!("{:.1}%", 100.0 * x / t.total());

@@ -224,6 +224,9 @@ pub struct ModelRecord {
     /// `seconds`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attack_seconds: BTreeMap<String, f64>,
+    /// A defended model's defense, its strength and what it measured (`eval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defense: Option<crate::report::DefenseRecord>,
 }
 
 impl ModelRecord {
@@ -240,6 +243,7 @@ impl ModelRecord {
             init: None,
             training: None,
             attack_seconds: BTreeMap::new(),
+            defense: None,
         }
     }
 }

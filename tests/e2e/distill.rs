@@ -280,7 +280,7 @@ fn a_scaffolded_kd_method_trains_a_student_through_the_same_loop() {
     let public = examples("nonmembers.jsonl", "n");
     let mut student = scratch(1, 32, 21);
     let before = weights(&student);
-    let log = distill(&mut student, Some(&teacher), &mut method, "tempered_fkl", &public[..9], &public[9..], &cfg(), 3, ort(), None, None).unwrap();
+    let log = distill(&mut student, Some(&teacher), &mut method, "tempered_fkl", &public[..9], &public[9..], &cfg(), 3, ort(), None, None, None).unwrap();
     assert!(log.final_val_loss() < log.initial_val_loss, "{log:?}");
     assert_ne!(weights(&student), before);
     // Parameters reach the plugin: a bad one is refused with its message.
@@ -302,7 +302,7 @@ fn onnx_runtime_and_candle_forward_passes_distil_alike() {
         let run = |inference| {
             let mut student = scratch(1, 32, 21);
             let mut m = registry.kd_method(method).unwrap().create(&[]).unwrap();
-            distill(&mut student, Some(&teacher), &mut m, method, &public[..9], &public[9..], &cfg(), 3, inference, None, None).unwrap()
+            distill(&mut student, Some(&teacher), &mut m, method, &public[..9], &public[9..], &cfg(), 3, inference, None, None, None).unwrap()
         };
         let (candle, onnx) = (run(Inference::Candle), run(ort()));
         assert!((candle.initial_val_loss - onnx.initial_val_loss).abs() <= 1e-5 * candle.initial_val_loss.abs(), "{method}");

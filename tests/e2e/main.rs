@@ -13,6 +13,7 @@ mod blocks;
 mod cache;
 mod cells;
 mod data;
+mod defenses;
 mod distill;
 mod engine;
 mod doctor;

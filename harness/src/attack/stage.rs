@@ -465,5 +465,6 @@ fn model_record(m: &Scored, role: Role) -> ModelRecord {
         init: None,
         training: None,
         attack_seconds: BTreeMap::new(),
+        defense: None,
     }
 }

@@ -25,7 +25,7 @@ pub enum PluginsCommand {
         kind: PluginKind,
         /// The plugin's name (lowercase letters, digits, underscores).
         name: String,
-        /// Where to write the crate (default: ./kdh-attack-NAME or ./kdh-kd-NAME).
+        /// Where to write the crate (default: ./kdh-KIND-NAME, e.g. ./kdh-attack-NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The plugin-api crate to depend on (default: the one this kdharness was built from).
@@ -41,7 +41,11 @@ pub fn run(command: PluginsCommand) -> Result<ExitCode> {
             let word = kind.word();
             let dir = dir.unwrap_or_else(|| PathBuf::from(format!("kdh-{word}-{}", name.replace('_', "-"))));
             let out = scaffold(kind, &name, &dir, &api_path.unwrap_or_else(default_api_path))?;
-            let what = if word == "kd" { "KD-method" } else { "attack" };
+            let what = match kind {
+                PluginKind::Attack => "attack",
+                PluginKind::Kd => "KD-method",
+                PluginKind::Defense => "defense",
+            };
             println!("wrote {what} plugin `{name}` to {}", out.dir.display());
             println!("next: cd {} && cargo build --release", out.dir.display());
             println!("then: kdharness plugins list --plugin-dir {}", out.dir.join("target/release").display());
@@ -79,7 +83,19 @@ fn list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
                 "description": m.decl.description.as_str(),
             })
         });
-        let plugins: Vec<serde_json::Value> = attacks.into_iter().chain(kd).collect();
+        let defenses = registry.defenses().map(|d| {
+            serde_json::json!({
+                "name": d.name(),
+                "kind": "defense",
+                "version": d.decl.version.as_str(),
+                "source": d.library,
+                "sha256": d.library_sha256,
+                "acts_on": d.decl.acts_on.names(),
+                "params": d.decl.params.iter().map(|p| serde_json::json!({"name": p.name.as_str(), "default": p.default.as_str(), "help": p.help.as_str()})).collect::<Vec<_>>(),
+                "description": d.decl.description.as_str(),
+            })
+        });
+        let plugins: Vec<serde_json::Value> = attacks.into_iter().chain(kd).chain(defenses).collect();
         let problems: Vec<_> = registry.problems.iter().collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plugins": plugins, "problems": problems}))?);
     } else {
@@ -92,6 +108,10 @@ fn list(args: &PluginArgs, json: bool) -> Result<ExitCode> {
             .chain(registry.kd_methods().map(|m| {
                 let params: Vec<String> = m.decl.params.iter().map(|p| format!("{}={}", p.name, p.default)).collect();
                 [m.name().to_string(), "kd".into(), m.decl.version.to_string(), m.library.display().to_string(), params.join(" ")]
+            }))
+            .chain(registry.defenses().map(|d| {
+                let params: Vec<String> = d.decl.params.iter().map(|p| format!("{}={}", p.name, p.default)).collect();
+                [d.name().to_string(), "defense".into(), d.decl.version.to_string(), d.library.display().to_string(), params.join(" ")]
             }))
             .collect();
         let header = ["NAME", "KIND", "VERSION", "SOURCE", "PARAMS"];

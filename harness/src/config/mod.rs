@@ -51,6 +51,90 @@ pub struct Config {
     /// Resources of the jobs of `--executor slurm` (not part of any result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slurm: Option<SlurmSection>,
+    /// Defenses (SPEC §18): each a defense plugin at one or several strengths; every
+    /// strength makes defended students (and, for a training defense, a defended
+    /// teacher), models of the study beside the undefended ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub defenses: Vec<DefenseConfig>,
+}
+
+/// `[[defenses]]`: one defense plugin, swept over the values of one parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefenseConfig {
+    /// The defense plugin (`kdharness plugins list`).
+    pub name: String,
+    /// The KD methods whose students it defends, of every student size (empty: every
+    /// method of `distill.methods`). The No-KD baseline never reads the teacher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Parameters held fixed (`params = { n = 4 }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, ParamValue>,
+    /// At most one parameter and its values: one defended model per value
+    /// (`sweep = { sigma = [0.5, 2] }`); none: the defense once, with `params`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sweep: BTreeMap<String, Vec<ParamValue>>,
+    /// A training defense (one that acts on the teacher's training, e.g. `dpsgd`): the
+    /// teacher is fine-tuned again under it, as `teacher+LABEL`, and the methods' students
+    /// are distilled from that teacher. Must agree with the plugin (checked before any work).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trains_teacher: bool,
+    /// A training defense's fine-tuning of the teacher (default: `[teacher.train]`): DP-SGD
+    /// usually wants larger batches than plain fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_train: Option<TrainConfig>,
+}
+
+/// A parameter value in a config: a string or a number, passed to the plugin as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    /// `"0.5"`.
+    Text(String),
+    /// `4`.
+    Integer(i64),
+    /// `0.5`.
+    Float(f64),
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Text(t) => f.write_str(t),
+            ParamValue::Integer(i) => write!(f, "{i}"),
+            ParamValue::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+/// One defended setting of a study: a defense at one strength.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefenseVariant {
+    /// The plugin.
+    pub defense: String,
+    /// Its parameters (fixed ones, then the swept one).
+    pub params: Vec<(String, String)>,
+    /// `NAME` or `NAME-KEYVALUE` (`logit_noise-sigma0.5`): the suffix `+LABEL` of its models.
+    pub label: String,
+    /// The KD methods it defends.
+    pub methods: Vec<String>,
+    /// Whether it makes its own teacher (`teacher+LABEL`).
+    pub trains_teacher: bool,
+    /// That teacher's fine-tuning.
+    pub teacher_train: Option<TrainConfig>,
+}
+
+impl DefenseVariant {
+    /// `MODEL+LABEL`.
+    pub fn model(&self, undefended: &str) -> String {
+        format!("{undefended}+{}", self.label)
+    }
+
+    /// The defended teacher's name, for a training defense.
+    pub fn teacher(&self) -> Option<String> {
+        self.trains_teacher.then(|| self.model("teacher"))
+    }
 }
 
 /// `[slurm]`: what `kdharness eval --executor slurm` asks of the cluster. The top-level
@@ -175,11 +259,48 @@ pub fn student_name(method: &str, size: &str) -> String {
 
 impl Config {
     /// Every model a run of this config makes: `teacher`, then per student size each
-    /// method's student and the No-KD one.
+    /// method's student and the No-KD one, then each defense variant's teacher (training
+    /// defenses) and students.
     pub fn model_names(&self) -> Vec<String> {
         let nokd = self.distill.nokd.then_some("nokd");
         let students = self.students.iter().flat_map(|s| self.distill.methods.iter().map(String::as_str).chain(nokd).map(|m| student_name(m, &s.name)));
-        std::iter::once("teacher".to_string()).chain(students).collect()
+        let mut names: Vec<String> = std::iter::once("teacher".to_string()).chain(students).collect();
+        for v in self.defense_variants() {
+            names.extend(v.teacher());
+            for size in &self.students {
+                names.extend(v.methods.iter().map(|m| v.model(&student_name(m, &size.name))));
+            }
+        }
+        names
+    }
+
+    /// Every defended setting: each `[[defenses]]` entry once per swept value (once if it
+    /// sweeps nothing), in config order.
+    pub fn defense_variants(&self) -> Vec<DefenseVariant> {
+        let mut out = Vec::new();
+        for d in &self.defenses {
+            let fixed: Vec<(String, String)> = d.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
+            let methods = if d.methods.is_empty() { self.distill.methods.clone() } else { d.methods.clone() };
+            let variant = |params: Vec<(String, String)>, label: String| DefenseVariant {
+                defense: d.name.clone(),
+                params,
+                label,
+                methods: methods.clone(),
+                trains_teacher: d.trains_teacher,
+                teacher_train: d.teacher_train.clone(),
+            };
+            match d.sweep.iter().next() {
+                None => out.push(variant(fixed.clone(), d.name.clone())),
+                Some((key, values)) => {
+                    for value in values {
+                        let mut params = fixed.clone();
+                        params.push((key.clone(), value.to_string()));
+                        out.push(variant(params, format!("{}-{key}{value}", d.name)));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -605,6 +726,40 @@ fn validate(c: &Config) -> Result<(), String> {
     let models = c.model_names();
     if let Some(unknown) = c.blocks.models.iter().find(|m| !models.contains(m)) {
         return Err(format!("blocks.models names `{unknown}`, which is not a model of this run ({})", models.join(", ")));
+    }
+    let plain_value = |v: &str| !v.is_empty() && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch));
+    for (i, d) in c.defenses.iter().enumerate() {
+        let at = format!("defenses[{i}] (`{}`)", d.name);
+        if !plain_value(&d.name) {
+            return Err(format!("{at}: name must be a plugin name (letters, digits, `-`, `_`, `.`)"));
+        }
+        if d.sweep.len() > 1 {
+            return Err(format!("{at}: sweep one parameter per entry (it has {}); add another [[defenses]] entry for the next", d.sweep.len()));
+        }
+        if let Some((key, values)) = d.sweep.iter().next() {
+            if values.is_empty() {
+                return Err(format!("{at}: sweep.{key} lists no value"));
+            }
+            if d.params.contains_key(key) {
+                return Err(format!("{at}: `{key}` is both swept and fixed in params"));
+            }
+            if let Some(bad) = values.iter().map(ToString::to_string).find(|v| !plain_value(v)) {
+                return Err(format!("{at}: sweep.{key} value `{bad}` names models: use letters, digits, `-`, `_`, `.`"));
+            }
+        }
+        if let Some(m) = d.methods.iter().find(|m| !c.distill.methods.contains(m)) {
+            return Err(format!("{at}: methods lists `{m}`, which is not among distill.methods (the No-KD baseline never reads the teacher)"));
+        }
+        if d.teacher_train.is_some() && !d.trains_teacher {
+            return Err(format!("{at}: teacher_train is the defended teacher's fine-tuning; it needs trains_teacher = true"));
+        }
+        if d.trains_teacher && c.teacher.source.starts_with("onnx:") {
+            return Err(format!("{at}: a training defense fine-tunes the teacher again; teacher.source `{}` is taken as is", c.teacher.source));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = c.defense_variants().into_iter().find(|v| !seen.insert(v.label.clone())) {
+        return Err(format!("two defense settings are both labelled `{}`: give each [[defenses]] entry of one plugin its own sweep values", twice.label));
     }
     if c.memorize.max_new_tokens < c.memorize.k {
         return Err(format!("memorize.max_new_tokens ({}) must be at least memorize.k ({})", c.memorize.max_new_tokens, c.memorize.k));

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use abi_stable::std_types::{RSlice, RSliceMut};
+use kdharness_plugin_api::defense::{DefenseInstance, DefenseTarget, PackedSeqs};
 use kdharness_plugin_api::kd::{DataPolicy, KdBatch, KdInstance};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -422,6 +423,8 @@ struct Run<'a> {
     cfg: &'a DistillConfig,
     sampler: Sampler,
     timing: StepTiming,
+    /// A defense on the teacher's logits, applied before the method reads them.
+    defense: Option<&'a mut StudentDefense>,
 }
 
 impl Run<'_> {
@@ -499,7 +502,13 @@ impl Run<'_> {
         let t0 = std::time::Instant::now();
         let student = self.passes.logits(self.student, &rows, &targets.rows)?;
         let t1 = std::time::Instant::now();
-        let teacher = if with_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
+        let mut teacher = if with_teacher { Some(self.forwards.teacher_logits(&rows, &targets.rows)?) } else { None };
+        if let (Some(logits), Some(d)) = (teacher.as_mut(), self.defense.as_deref_mut())
+            && d.acts_on.contains(DefenseTarget::TEACHER_LOGITS)
+        {
+            let vocab = self.student.config.vocab_size as u32;
+            d.instance.teacher_logits(RSliceMut::from_mut_slice(logits), vocab).into_result().map_err(|e| DistillError::Input(format!("defense `{}`: {e}", d.name)))?;
+        }
         let (forward, teacher_secs) = ((t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
         Ok((prepared(data, targets, student, teacher, self.student.config.vocab_size), forward, teacher_secs))
     }
@@ -550,6 +559,7 @@ pub fn distill(
     inference: Inference,
     teacher_sample_cache: Option<&Path>,
     checkpoint: Option<&Path>,
+    mut defense: Option<&mut StudentDefense>,
 ) -> Result<DistillLog, DistillError> {
     let plugin = |e: abi_stable::std_types::RString| DistillError::Plugin { method: name.into(), library: String::new(), message: e.into() };
     let train: Vec<Example> = train.iter().filter(|e| !e.trained_positions().is_empty()).cloned().collect();
@@ -561,13 +571,19 @@ pub fn distill(
     let mut passes = Passes::with_precision(student, cfg.train.precision);
     passes.init_optimizer(student, cfg.train.weight_decay);
     let mut forwards = Forwards::new(inference, student, teacher)?;
-    let samples = match (first_policy.teacher_samples, teacher) {
+    let mut samples = match (first_policy.teacher_samples, teacher) {
         (true, Some(t)) => {
             let mut source = forwards.samples(student, &passes);
             Some(teacher_samples(source.as_mut(), t.config.eos_token_id, &train, cfg, seed, teacher_sample_cache)?)
         }
         _ => None,
     };
+    if let Some(d) = defense.as_deref_mut().filter(|d| d.acts_on.contains(DefenseTarget::TEACHER_SAMPLES)) {
+        match samples.as_mut() {
+            Some(samples) => filter_samples(d, samples, &train)?,
+            None => crate::status::warn(format!("defense `{}` filters teacher samples, but KD method `{name}` trains on none: it changes nothing", d.name)),
+        }
+    }
     let batch_size = cfg.train.batch_size.max(1);
     let steps_per_epoch = train.len().div_ceil(batch_size);
     let total = steps_per_epoch * cfg.train.epochs;
@@ -581,6 +597,7 @@ pub fn distill(
         name,
         cfg,
         timing: StepTiming::default(),
+        defense,
     };
     let mut order_rng = ChaCha8Rng::seed_from_u64(seed);
     let initial_val_loss = run.validate(val, batch_size)?;
@@ -623,6 +640,39 @@ pub fn distill(
     Ok(log)
 }
 
+/// A defense applied while one student is distilled (SPEC §18): on the teacher's logits
+/// before every KD loss reads them, or on the teacher's samples before training.
+pub struct StudentDefense {
+    /// Its name, for messages.
+    pub name: String,
+    /// The plugin's instance for this student.
+    pub instance: DefenseInstance,
+    /// Where it acts.
+    pub acts_on: DefenseTarget,
+    /// The private records (prompt and response tokens) a sample defense checks against.
+    pub private: Vec<Vec<u32>>,
+    /// Set by a sample defense: the teacher samples it dropped, and of how many.
+    pub removed: Option<(usize, usize)>,
+}
+
+/// Drops the teacher samples `d` does not keep, each replaced by the ground truth of its
+/// prompt (`train[i]`, public data), and records how many.
+pub fn filter_samples(d: &mut StudentDefense, samples: &mut [Example], train: &[Example]) -> Result<(), DistillError> {
+    let responses = PackedSeqs::new(samples.iter().map(|e| &e.ids[e.prompt_len..]));
+    let private = PackedSeqs::new(d.private.iter().map(Vec::as_slice));
+    let keep = d.instance.keep_samples(responses.view(), private.view()).into_result().map_err(|e| DistillError::Input(format!("defense `{}`: {e}", d.name)))?;
+    let mut removed = 0;
+    for (i, kept) in keep.iter().enumerate() {
+        if !kept {
+            samples[i] = train[i].clone();
+            removed += 1;
+        }
+    }
+    crate::status::info(format!("defense {}: dropped {removed} of {} teacher samples (trained on their ground truth instead)", d.name, samples.len()));
+    d.removed = Some((removed, samples.len()));
+    Ok(())
+}
+
 /// One student to distil in a stage: a KD method (with parameter overrides) and the
 /// student's initial weights, named by its size.
 pub struct StudentPlan {
@@ -661,7 +711,7 @@ pub fn stage(
     let samples = out.join("teacher_samples.json");
     plans
         .iter()
-        .map(|plan| train_student(registry, teacher, plan, train, val, cfg, seed, inference, &samples, &out.join(plan.name())))
+        .map(|plan| train_student(registry, teacher, plan, train, val, cfg, seed, inference, &samples, &out.join(plan.name()), None))
         .collect()
 }
 
@@ -681,6 +731,7 @@ pub fn train_student(
     inference: Inference,
     teacher_samples: &Path,
     dir: &Path,
+    defense: Option<&mut StudentDefense>,
 ) -> Result<DistillLog, DistillError> {
     let name = plan.name();
     let loaded = registry.kd_method(&plan.method).ok_or_else(|| {
@@ -694,7 +745,7 @@ pub fn train_student(
     let mut method = loaded.create(&plan.params).map_err(DistillError::Input)?;
     let mut student = plan.init.clone_weights()?;
     let student_seed = crate::rng::derive(seed, &name);
-    let mut log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir))
+    let mut log = distill(&mut student, Some(teacher), &mut method, &plan.method, train, val, cfg, student_seed, inference, Some(teacher_samples), Some(dir), defense)
         .map_err(|e| e.in_library(&loaded.library))?;
     log.heldout_ce = Some(crate::train::evaluate(&student, val, cfg.train.batch_size.max(1))?);
     student.save(dir)?;

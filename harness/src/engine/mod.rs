@@ -393,6 +393,34 @@ impl Engine {
         }
     }
 
+    /// Every weight's gradient of the backward passes since the last step (or since the
+    /// last call), concatenated in the engine's weight order (a weight no pass reached: 0);
+    /// the next backward pass starts from zero. DP-SGD reads per-example gradients so.
+    pub fn take_gradient(&mut self) -> Vec<f32> {
+        let mut flat = Vec::with_capacity(self.grads.iter().map(Vec::len).sum());
+        for (g, written) in self.grads.iter().zip(&self.written) {
+            match written {
+                true => flat.extend_from_slice(g),
+                false => flat.resize(flat.len() + g.len(), 0.0),
+            }
+        }
+        self.written.fill(false);
+        flat
+    }
+
+    /// Sets every weight's gradient from `flat` (the layout of [`Engine::take_gradient`]),
+    /// for the next [`Engine::step`].
+    pub fn set_gradient(&mut self, flat: &[f32]) {
+        assert_eq!(flat.len(), self.grads.iter().map(Vec::len).sum::<usize>(), "one value per weight");
+        let mut at = 0;
+        for g in &mut self.grads {
+            let n = g.len();
+            g.copy_from_slice(&flat[at..at + n]);
+            at += n;
+        }
+        self.written.fill(true);
+    }
+
     /// Fresh AdamW state for these weights: matrices and embeddings are decayed by
     /// `weight_decay`, biases and norm gains are not.
     pub fn optimizer(&self, weight_decay: f64) -> AdamW {

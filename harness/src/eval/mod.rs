@@ -140,7 +140,10 @@ impl Pipeline<'_> {
         let data = self.data()?;
         let teacher = self.teacher(&data)?;
         let mut models = vec![teacher.clone()];
-        models.extend(self.distill(&data, &teacher)?);
+        let students = self.distill(&data, &teacher)?;
+        let defended = self.defended(&data, &teacher, &students)?;
+        models.extend(students);
+        models.extend(defended);
         self.export(&models)?;
         self.attack(&data, &models)?;
         self.memorize(&data, &models)?;
@@ -251,6 +254,23 @@ pub(crate) fn check_plugins(cfg: &Config, registry: &Registry) -> Result<()> {
             if let Some(a) = registry.attack(attack) {
                 a.params(given).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
             }
+        }
+    }
+    for (i, d) in cfg.defenses.iter().enumerate() {
+        let key = format!("defenses[{i}].name");
+        let loaded = registry.defense(&d.name).ok_or_else(|| not_loaded(&key, "defense", &d.name, registry.defense_names().collect()))?;
+        let trains = loaded.decl.acts_on.contains(kdharness_plugin_api::defense::DefenseTarget::TEACHER_TRAINING);
+        if trains != d.trains_teacher {
+            bail!(
+                "defenses[{i}] (`{}`): the plugin acts on {}; set trains_teacher = {trains}",
+                d.name,
+                loaded.decl.acts_on.names().join(" and ")
+            );
+        }
+    }
+    for v in cfg.defense_variants() {
+        if let Some(loaded) = registry.defense(&v.defense) {
+            loaded.params(&v.params).map_err(|e| anyhow::anyhow!("defenses (`{}`): {e}", v.label))?;
         }
     }
     match cfg.attacks.names.iter().find(|a| registry.attack(a).is_none()) {

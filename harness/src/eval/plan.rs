@@ -59,11 +59,7 @@ fn one_seed(cfg: &Config) -> Vec<Cell> {
     let mut cells = vec![cell("data", &[], "data"), cell("teacher", &["data"], "teacher")];
     let mut models = vec!["teacher".to_string()];
     for size in &cfg.students {
-        let init = match (size.init(), &size.heal) {
-            (StudentInit::Base, _) => Some(format!("base-{}", size.name)),
-            (StudentInit::TeacherBlocks, Some(_)) => Some(format!("heal-{}", size.name)),
-            _ => None,
-        };
+        let init = size_init_cell(size);
         if let Some(init) = &init {
             cells.push(cell(init, &["data"], "train"));
         }
@@ -80,6 +76,27 @@ fn one_seed(cfg: &Config) -> Vec<Cell> {
             models.push(name);
         }
     }
+    // Defended models: a training defense's teacher, then the students of every setting
+    // (from that teacher or the undefended one), each started as its undefended twin.
+    for v in cfg.defense_variants() {
+        let teacher = v.teacher().unwrap_or_else(|| "teacher".into());
+        if let Some(t) = v.teacher() {
+            cells.push(cell(&t, &["data"], "teacher"));
+            models.push(t);
+        }
+        for size in &cfg.students {
+            for method in &v.methods {
+                let mut needs = vec![teacher.clone()];
+                needs.extend(size_init_cell(size));
+                if cfg.distill.warm_start.iter().any(|m| m == method) {
+                    needs.push(student_name("nokd", &size.name));
+                }
+                let name = v.model(&student_name(method, &size.name));
+                cells.push(Cell { id: name.clone(), needs, kind: "train" });
+                models.push(name);
+            }
+        }
+    }
     // Each model is scored on its own: it and the reference model of reference attacks.
     let reference = cfg.attacks.reference.as_deref();
     let scores: Vec<Cell> = models
@@ -94,6 +111,15 @@ fn one_seed(cfg: &Config) -> Vec<Cell> {
     cells.extend(scores);
     cells.push(report);
     cells
+}
+
+/// The cell that makes the weights every student of `size` starts from, if any.
+fn size_init_cell(size: &crate::config::StudentConfig) -> Option<String> {
+    match (size.init(), &size.heal) {
+        (StudentInit::Base, _) => Some(format!("base-{}", size.name)),
+        (StudentInit::TeacherBlocks, Some(_)) => Some(format!("heal-{}", size.name)),
+        _ => None,
+    }
 }
 
 /// The scoring cell of model `model`: its attacks, per-block risk, memorization and

@@ -16,7 +16,8 @@ use super::plan::score_cell;
 use super::{Pipeline, RunModel};
 use crate::attack::stage::{AttackRequest, BlockSweep};
 use crate::score::Target;
-use crate::config::{Loaded, StudentConfig, StudentInit};
+use crate::config::{DefenseVariant, Loaded, StudentConfig, StudentInit};
+use kdharness_plugin_api::defense::DefenseTarget;
 use crate::data::{self, DataRequest, DataSource, TokenLimits, TokenizerFile, TokenizerSource};
 use crate::distill::{self, DistillConfig, StudentPlan};
 use crate::manifest::{FileRecord, InitRecord, Manifest, ModelRecord, PluginRecord};
@@ -24,7 +25,7 @@ use crate::memorize::stage::MemorizeRequest;
 use crate::memorize::{MemorizeSettings, guess_eos};
 use crate::metrics::Bootstrap;
 use crate::model::{Model, ModelConfig};
-use crate::report::{ModelRole, Role, TrainingRecord};
+use crate::report::{DefenseRecord, ModelRole, Role, TrainingRecord};
 use crate::score::BatchSettings;
 use crate::status;
 use crate::train::{self, Example, TrainConfig};
@@ -87,10 +88,20 @@ impl Pipeline<'_> {
 
     /// 2. The teacher, fine-tuned on the members.
     pub(super) fn teacher(&mut self, data: &Data) -> Result<RunModel> {
+        self.teacher_as(data, None)
+    }
+
+    /// The teacher, or under a training defense (`teacher+LABEL`) the same teacher
+    /// fine-tuned on the members with the defense making every step's gradient private.
+    fn teacher_as(&mut self, data: &Data, variant: Option<&DefenseVariant>) -> Result<RunModel> {
         let base = (self.cfg.teacher.source == "base").then(|| self.cfg.base.clone()).flatten();
-        let key = key_of(&[&data.key, &json_key(&self.cfg.teacher), &base.as_ref().map(json_key).unwrap_or_default(), &pretrained_digest(self.loaded)?]);
-        let dir = self.dir("models/teacher");
-        self.stage("teacher", "teacher", &dir, &key, MODEL, |p| {
+        let mut key = key_of(&[&data.key, &json_key(&self.cfg.teacher), &base.as_ref().map(json_key).unwrap_or_default(), &pretrained_digest(self.loaded)?]);
+        if let Some(v) = variant {
+            key = key_of(&[&key, &variant_key(v), &self.defense_library(&v.defense)]);
+        }
+        let name = variant.and_then(DefenseVariant::teacher).unwrap_or_else(|| "teacher".into());
+        let dir = self.dir(&format!("models/{name}"));
+        self.stage("teacher", &name, &dir, &key, MODEL, |p| {
             let device = crate::model::training_device(p.opts.runtime.device)?;
             let mut model = initial_teacher(p.loaded, data.tokenizer.tokenizer.get_vocab_size(true))?.to_device(&device)?;
             let (public_train, public_val) = p.public_split(data)?;
@@ -100,29 +111,47 @@ impl Pipeline<'_> {
                 train::train(&mut model, &text, &base.train, crate::rng::derive(p.cfg.seed, "base-teacher"), "base-teacher", None)?;
             }
             let train_set = data.examples(p, "teacher_train.jsonl", "t")?;
-            let logs = train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?;
+            let logs = match variant {
+                None => train::train(&mut model, &train_set, &p.cfg.teacher.train, p.cfg.seed, "teacher", Some(&dir))?,
+                Some(v) => {
+                    let loaded = p.registry.defense(&v.defense).with_context(|| format!("defense `{}` is not loaded", v.defense))?;
+                    let mut defense = loaded.create(&v.params, crate::rng::derive(p.cfg.seed, &format!("defense/{name}"))).map_err(anyhow::Error::msg)?;
+                    let train_cfg = v.teacher_train.clone().unwrap_or_else(|| p.cfg.teacher.train.clone());
+                    let logs = train::train_private(&mut model, &train_set, &train_cfg, p.cfg.seed, &name, Some(&dir), &mut defense)?;
+                    let steps: usize = logs.iter().map(|l| l.steps).sum();
+                    let trained = train_set.iter().filter(|e| !e.trained_positions().is_empty()).count();
+                    let sample_rate = (train_cfg.batch_size.max(1) as f64 / trained.max(1) as f64).min(1.0);
+                    let spent = defense.privacy_spent(steps as u64, sample_rate).into_result().map_err(|e| anyhow::anyhow!("defense `{}`: {e}", v.defense))?;
+                    let mut record = defense_record(&p.registry, v);
+                    (record.steps, record.sample_rate) = (Some(steps), Some(sample_rate));
+                    if let Some(spent) = spent.into_option() {
+                        (record.epsilon, record.delta, record.order) = (Some(spent.epsilon), Some(spent.delta), Some(spent.order));
+                        status::info(format!("{name}: ({:.3}, {:.0e})-DP after {steps} steps at sampling rate {sample_rate:.4}", spent.epsilon, spent.delta));
+                    }
+                    write_defense(&dir, &record)?;
+                    logs
+                }
+            };
             let (m, n) = (data.examples(p, "members.jsonl", "m")?, data.examples(p, "nonmembers.jsonl", "n")?);
             let (lm, ln) = (train::evaluate(&model, &m, 16)?, train::evaluate(&model, &n, 16)?);
-            status::info(format!("teacher: response loss {lm:.3} on members vs {ln:.3} on non-members"));
+            status::info(format!("{name}: response loss {lm:.3} on members vs {ln:.3} on non-members"));
             model.save(&dir)?;
             write_training(&dir, logs.iter().map(|l| l.steps).sum(), train::evaluate(&model, &public_val, 16)?)?;
             crate::files::copy_atomic(&data.file("tokenizer.json"), &dir.join("tokenizer.json"))?;
             Ok(())
         })?;
-        Ok(RunModel { name: "teacher".into(), role: Role::Teacher.into(), dir, key, init: None })
+        let role = match variant {
+            None => Role::Teacher.into(),
+            Some(_) => ModelRole { role: Role::Defended, ..Default::default() },
+        };
+        Ok(RunModel { name, role, dir, key, init: None })
     }
 
     /// 3. One student per size × method, plus No-KD, each resumable on its own; before
     /// them, a size's base model when it starts from one.
     pub(super) fn distill(&mut self, data: &Data, teacher: &RunModel) -> Result<Vec<RunModel>> {
         let cfg = self.cfg;
-        let distill_cfg = DistillConfig {
-            train: cfg.distill.train.clone(),
-            kd_ratio: cfg.distill.kd_ratio,
-            max_new_tokens: cfg.distill.max_new_tokens,
-            temperature: cfg.distill.temperature,
-        };
-        let (train_set, val_set) = self.public_split(data)?;
+        let sets = self.public_split(data)?;
         // No-KD first: warm-started methods start from it. Outputs keep the config's order.
         let mut methods: Vec<&str> = cfg.distill.nokd.then_some("nokd").into_iter().collect();
         methods.extend(cfg.distill.methods.iter().map(String::as_str));
@@ -131,50 +160,146 @@ impl Pipeline<'_> {
         let mut teacher_model: Option<Model> = None;
         let mut students = Vec::new();
         for size in &cfg.students {
-            let size_init = self.size_init(data, size, &train_set, &val_set)?;
-            // The No-KD student as a start (made, and its weights hashed, once per size).
-            let mut warm_init: Option<SizeInit> = None;
+            let size_init = self.size_init(data, size, &sets.0, &sets.1)?;
             let mut of_size: Vec<RunModel> = Vec::new();
             for &method in &methods {
-                let name = crate::config::student_name(method, &size.name);
-                let start = if cfg.distill.warm_start.iter().any(|m| m == method) {
-                    match &mut warm_init {
-                        Some(w) => w,
-                        none => {
-                            let nokd = of_size.iter().find(|m| m.role.role == Role::Nokd).context("warm starts need the No-KD student")?;
-                            let record = InitRecord { kind: "warm_start".into(), source: Some(nokd.name.clone()), sha256: weights_sha(&nokd.dir) };
-                            none.insert(SizeInit { key: nokd.key.clone(), init: Init::Dir(nokd.dir.clone(), record) })
-                        }
-                    }
-                } else {
-                    &size_init
-                };
-                let (init_key, init) = (start.key.clone(), start.init.clone());
-                let key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key, &self.kd_library(method)]);
-                let dir = self.dir(&format!("models/{name}"));
-                self.stage("distill", &name, &dir, &key, MODEL, |p| {
-                    let teacher_model = match &mut teacher_model {
-                        Some(t) => t,
-                        none => none.insert(Model::load(&teacher.dir, &crate::model::training_device(p.opts.runtime.device)?)?),
-                    };
-                    let params = cfg.distill.params.get(method).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
-                    let init = init.model(p, size, teacher_model)?.to_device(teacher_model.device())?;
-                    let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
-                    let mut distill_cfg = distill_cfg.clone();
-                    distill_cfg.train.lr *= cfg.distill.lr_scale.get(method).copied().unwrap_or(1.0);
-                    let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
-                    let (runtime, options) = p.opts.runtime.open()?;
-                    let inference = distill::Inference::Ort(runtime, options);
-                    distill::train_student(&p.registry, teacher_model, &plan, &train_set, &val_set, &distill_cfg, p.cfg.seed, inference, &samples, &dir)?;
-                    crate::files::copy_atomic(&data.file("tokenizer.json"), &dir.join("tokenizer.json"))?;
-                    Ok(())
-                })?;
-                of_size.push(RunModel { name, role: student_role(method, &size.name), dir, key, init: Some(init.record()) });
+                let start = self.start(size, method, &size_init, &of_size)?;
+                of_size.push(self.student(data, teacher, &mut teacher_model, size, method, &start, None, &sets)?);
             }
             of_size.sort_by_key(|m| listed(if m.role.role == Role::Nokd { "nokd" } else { &m.role.kd_method }));
             students.extend(of_size);
         }
         Ok(students)
+    }
+
+    /// 3b. The defended models (SPEC §18): per defense setting, a training defense's own
+    /// teacher, then its students of every size, each started where its undefended twin
+    /// started (and trained with the twin's seed), so that the defense is the only
+    /// difference.
+    pub(super) fn defended(&mut self, data: &Data, teacher: &RunModel, students: &[RunModel]) -> Result<Vec<RunModel>> {
+        let cfg = self.cfg;
+        let variants = cfg.defense_variants();
+        if variants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sets = self.public_split(data)?;
+        let mut models = Vec::new();
+        for variant in &variants {
+            let own_teacher = match variant.trains_teacher {
+                true => Some(self.teacher_as(data, Some(variant))?),
+                false => None,
+            };
+            models.extend(own_teacher.clone());
+            let from = own_teacher.as_ref().unwrap_or(teacher);
+            let mut teacher_model: Option<Model> = None;
+            for size in &cfg.students {
+                let size_init = self.size_init(data, size, &sets.0, &sets.1)?;
+                let of_size: Vec<RunModel> = students.iter().filter(|m| m.role.student == size.name).cloned().collect();
+                for method in &variant.methods {
+                    let start = self.start(size, method, &size_init, &of_size)?;
+                    models.push(self.student(data, from, &mut teacher_model, size, method, &start, Some(variant), &sets)?);
+                }
+            }
+        }
+        Ok(models)
+    }
+
+    /// Where `method`'s student of `size` starts: the size's init, or the No-KD student
+    /// of the size (among `of_size`) for a warm-started method.
+    fn start(&self, size: &StudentConfig, method: &str, size_init: &SizeInit, of_size: &[RunModel]) -> Result<SizeInit> {
+        if !self.cfg.distill.warm_start.iter().any(|m| m == method) {
+            return Ok(SizeInit { key: size_init.key.clone(), init: size_init.init.clone() });
+        }
+        let nokd = of_size.iter().find(|m| m.role.role == Role::Nokd && m.role.student == size.name).context("warm starts need the No-KD student")?;
+        let record = InitRecord { kind: "warm_start".into(), source: Some(nokd.name.clone()), sha256: weights_sha(&nokd.dir) };
+        Ok(SizeInit { key: nokd.key.clone(), init: Init::Dir(nokd.dir.clone(), record) })
+    }
+
+    /// One student: `method`'s of `size`, distilled from `teacher` (loaded into
+    /// `teacher_model` when first needed), under `variant`'s defense when given.
+    #[allow(clippy::too_many_arguments)]
+    fn student(
+        &mut self,
+        data: &Data,
+        teacher: &RunModel,
+        teacher_model: &mut Option<Model>,
+        size: &StudentConfig,
+        method: &str,
+        start: &SizeInit,
+        variant: Option<&DefenseVariant>,
+        sets: &(Vec<Example>, Vec<Example>),
+    ) -> Result<RunModel> {
+        let cfg = self.cfg;
+        let undefended = crate::config::student_name(method, &size.name);
+        let name = variant.map_or(undefended.clone(), |v| v.model(&undefended));
+        let (init_key, init) = (start.key.clone(), start.init.clone());
+        let mut key = key_of(&[&teacher.key, &json_key(&cfg.distill), &json_key(size), method, &init_key, &self.kd_library(method)]);
+        if let Some(v) = variant {
+            key = key_of(&[&key, &variant_key(v), &self.defense_library(&v.defense)]);
+        }
+        let dir = self.dir(&format!("models/{name}"));
+        self.stage("distill", &name, &dir, &key, MODEL, |p| {
+            let teacher_model = match teacher_model {
+                Some(t) => t,
+                none => none.insert(Model::load(&teacher.dir, &crate::model::training_device(p.opts.runtime.device)?)?),
+            };
+            let params = cfg.distill.params.get(method).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+            let init = init.model(p, size, teacher_model)?.to_device(teacher_model.device())?;
+            let plan = StudentPlan { method: method.into(), params, student: size.name.clone(), init };
+            let mut distill_cfg = DistillConfig {
+                train: cfg.distill.train.clone(),
+                kd_ratio: cfg.distill.kd_ratio,
+                max_new_tokens: cfg.distill.max_new_tokens,
+                temperature: cfg.distill.temperature,
+            };
+            distill_cfg.train.lr *= cfg.distill.lr_scale.get(method).copied().unwrap_or(1.0);
+            let samples = p.dir(&format!("models/teacher_samples-{}.json", &teacher.key[..12]));
+            let mut defense = match variant.filter(|v| !v.trains_teacher) {
+                Some(v) => Some(p.student_defense(data, v, &name)?),
+                None => None,
+            };
+            let (runtime, options) = p.opts.runtime.open()?;
+            let inference = distill::Inference::Ort(runtime, options);
+            distill::train_student(&p.registry, teacher_model, &plan, &sets.0, &sets.1, &distill_cfg, p.cfg.seed, inference, &samples, &dir, defense.as_mut())?;
+            if let Some(v) = variant {
+                let mut record = defense_record(&p.registry, v);
+                if let Some((removed, of)) = defense.as_ref().and_then(|d| d.removed) {
+                    (record.removed_samples, record.teacher_samples) = (Some(removed), Some(of));
+                }
+                if v.trains_teacher {
+                    // Distillation reads only the teacher's outputs on public prompts: the
+                    // student inherits the defended teacher's guarantee (post-processing).
+                    let theirs = read_defense(&teacher.dir).context("the defended teacher has no defense.json")?;
+                    (record.teacher, record.epsilon, record.delta, record.order) = (Some(teacher.name.clone()), theirs.epsilon, theirs.delta, theirs.order);
+                }
+                write_defense(&dir, &record)?;
+            }
+            crate::files::copy_atomic(&data.file("tokenizer.json"), &dir.join("tokenizer.json"))?;
+            Ok(())
+        })?;
+        let mut role = student_role(method, &size.name);
+        if variant.is_some() {
+            role.role = Role::Defended;
+        }
+        Ok(RunModel { name, role, dir, key, init: Some(init.record()) })
+    }
+
+    /// The instance of `variant`'s defense for student `name`, with the private records
+    /// a sample defense checks against (the teacher's fine-tuning data: the members).
+    fn student_defense(&self, data: &Data, variant: &DefenseVariant, name: &str) -> Result<distill::StudentDefense> {
+        let loaded = self.registry.defense(&variant.defense).with_context(|| format!("defense `{}` is not loaded", variant.defense))?;
+        let instance = loaded.create(&variant.params, crate::rng::derive(self.cfg.seed, &format!("defense/{name}"))).map_err(anyhow::Error::msg)?;
+        let acts_on = loaded.decl.acts_on;
+        let private = match acts_on.contains(DefenseTarget::TEACHER_SAMPLES) {
+            true => data.examples(self, "teacher_train.jsonl", "t")?.into_iter().map(|e| e.ids).collect(),
+            false => Vec::new(),
+        };
+        Ok(distill::StudentDefense { name: variant.label.clone(), instance, acts_on, private, removed: None })
+    }
+
+    /// The SHA-256 of the library of defense `name` (empty when it is not loaded).
+    fn defense_library(&self, name: &str) -> String {
+        self.registry.defense(name).map(|d| d.library_sha256.clone()).unwrap_or_default()
     }
 
     /// The SHA-256 of the library of KD method `method` (empty when it is not loaded: the
@@ -285,7 +410,7 @@ impl Pipeline<'_> {
             let (runtime, options) = p.opts.runtime.open()?;
             let seed = crate::rng::derive(p.cfg.seed, &name);
             let (text, held_out) = (language_modelling(train_set), language_modelling(val_set));
-            let mut log = distill::distill(&mut model, Some(&pretrained), &mut method, &name, &text, &held_out, &cfg, seed, distill::Inference::Ort(runtime, options), None, Some(&dir))?;
+            let mut log = distill::distill(&mut model, Some(&pretrained), &mut method, &name, &text, &held_out, &cfg, seed, distill::Inference::Ort(runtime, options), None, Some(&dir), None)?;
             let heldout = train::evaluate(&model, val_set, 16)?;
             log.heldout_ce = Some(heldout);
             status::info(format!("{name}: response loss {heldout:.3} on held-out public data"));
@@ -466,6 +591,7 @@ impl Pipeline<'_> {
                 init: m.init.clone(),
                 training: read_training(&m.dir),
                 attack_seconds: read_attack_seconds(&self.dir(&format!("stages/attack/{}/manifest.json", m.name))),
+                defense: read_defense(&m.dir),
                 ..ModelRecord::new(&m.name, m.role.clone(), &m.dir.join("model.onnx"))
             })
             .collect();
@@ -720,4 +846,32 @@ fn read_training(dir: &std::path::Path) -> Option<TrainingRecord> {
     }
     let log: distill::DistillLog = serde_json::from_str(&std::fs::read_to_string(dir.join("distill_log.json")).ok()?).ok()?;
     Some(TrainingRecord { steps: log.steps(), heldout_ce: log.heldout_ce? })
+}
+
+/// What distinguishes a defense setting in a stage key: the plugin, its parameters and
+/// the defended teacher's fine-tuning.
+fn variant_key(v: &DefenseVariant) -> String {
+    json_key(&json!({"defense": v.defense, "params": v.params, "trains_teacher": v.trains_teacher, "teacher_train": v.teacher_train}))
+}
+
+/// A defended model's record, before what the defense measured is filled in.
+fn defense_record(registry: &crate::plugins::Registry, v: &DefenseVariant) -> DefenseRecord {
+    DefenseRecord {
+        defense: v.defense.clone(),
+        params: v.params.iter().cloned().collect(),
+        label: v.label.clone(),
+        acts_on: registry.defense(&v.defense).map(|d| d.decl.acts_on.names().into_iter().map(String::from).collect()).unwrap_or_default(),
+        ..DefenseRecord::default()
+    }
+}
+
+/// Writes a defended model's `defense.json` beside its weights (read into the manifest).
+fn write_defense(dir: &std::path::Path, record: &DefenseRecord) -> Result<()> {
+    let text = serde_json::to_string_pretty(record).expect("records serialise");
+    crate::files::write_atomic(&dir.join("defense.json"), text.as_bytes()).with_context(|| format!("cannot write {}", dir.join("defense.json").display()))
+}
+
+/// A defended model's `defense.json`, if it has one.
+pub(super) fn read_defense(dir: &std::path::Path) -> Option<DefenseRecord> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("defense.json")).ok()?).ok()
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use abi_stable::library::{LibraryError, lib_header_from_path};
+use kdharness_plugin_api::defense::{DefenseDecl, DefenseInstance};
 use kdharness_plugin_api::kd::{KdDecl, KdInstance};
 use kdharness_plugin_api::{AttackDecl, AttackExtDecl, INTERFACE_VERSION, PluginLibRef};
 use serde::Serialize;
@@ -138,6 +139,37 @@ impl LoadedKd {
     }
 }
 
+/// A defense loaded from a plugin library.
+#[derive(Clone, Debug)]
+pub struct LoadedDefense {
+    /// What the plugin declared.
+    pub decl: DefenseDecl,
+    /// The library it came from.
+    pub library: PathBuf,
+    /// SHA-256 of that library, for manifests and stage keys.
+    pub library_sha256: String,
+}
+
+impl LoadedDefense {
+    /// The defense's name.
+    pub fn name(&self) -> &str {
+        self.decl.name.as_str()
+    }
+
+    /// Checks `given` against the defense's declared parameters, defaults filled in.
+    pub fn params(&self, given: &[(String, String)]) -> Result<Params, UnknownParam> {
+        Params::complete("defense", self.name(), self.decl.params.as_slice(), given)
+    }
+
+    /// A fresh instance with the `given` parameters (checked and completed) and `seed`.
+    pub fn create(&self, given: &[(String, String)], seed: u64) -> Result<DefenseInstance, String> {
+        let params = self.params(given).map_err(|e| e.to_string())?;
+        (self.decl.create)(params.abi().as_slice().into(), seed)
+            .into_result()
+            .map_err(|e| format!("defense `{}` (plugin {}) refused its parameters: {e}", self.name(), self.library.display()))
+    }
+}
+
 /// A library that could not be used, with one line saying why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Problem {
@@ -158,6 +190,7 @@ impl std::fmt::Display for Problem {
 pub struct Registry {
     attacks: BTreeMap<String, LoadedAttack>,
     kd_methods: BTreeMap<String, LoadedKd>,
+    defenses: BTreeMap<String, LoadedDefense>,
     /// Libraries skipped, and attacks ignored as duplicates.
     pub problems: Vec<Problem>,
     /// The directories searched, in order.
@@ -199,7 +232,7 @@ impl Registry {
     }
 
     fn add_library(&mut self, library: &Path) {
-        let (decls, kd_decls) = match load_library(library) {
+        let Listed { attacks: decls, kd: kd_decls, defenses } = match load_library(library) {
             Ok(decls) => decls,
             Err(message) => {
                 self.problems.push(Problem { library: library.to_path_buf(), message });
@@ -235,6 +268,32 @@ impl Registry {
             }
             self.kd_methods.insert(name, LoadedKd { decl, library: library.to_path_buf(), library_sha256: sha.clone() });
         }
+        for decl in defenses {
+            let name = decl.name.as_str().to_string();
+            if let Some(first) = self.defenses.get(&name) {
+                self.problems.push(Problem {
+                    library: library.to_path_buf(),
+                    message: format!("defense `{name}` is already provided by {}; this copy is ignored", first.library.display()),
+                });
+                continue;
+            }
+            self.defenses.insert(name, LoadedDefense { decl, library: library.to_path_buf(), library_sha256: sha.clone() });
+        }
+    }
+
+    /// The defense called `name`.
+    pub fn defense(&self, name: &str) -> Option<&LoadedDefense> {
+        self.defenses.get(name)
+    }
+
+    /// Defenses by name.
+    pub fn defenses(&self) -> impl Iterator<Item = &LoadedDefense> {
+        self.defenses.values()
+    }
+
+    /// Names of all defenses, sorted.
+    pub fn defense_names(&self) -> impl Iterator<Item = &str> {
+        self.defenses.keys().map(String::as_str)
     }
 
     /// The KD method called `name`.
@@ -287,25 +346,45 @@ fn plugin_files(dir: &Path) -> Vec<PathBuf> {
 /// has one.
 pub type AttackEntry = (AttackDecl, Option<AttackExtDecl>);
 
-/// Loads a library's root module and lists its attacks and KD methods, or says in one
-/// line why not. A library of interface 0.3.1 or later lists its attacks with their
-/// extended call; an earlier one (no `attacks_ext`) its plain attacks.
-pub fn load_library(library: &Path) -> Result<(Vec<AttackEntry>, Vec<KdDecl>), String> {
+/// What one library provides.
+pub struct Listed {
+    /// Its attacks.
+    pub attacks: Vec<AttackEntry>,
+    /// Its KD methods.
+    pub kd: Vec<KdDecl>,
+    /// Its defenses (0.3.2 on).
+    pub defenses: Vec<DefenseDecl>,
+}
+
+/// Loads a library's root module and lists its plugins, or says in one line why not. A
+/// library of interface 0.3.1 or later lists its attacks with their extended call; an
+/// earlier one (no `attacks_ext`) its plain attacks; only 0.3.2 on has defenses.
+pub fn load_library(library: &Path) -> Result<Listed, String> {
     let header = lib_header_from_path(library).map_err(|e| condense(&e))?;
-    match header.init_root_module::<PluginLibRef>() {
-        Ok(root) => {
-            let attacks: Vec<AttackEntry> = match root.attacks_ext() {
-                Some(list) => list().into_iter().map(|ext| (ext.decl, Some(ext))).collect(),
-                None => root.attacks()().into_iter().map(|decl| (decl, None)).collect(),
-            };
-            Ok((attacks, root.kd_methods()().into_iter().collect()))
+    let attacks = |ext: Option<extern "C" fn() -> abi_stable::std_types::RVec<AttackExtDecl>>, plain: extern "C" fn() -> abi_stable::std_types::RVec<AttackDecl>| -> Vec<AttackEntry> {
+        match ext {
+            Some(list) => list().into_iter().map(|ext| (ext.decl, Some(ext))).collect(),
+            None => plain().into_iter().map(|decl| (decl, None)).collect(),
         }
-        // A library of 0.3.0 has a root module without `attacks_ext`; its own layout is
-        // checked as strictly, and a library that fits neither is named by the first error.
-        Err(error @ LibraryError::AbiInstability(_)) => match header.init_root_module::<kdharness_plugin_api::v0_3_0::PluginLibRef>() {
-            Ok(root) => Ok((root.attacks()().into_iter().map(|decl| (decl, None)).collect(), root.kd_methods()().into_iter().collect())),
-            Err(_) => Err(condense(&error)),
-        },
+    };
+    match header.init_root_module::<PluginLibRef>() {
+        Ok(root) => Ok(Listed {
+            attacks: attacks(root.attacks_ext(), root.attacks()),
+            kd: root.kd_methods()().into_iter().collect(),
+            defenses: root.defenses().map(|list| list().into_iter().collect()).unwrap_or_default(),
+        }),
+        // Libraries of 0.3.1 (no `defenses`) and 0.3.0 (no `attacks_ext` either) have
+        // root modules of their own layouts, each checked as strictly; a library that
+        // fits none is named by the first error.
+        Err(error @ LibraryError::AbiInstability(_)) => {
+            if let Ok(root) = header.init_root_module::<kdharness_plugin_api::v0_3_1::PluginLibRef>() {
+                return Ok(Listed { attacks: attacks(root.attacks_ext(), root.attacks()), kd: root.kd_methods()().into_iter().collect(), defenses: Vec::new() });
+            }
+            match header.init_root_module::<kdharness_plugin_api::v0_3_0::PluginLibRef>() {
+                Ok(root) => Ok(Listed { attacks: attacks(None, root.attacks()), kd: root.kd_methods()().into_iter().collect(), defenses: Vec::new() }),
+                Err(_) => Err(condense(&error)),
+            }
+        }
         Err(error) => Err(condense(&error)),
     }
 }

@@ -8,6 +8,8 @@ const ATTACK_RS: &str = include_str!("../../../plugins/template/src/lib.rs.in");
 const ATTACK_README: &str = include_str!("../../../plugins/template/README.md.in");
 const KD_RS: &str = include_str!("../../../plugins/template/src/kd.rs.in");
 const KD_README: &str = include_str!("../../../plugins/template/README.kd.md.in");
+const DEFENSE_RS: &str = include_str!("../../../plugins/template/src/defense.rs.in");
+const DEFENSE_README: &str = include_str!("../../../plugins/template/README.defense.md.in");
 
 /// What a scaffolded plugin provides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -16,6 +18,8 @@ pub enum PluginKind {
     Attack,
     /// A KD method.
     Kd,
+    /// A defense (teacher outputs, teacher samples or teacher training).
+    Defense,
 }
 
 impl PluginKind {
@@ -24,6 +28,7 @@ impl PluginKind {
         match self {
             PluginKind::Attack => "attack",
             PluginKind::Kd => "kd",
+            PluginKind::Defense => "defense",
         }
     }
 }
@@ -80,7 +85,11 @@ pub fn scaffold(kind: PluginKind, name: &str, dir: &Path, api_path: &Path) -> Re
         .filter(|p| !p.is_empty())
         .map(|p| p[..1].to_ascii_uppercase() + &p[1..])
         .collect::<String>()
-        + if kind == PluginKind::Kd { "Kd" } else { "Attack" };
+        + match kind {
+            PluginKind::Attack => "Attack",
+            PluginKind::Kd => "Kd",
+            PluginKind::Defense => "Defense",
+        };
     let fill = |template: &str| {
         template
             .replace("{{crate_name}}", &format!("kdh-{word}-{}", name.replace('_', "-")))
@@ -93,6 +102,7 @@ pub fn scaffold(kind: PluginKind, name: &str, dir: &Path, api_path: &Path) -> Re
     let (lib_rs, readme) = match kind {
         PluginKind::Attack => (ATTACK_RS, ATTACK_README),
         PluginKind::Kd => (KD_RS, KD_README),
+        PluginKind::Defense => (DEFENSE_RS, DEFENSE_README),
     };
     for (relative, template) in [("Cargo.toml", CARGO_TOML), ("src/lib.rs", lib_rs), ("README.md", readme)] {
         let path = dir.join(relative);

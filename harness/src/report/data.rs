@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::tables::{BlockRow, ModelRole, Role, ScoreRow, SummaryRow, TrainingRecord, UtilityRow};
+use super::tables::{BlockRow, DefenseRecord, ModelRole, Role, ScoreRow, SummaryRow, TrainingRecord, UtilityRow};
 use crate::metrics::memorization::MemorizationRow;
 use crate::metrics;
 
@@ -38,6 +38,8 @@ pub struct ReportData {
     pub k: usize,
     /// Each trained model's budget and held-out loss, by name (from the manifest).
     pub training: BTreeMap<String, TrainingRecord>,
+    /// Each defended model's defense and what it measured, by name (from the manifest).
+    pub defenses: BTreeMap<String, DefenseRecord>,
     /// ROUGE-L points below its size's No-KD student at which a student did not learn
     /// (`None`: [`DEFAULT_LEARN_MARGIN`]).
     pub learn_margin: Option<f64>,

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::CoordTranslate;
 use plotters::coord::combinators::IntoLogRange;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -416,6 +417,133 @@ fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
 }
 
 /// Draws `$figure` into `$dir/$name.png` and an SVG string.
+/// The Okabe–Ito palette (colour-blind safe), for the defenses of figure 11.
+const OKABE_ITO: [RGBColor; 7] = [
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 158, 115),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 114, 178),
+    RGBColor(204, 121, 167),
+    RGBColor(240, 228, 66),
+];
+
+/// Draws a marker of shape `shape` (circle, triangle, cross, inverted triangle, in turn)
+/// at `at` (squares and diamonds are kept for the references of figure 11).
+fn draw_marker<DB: DrawingBackend, CT: CoordTranslate>(area: &DrawingArea<DB, CT>, shape: usize, at: CT::From, style: ShapeStyle) -> Drawn
+where
+    CT::From: Clone + 'static,
+{
+    match shape % 4 {
+        0 => area.draw(&Circle::new(at, 6, style)),
+        1 => area.draw(&TriangleMarker::new(at, 7, style)),
+        2 => area.draw(&Cross::new(at, 6, style.stroke_width(2))),
+        _ => area.draw(&(EmptyElement::at(at) + Polygon::new(vec![(-7, -5), (7, -5), (0, 7)], style))),
+    }
+    .map_err(err)
+}
+
+/// (11) The defenses' trade-offs: one row per defended model's undefended twin (a KD
+/// method's student of one size, or the teacher), two panels: the best attack's AUC and
+/// the member memorization rate, each against ROUGE-L. Each defense setting is a point
+/// (colour and marker by defense, labelled by its strength), the twin a black square,
+/// the size's No-KD student a grey diamond.
+fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
+    let rows = super::defenses::rows(d);
+    let twins: Vec<&str> = super::data::first_seen(rows.iter().map(|r| r.twin.as_str()));
+    let defenses: Vec<String> = super::data::first_seen(rows.iter().filter_map(|r| r.record.as_ref().map(|x| x.defense.as_str()))).into_iter().map(String::from).collect();
+    let (w, _) = root.dim_in_pixel();
+    let (legend, body) = root.split_vertically(36);
+    // The legend, above the panels: one entry per defense, then the references.
+    let mut x = 16i32;
+    let entries: Vec<(String, usize)> = defenses.iter().cloned().enumerate().map(|(i, n)| (n, i)).collect();
+    for (name, i) in &entries {
+        draw_marker(&legend, *i, (x + 6, 18), OKABE_ITO[i % OKABE_ITO.len()].filled())?;
+        legend.draw(&Text::new(name.clone(), (x + 18, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+        x += 40 + 8 * name.chars().count() as i32;
+    }
+    legend.draw(&Rectangle::new([(x, 13), (x + 10, 23)], BLACK.filled())).map_err(err)?;
+    legend.draw(&Text::new("undefended", (x + 16, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+    x += 110;
+    legend.draw(&Polygon::new(vec![(x + 5, 12), (x + 11, 18), (x + 5, 24), (x - 1, 18)], RGBColor(120, 120, 120).filled())).map_err(err)?;
+    legend.draw(&Text::new("No-KD", (x + 16, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+    let _ = w;
+    let panels = body.split_evenly((twins.len().max(1), 2));
+    for (g, twin) in twins.iter().enumerate() {
+        let group: Vec<&super::defenses::DefenseRow> = rows.iter().filter(|r| r.twin == *twin).collect();
+        let size = group[0].student.clone();
+        let nokd = d.nokd_of(&size).filter(|_| !size.is_empty()).map(|m| {
+            let best = d.attacks().iter().map(|a| d.auc(&m.name, a)).filter(|v| v.is_finite()).fold(f64::NAN, f64::max);
+            (best, d.metric(&m.name, "mem_rate_member"), d.mean_rouge_l(&m.name).unwrap_or(f64::NAN))
+        });
+        for (c, (what, value)) in [("best attack AUC", 0usize), ("member memorization rate", 1usize)].into_iter().enumerate() {
+            let y_of = |r: &super::defenses::DefenseRow| if value == 0 { r.best.1 } else { r.mem_rate_member };
+            let mut xs: Vec<f64> = group.iter().map(|r| r.rouge_l).collect();
+            let mut ys: Vec<f64> = group.iter().map(|r| y_of(r)).collect();
+            if let Some(n) = nokd {
+                xs.push(n.2);
+                ys.push(if value == 0 { n.0 } else { n.1 });
+            }
+            let finite = |v: &Vec<f64>| v.iter().copied().filter(|x| x.is_finite()).collect::<Vec<f64>>();
+            let (xs, ys) = (finite(&xs), finite(&ys));
+            if xs.is_empty() || ys.is_empty() {
+                continue;
+            }
+            let range = |v: &[f64]| {
+                let (lo, hi) = (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                let span = (hi - lo).max(0.02);
+                (lo - 0.12 * span, hi + 0.22 * span)
+            };
+            let ((x0, x1), (y0, y1)) = (range(&xs), range(&ys));
+            let mut chart = ChartBuilder::on(&panels[g * 2 + c])
+                .caption(format!("{twin}: {what}"), font(15))
+                .margin(10)
+                .x_label_area_size(40)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(err)?;
+            chart
+                .configure_mesh()
+                .light_line_style(TRANSPARENT)
+                .x_desc("utility: ROUGE-L F ×100")
+                .y_desc(what)
+                .label_style(font(12))
+                .axis_desc_style(font(13))
+                .draw()
+                .map_err(err)?;
+            if let Some(n) = nokd {
+                let y = if value == 0 { n.0 } else { n.1 };
+                if n.2.is_finite() && y.is_finite() {
+                    let grey = RGBColor(120, 120, 120);
+                    chart.draw_series(std::iter::once(EmptyElement::at((n.2, y)) + Polygon::new(vec![(0, -7), (7, 0), (0, 7), (-7, 0)], grey.filled()))).map_err(err)?;
+                }
+            }
+            for r in &group {
+                let (x, y) = (r.rouge_l, y_of(r));
+                if !(x.is_finite() && y.is_finite()) {
+                    continue;
+                }
+                match &r.record {
+                    None => {
+                        chart.draw_series(std::iter::once(EmptyElement::at((x, y)) + Rectangle::new([(-6, -6), (6, 6)], BLACK.filled()))).map_err(err)?;
+                    }
+                    Some(record) => {
+                        let i = defenses.iter().position(|n| *n == record.defense).unwrap_or(0);
+                        draw_marker(chart.plotting_area(), i, (x, y), OKABE_ITO[i % OKABE_ITO.len()].filled())?;
+                        // The strength: the swept value (the label after the defense's name).
+                        let mut strength = record.label.strip_prefix(&record.defense).unwrap_or(&record.label).trim_start_matches('-').to_string();
+                        if let Some(eps) = record.epsilon {
+                            strength = format!("{strength} (ε {eps:.1})");
+                        }
+                        chart.draw_series(std::iter::once(Text::new(strength, (x, y), font(11).pos(Pos::new(HPos::Left, VPos::Bottom))))).map_err(err)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 macro_rules! draw_both {
     ($figure:ident, $data:expr, $dir:expr, $name:expr, $size:expr) => {{
         let mut svg = String::new();
@@ -453,6 +581,7 @@ pub fn caption(name: &str) -> &'static str {
         "fig6_membership_vs_memorization" => "Each point is one model: its member memorization rate (x: how much of the members' responses greedy generation reproduces, N·K denominator) against its mean AUC over attacks (y). The title gives Spearman's ρ across the models; points to the upper right leak both ways.",
         "fig7_memorization" => "Left: each model's member memorization rate (N·K denominator). Right: the member − non-member gap, the part of that rate that non-members' guessable answers do not explain. Rows are the teacher, the No-KD baselines and the KD methods; columns the student sizes.",
         "fig9_canary_exposure" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students. A line that rises with repetitions shows the model memorising what it saw more often. (Not yet exposure in Carlini et al.'s rank sense.)",
+        "fig11_defenses" => "One row per undefended model that a defense was applied to (a KD method's student of one size, or the teacher for a training defense). Left: the best attack's AUC; right: the member memorization rate; both against utility (ROUGE-L F×100 on held-out prompts). Coloured markers are the defense settings (legend), labelled by strength; the black square is the undefended model, the grey diamond the No-KD student of the size. A defense helps where its point lies below the square at little loss of ROUGE-L; defenses.csv has the numbers and marks the best trade-offs.",
         "fig10_seed_spread" => "One panel per attack: each model's AUC in each seed (coloured circles, with that seed's 95% bootstrap interval) and the mean over the seeds ± one standard deviation (black). Spread across seeds that exceeds the intervals is variation the one-seed intervals do not show.",
         _ => "",
     }
@@ -512,6 +641,10 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     })?;
     add("fig9_canary_exposure", "Exposure vs canary repetition".into(), !d.canary_series().is_empty(), "no canaries in the data", &mut || {
         Ok(draw_both!(canary_exposure, d, dir, "fig9_canary_exposure", (900, 520)))
+    })?;
+    let defended = d.models.iter().filter(|m| m.role.role == Role::Defended).map(|m| super::defenses::twin_of(&m.name)).collect::<std::collections::BTreeSet<_>>().len() as u32;
+    add("fig11_defenses", "Defenses: leakage against utility".into(), defended > 0, "no defended models", &mut || {
+        Ok(draw_both!(defense_tradeoffs, d, dir, "fig11_defenses", (1100, 36 + 330 * defended)))
     })?;
     Ok((figures, skipped))
 }

@@ -28,6 +28,7 @@ pub fn page(d: &ReportData, comparisons: &[ComparisonRow], figures: &[Figure], s
     let _ = write!(h, "<h1>kdharness report</h1><p class=\"note\">Members are the positive class; AUC 0.5 is chance. Intervals are 95% stratified bootstrap intervals.</p>");
     auc_table(&mut h, d);
     memorization_table(&mut h, d);
+    defenses_table(&mut h, d);
     comparisons_table(&mut h, comparisons);
     figures_section(&mut h, figures, skipped);
     let _ = writeln!(h, "<h2>How this run was made (manifest.json)</h2><pre>{}</pre></body></html>", esc(manifest));
@@ -108,6 +109,45 @@ fn memorization_table(h: &mut String, d: &ReportData) {
             num(d.metric(&m.name, "exact_extraction_member"), 3),
             num(d.metric(&m.name, "mem_rate_member_per_sample"), 3),
             num(d.metric(&m.name, "rouge_l"), 1),
+        );
+    }
+    h.push_str("</table>");
+}
+
+/// The rows of `defenses.csv`: each defended model beside its undefended twin.
+fn defenses_table(h: &mut String, d: &ReportData) {
+    let rows = super::defenses::rows(d);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        h,
+        "<h2>Defenses: leakage against utility</h2><p class=\"note\">Each defended model below its undefended twin (defense <i>none</i>); Δ is the change against the twin. <b>best</b>: no model of its group leaks less (best attack AUC) at no less ROUGE-L. ε: the (ε, δ)-DP guarantee of a DP-SGD teacher, which its students inherit. Backs figure <a href=\"#{0}\">{0}</a> (defenses.csv).</p>",
+        super::defenses::FIGURE
+    );
+    h.push_str("<table><tr><th>model</th><th>defense</th><th>params</th><th>best attack</th><th>best AUC</th><th>Δ AUC</th><th>member mem. rate</th><th>Δ mem.</th><th>ROUGE-L</th><th>Δ ROUGE-L</th><th>samples dropped</th><th>ε (δ)</th><th>best</th></tr>");
+    for r in &rows {
+        let record = r.record.as_ref();
+        let params = record.map(|x| x.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let dropped = record.and_then(|x| Some(format!("{} / {}", x.removed_samples?, x.teacher_samples?))).unwrap_or_else(|| "–".into());
+        let eps = record.and_then(|x| Some(format!("{} ({:.0e})", num(x.epsilon?, 2), x.delta?))).unwrap_or_else(|| "–".into());
+        let delta = |v: f64, digits| if record.is_some() { num(v, digits) } else { "–".into() };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&r.model),
+            esc(record.map_or("none", |x| x.defense.as_str())),
+            esc(&params),
+            esc(&r.best.0),
+            num(r.best.1, 3),
+            delta(r.deltas.0, 3),
+            num(r.mem_rate_member, 3),
+            delta(r.deltas.1, 3),
+            num(r.rouge_l, 1),
+            delta(r.deltas.2, 1),
+            dropped,
+            esc(&eps),
+            if r.best_tradeoff { "✓" } else { "" },
         );
     }
     h.push_str("</table>");

@@ -9,12 +9,15 @@
 //! - [`render`]: loads a run directory, derives the summary and comparison rows, and has
 //!   the layer below draw and write the rest;
 //! - [`figures`] and `html`: the figures and the page, each drawn from a [`ReportData`];
+//! - [`defenses`]: the defended models set against their undefended twins
+//!   (`defenses.csv`, what the privacy–utility figure of the defenses draws);
 //! - [`data`]: [`ReportData`] (a run's models and tables) with the questions asked of it,
 //!   and a drawn [`Figure`];
 //! - [`tables`]: the row types of every CSV file, model [`Role`]s, and CSV writing and
 //!   reading.
 
 pub mod data;
+pub mod defenses;
 pub mod figures;
 mod html;
 pub mod render;
@@ -24,7 +27,7 @@ pub mod tables;
 pub use data::{Figure, ModelEntry, ReportData, Skipped};
 pub use render::{Rendered, aggregate_rows, comparisons, load, render_run, summarize, summary_rows};
 pub use tables::{
-    BLOCKS_HEADER, BlockRow, CANARIES_HEADER, COMPARISONS_HEADER, ComparisonRow, MEMORIZATION_HEADER, ModelRole, ReportError, Role, SCORES_HEADER,
+    BLOCKS_HEADER, BlockRow, CANARIES_HEADER, COMPARISONS_HEADER, ComparisonRow, DefenseRecord, MEMORIZATION_HEADER, ModelRole, ReportError, Role, SCORES_HEADER,
     SEEDS_HEADER, SUMMARY_HEADER, SeedRow, ScoreRow, SummaryRow, TrainingRecord, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_memorization, read_scores, read_utility,
     write_blocks, write_comparisons, write_memorization, write_scores, write_summary, write_utility,
 };

@@ -237,6 +237,7 @@ pub fn render_run(dir: &Path, bootstrap: Bootstrap) -> Result<Rendered, ReportEr
     let comparisons = comparisons(&d, bootstrap);
     tables::write_summary(&dir.join("summary.csv"), &d.summary)?;
     tables::write_comparisons(&dir.join("comparisons.csv"), &comparisons)?;
+    super::defenses::write(dir, &super::defenses::rows(&d))?;
     let (figures, skipped) = figures::render_all(&d, &dir.join("figures"))
         .map_err(|message| ReportError::Read { path: dir.join("figures"), message: format!("cannot draw: {message}") })?;
     let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap_or_else(|_| "{}".into());
@@ -262,6 +263,9 @@ pub fn load(dir: &Path) -> Result<ReportData, ReportError> {
         let name = m["name"].as_str().unwrap_or_default().to_string();
         if let Ok(t) = serde_json::from_value::<TrainingRecord>(m["training"].clone()) {
             d.training.insert(name.clone(), t);
+        }
+        if let Ok(record) = serde_json::from_value::<super::DefenseRecord>(m["defense"].clone()) {
+            d.defenses.insert(name.clone(), record);
         }
         let role: ModelRole = serde_json::from_value(m["role"].clone()).unwrap_or_default();
         if !name.is_empty() && !d.models.iter().any(|e| e.name == name) {

@@ -71,6 +71,10 @@ pub enum Role {
     Target,
     /// A model reference attacks calibrate against.
     Reference,
+    /// A teacher or student made under a defense (SPEC §18): a student keeps its KD
+    /// method and size; which defense, at what strength, is its [`DefenseRecord`] (the
+    /// manifest, `defenses.csv`) and its name's `+LABEL`.
+    Defended,
 }
 
 impl fmt::Display for Role {
@@ -82,6 +86,7 @@ impl fmt::Display for Role {
             Role::Nokd => "nokd",
             Role::Target => "target",
             Role::Reference => "reference",
+            Role::Defended => "defended",
         })
     }
 }
@@ -104,6 +109,44 @@ impl From<Role> for ModelRole {
     fn from(role: Role) -> Self {
         ModelRole { role, ..Default::default() }
     }
+}
+
+/// What defended a model, at what strength, and what the defense measured (`defense.json`
+/// beside the model, then the manifest).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DefenseRecord {
+    /// The defense plugin.
+    pub defense: String,
+    /// Its parameters.
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The suffix of the model's name (`logit_noise-sigma2`).
+    pub label: String,
+    /// Where it acts (`teacher_logits`, `teacher_samples`, `teacher_training`).
+    pub acts_on: Vec<String>,
+    /// A student of a training defense: the defended teacher it was distilled from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<String>,
+    /// A sample defense: the teacher samples it dropped,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_samples: Option<usize>,
+    /// of this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_samples: Option<usize>,
+    /// A training defense: ε of the `(ε, δ)`-DP guarantee (its students inherit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// δ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<f64>,
+    /// The Rényi order the accountant chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f64>,
+    /// The defended teacher's optimiser steps,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// each on this share of the private records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
 }
 
 /// How much a model was trained, and how well it predicts held-out public data (recorded
@@ -247,7 +290,7 @@ fn pair(value: Option<(f64, f64)>) -> (String, String) {
 }
 
 /// A row type of a CSV file: its columns and its fields as the file spells them.
-trait Record {
+pub(super) trait Record {
     const HEADER: &'static [&'static str];
     fn fields(&self) -> Vec<String>;
 }
@@ -319,7 +362,7 @@ impl Record for SeedRow {
 }
 
 /// Serialises rows to CSV bytes and writes them atomically.
-fn write_table<R: Record>(path: &Path, rows: &[R]) -> Result<(), ReportError> {
+pub(super) fn write_table<R: Record>(path: &Path, rows: &[R]) -> Result<(), ReportError> {
     let failed = |e: csv::Error| ReportError::Write { path: path.to_path_buf(), source: std::io::Error::other(e) };
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(R::HEADER).map_err(failed)?;

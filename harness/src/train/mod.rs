@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use adamw::AdamW;
 pub use passes::Passes;
 
+use kdharness_plugin_api::defense::DefenseInstance;
+
 use crate::data::Encoded;
 use crate::model::{Model, ModelError, ops};
 
@@ -139,6 +141,9 @@ pub enum TrainError {
     /// Nothing to train on.
     #[error("no training example has a token to learn")]
     NoData,
+    /// A training defense (DP-SGD) failed.
+    #[error("the training defense failed: {0}")]
+    Defense(String),
 }
 
 impl From<candle_core::Error> for TrainError {
@@ -246,6 +251,64 @@ pub fn train(
     what: &str,
     checkpoint: Option<&Path>,
 ) -> Result<Vec<EpochLog>, TrainError> {
+    train_loop(model, examples, cfg, seed, what, checkpoint, |passes, model, batch, lr| {
+        let (rows, targets) = batch_rows(batch);
+        let value = passes.cross_entropy(model, &rows, &targets.rows, &targets.ids, true)?;
+        if value.is_finite() {
+            passes.step(model, cfg.weight_decay, lr, cfg.grad_clip)?;
+        }
+        Ok((value * targets.count() as f64, targets.count()))
+    })
+}
+
+/// [`train`] with the step's gradient made private by a training defense (DP-SGD): each
+/// example's gradient is computed on its own and handed to `defense`, which returns the
+/// step's gradient (clipped, summed, noised, averaged); AdamW applies it without further
+/// clipping. The logs, and the optimiser steps taken.
+pub fn train_private(
+    model: &mut Model,
+    examples: &[Example],
+    cfg: &TrainConfig,
+    seed: u64,
+    what: &str,
+    checkpoint: Option<&Path>,
+    defense: &mut DefenseInstance,
+) -> Result<Vec<EpochLog>, TrainError> {
+    train_loop(model, examples, cfg, seed, what, checkpoint, |passes, model, batch, lr| {
+        let (mut per_example, mut sum, mut tokens) = (Vec::new(), 0.0, 0);
+        for example in batch {
+            let (rows, targets) = batch_rows(std::slice::from_ref(example));
+            let value = passes.cross_entropy(model, &rows, &targets.rows, &targets.ids, true)?;
+            if !value.is_finite() {
+                return Ok((value, targets.count()));
+            }
+            per_example.extend(passes.take_gradient()?);
+            sum += value * targets.count() as f64;
+            tokens += targets.count();
+        }
+        let mut step = vec![0f32; per_example.len() / batch.len()];
+        defense
+            .private_gradient(per_example.as_mut_slice().into(), batch.len() as u32, step.as_mut_slice().into())
+            .into_result()
+            .map_err(|e| TrainError::Defense(e.into()))?;
+        passes.set_gradient(&step)?;
+        passes.step(model, cfg.weight_decay, lr, 0.0)?;
+        Ok((sum, tokens))
+    })
+}
+
+/// The training loop: epochs of shuffled batches, `step(passes, model, batch, lr)` doing
+/// one optimiser step and returning the batch's summed loss and its token count (a
+/// non-finite loss stops the run before the weights change).
+fn train_loop(
+    model: &mut Model,
+    examples: &[Example],
+    cfg: &TrainConfig,
+    seed: u64,
+    what: &str,
+    checkpoint: Option<&Path>,
+    mut step_fn: impl FnMut(&mut Passes, &Model, &[&Example], f64) -> Result<(f64, usize), TrainError>,
+) -> Result<Vec<EpochLog>, TrainError> {
     let examples: Vec<&Example> = examples.iter().filter(|e| !e.trained_positions().is_empty()).collect();
     if examples.is_empty() {
         return Err(TrainError::NoData);
@@ -264,15 +327,13 @@ pub fn train(
         order.shuffle(&mut rng);
         let (mut sum, mut tokens) = (0.0, 0usize);
         for batch in order.chunks(batch_size) {
-            let (rows, targets) = batch_rows(batch);
-            let value = passes.cross_entropy(model, &rows, &targets.rows, &targets.ids, true)?;
+            let (value, count) = step_fn(&mut passes, model, batch, cfg.lr_at(step, total))?;
             if !value.is_finite() {
                 bar.abandon();
                 return Err(TrainError::NonFinite { loss: value as f32, epoch, step: step + 1 });
             }
-            passes.step(model, cfg.weight_decay, cfg.lr_at(step, total), cfg.grad_clip)?;
-            sum += value * targets.count() as f64;
-            tokens += targets.count();
+            sum += value;
+            tokens += count;
             step += 1;
             bar.inc(1);
         }

@@ -127,6 +127,28 @@ impl Passes {
         }
     }
 
+    /// The gradient of the backward passes since the last step or call, flat (see
+    /// [`Engine::take_gradient`]); the next backward pass starts from zero. The engine's
+    /// passes only (DP-SGD's per-example gradients).
+    pub fn take_gradient(&mut self) -> Result<Vec<f32>, ModelError> {
+        match &mut self.backend {
+            Backend::Engine { engine, .. } => Ok(engine.take_gradient()),
+            Backend::Autograd { .. } => Err(per_example_unsupported()),
+        }
+    }
+
+    /// Sets the gradient the next [`Passes::step`] applies (the layout of
+    /// [`Passes::take_gradient`]).
+    pub fn set_gradient(&mut self, flat: &[f32]) -> Result<(), ModelError> {
+        match &mut self.backend {
+            Backend::Engine { engine, .. } => {
+                engine.set_gradient(flat);
+                Ok(())
+            }
+            Backend::Autograd { .. } => Err(per_example_unsupported()),
+        }
+    }
+
     /// Makes the AdamW state (weight decay `weight_decay`) now rather than in the first
     /// [`Passes::step`], e.g. before timing steps.
     pub fn init_optimizer(&mut self, model: &Model, weight_decay: f64) {
@@ -169,6 +191,10 @@ impl Passes {
             Backend::Autograd { .. } => Ok(()),
         }
     }
+}
+
+fn per_example_unsupported() -> ModelError {
+    ModelError::Config("per-example gradients (DP-SGD) need the CPU training engine in f32; this model trains through candle's autograd (another device, bf16, or a family the engine has no plan for)".into())
 }
 
 /// [`picked_logits`] of `model`, or of its compute copy in `compute`.
