@@ -17,6 +17,7 @@ fn doctor_reports_library_version_providers_and_plugin_dirs() {
     assert!(run.stdout.contains(&format!("{} [executable directory]", bin_dir().display())), "{}", run.stdout);
     assert!(run.stdout.contains("attacks loaded: dcpdd, loss, mink, mink_paper, minkpp, minkpp_paper, mope, recall, ref, rmia, samia, samia_zlib, zlib, zlib_paper"), "{}", run.stdout);
     assert!(run.stdout.contains("KD methods loaded: distillm, gkd, imitkd, kd, minillm, nokd, seqkd"), "{}", run.stdout);
+    assert!(run.stdout.contains("defenses loaded: dpsgd, logit_noise, ngram_filter, round_probs, temperature, topk"), "{}", run.stdout);
 }
 
 /// A fresh machine: no ORT_DYLIB_PATH, no onnxruntime Python package, empty cache. The

@@ -46,6 +46,8 @@ pub fn run(args: DoctorArgs) -> Result<ExitCode> {
     println!("attacks loaded: {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
     let methods: Vec<&str> = registry.kd_names().collect();
     println!("KD methods loaded: {}", if methods.is_empty() { "none".to_string() } else { methods.join(", ") });
+    let defenses: Vec<&str> = registry.defense_names().collect();
+    println!("defenses loaded: {}", if defenses.is_empty() { "none".to_string() } else { defenses.join(", ") });
     for problem in &registry.problems {
         println!("problem: {problem}");
     }

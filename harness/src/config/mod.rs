@@ -775,13 +775,13 @@ mod tests {
     fn every_shipped_config_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
         let mut seen = 0;
-        for name in ["smoke", "quickstart", "smollm2", "smollm2-lite", "paper-gpt2", "paper-opt"] {
+        for name in ["smoke", "quickstart", "smollm2", "smollm2-lite", "paper-gpt2", "paper-opt", "defenses"] {
             let path = dir.join(format!("{name}.toml"));
             let loaded = load(Some(&path)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(loaded.config.name, name);
             seen += 1;
         }
-        assert_eq!(seen, 6);
+        assert_eq!(seen, 7);
         assert_eq!(load(None).unwrap().config.name, "quickstart");
     }
 
@@ -813,6 +813,36 @@ mod tests {
             assert!(err.contains("must be a plain name"), "{bad}: {err}");
         }
         assert!(parse(&QUICKSTART.replacen("name = \"quickstart\"", "name = \"study-2.v1_a\"", 1), "q.toml").is_ok());
+    }
+
+    #[test]
+    fn defense_sweeps_name_one_model_per_value_and_bad_sweeps_are_refused() {
+        let cfg = load(Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/defenses.toml"))).unwrap().config;
+        let labels: Vec<String> = cfg.defense_variants().iter().map(|v| v.label.clone()).collect();
+        assert_eq!(labels, [
+            "temperature-t2", "temperature-t4", "topk-k1", "topk-k10", "logit_noise-sigma1", "logit_noise-sigma4", "round_probs-bits1", "round_probs-bits3",
+            "ngram_filter-r0.2", "ngram_filter-r0.5", "dpsgd-noise_multiplier0.5", "dpsgd-noise_multiplier1",
+        ]);
+        let dp = cfg.defense_variants().pop().unwrap();
+        assert_eq!(dp.params, [("delta".to_string(), "0.00001".to_string()), ("max_grad_norm".into(), "1".into()), ("noise_multiplier".into(), "1".into())]);
+        assert_eq!(dp.teacher().as_deref(), Some("teacher+dpsgd-noise_multiplier1"));
+        let names = cfg.model_names();
+        assert_eq!(names.len(), 1 + 3 + 12 + 2, "{names:?}");
+        assert!(names.contains(&"kd-small+topk-k1".to_string()) && names.contains(&"seqkd-small+ngram_filter-r0.5".to_string()));
+        let base = "[[defenses]]\nname = \"topk\"\n";
+        for (extra, want) in [
+            ("sweep = { k = [1], j = [2] }", "sweep one parameter per entry"),
+            ("sweep = { k = [] }", "sweep.k lists no value"),
+            ("params = { k = 1 }\nsweep = { k = [2] }", "`k` is both swept and fixed"),
+            ("methods = [\"nokd\"]", "methods lists `nokd`, which is not among distill.methods"),
+            ("sweep = { k = [\"a/b\"] }", "value `a/b` names models"),
+            ("teacher_train = { epochs = 1 }", "it needs trains_teacher = true"),
+        ] {
+            let err = parse(&format!("{QUICKSTART}\n{base}{extra}\n"), "q.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let twice = format!("{QUICKSTART}\n{base}sweep = {{ k = [1] }}\n{base}sweep = {{ k = [1] }}\n");
+        assert!(parse(&twice, "q.toml").unwrap_err().to_string().contains("both labelled `topk-k1`"));
     }
 
     #[test]

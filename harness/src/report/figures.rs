@@ -443,6 +443,42 @@ where
     .map_err(err)
 }
 
+/// How a defense setting is labelled in figure 11: its swept parameter as `key=value`
+/// (the value alone for a long key), with ε for a training defense.
+fn strength_label(record: &super::tables::DefenseRecord) -> String {
+    let swept = record.label.strip_prefix(&record.defense).unwrap_or("").trim_start_matches('-');
+    let mut text = match record.params.iter().find(|(k, v)| format!("{k}{v}") == swept) {
+        Some((k, v)) if k.chars().count() <= 6 => format!("{k}={v}"),
+        Some((_, v)) => v.clone(),
+        None => swept.to_string(),
+    };
+    if let Some(eps) = record.epsilon {
+        text = format!("{text} (ε {eps:.1})");
+    }
+    text
+}
+
+/// Places each label `(point, text)` (backend pixels) next to its point without
+/// overlapping an earlier label or any marker: right above, right below, left above,
+/// left below, then further out. Returns each text with its top-left corner.
+fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)]) -> Vec<(String, (i32, i32))> {
+    let boxes_overlap = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    let mut taken: Vec<(i32, i32, i32, i32)> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
+    let mut out = Vec::new();
+    for ((x, y), text) in labels {
+        let (w, h) = (7 * text.chars().count() as i32, 13);
+        let candidates = [(8, -h - 2), (8, 3), (-8 - w, -h - 2), (-8 - w, 3), (8, -2 * h - 4), (8, h + 5), (-8 - w, -2 * h - 4), (-8 - w, h + 5)];
+        let corner = candidates
+            .iter()
+            .map(|(dx, dy)| (x + dx, y + dy))
+            .find(|&(cx, cy)| !taken.iter().any(|t| boxes_overlap((cx, cy, cx + w, cy + h), *t)))
+            .unwrap_or((x + 8, y - h - 2));
+        taken.push((corner.0, corner.1, corner.0 + w, corner.1 + h));
+        out.push((text.clone(), corner));
+    }
+    out
+}
+
 /// (11) The defenses' trade-offs: one row per defended model's undefended twin (a KD
 /// method's student of one size, or the teacher), two panels: the best attack's AUC and
 /// the member memorization rate, each against ROUGE-L. Each defense setting is a point
@@ -452,7 +488,6 @@ fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dra
     let rows = super::defenses::rows(d);
     let twins: Vec<&str> = super::data::first_seen(rows.iter().map(|r| r.twin.as_str()));
     let defenses: Vec<String> = super::data::first_seen(rows.iter().filter_map(|r| r.record.as_ref().map(|x| x.defense.as_str()))).into_iter().map(String::from).collect();
-    let (w, _) = root.dim_in_pixel();
     let (legend, body) = root.split_vertically(36);
     // The legend, above the panels: one entry per defense, then the references.
     let mut x = 16i32;
@@ -467,7 +502,6 @@ fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dra
     x += 110;
     legend.draw(&Polygon::new(vec![(x + 5, 12), (x + 11, 18), (x + 5, 24), (x - 1, 18)], RGBColor(120, 120, 120).filled())).map_err(err)?;
     legend.draw(&Text::new("No-KD", (x + 16, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
-    let _ = w;
     let panels = body.split_evenly((twins.len().max(1), 2));
     for (g, twin) in twins.iter().enumerate() {
         let group: Vec<&super::defenses::DefenseRow> = rows.iter().filter(|r| r.twin == *twin).collect();
@@ -518,6 +552,8 @@ fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dra
                     chart.draw_series(std::iter::once(EmptyElement::at((n.2, y)) + Polygon::new(vec![(0, -7), (7, 0), (0, 7), (-7, 0)], grey.filled()))).map_err(err)?;
                 }
             }
+            // Markers first, then their labels placed around them without overlap.
+            let mut labels: Vec<((f64, f64), String)> = Vec::new();
             for r in &group {
                 let (x, y) = (r.rouge_l, y_of(r));
                 if !(x.is_finite() && y.is_finite()) {
@@ -530,14 +566,13 @@ fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dra
                     Some(record) => {
                         let i = defenses.iter().position(|n| *n == record.defense).unwrap_or(0);
                         draw_marker(chart.plotting_area(), i, (x, y), OKABE_ITO[i % OKABE_ITO.len()].filled())?;
-                        // The strength: the swept value (the label after the defense's name).
-                        let mut strength = record.label.strip_prefix(&record.defense).unwrap_or(&record.label).trim_start_matches('-').to_string();
-                        if let Some(eps) = record.epsilon {
-                            strength = format!("{strength} (ε {eps:.1})");
-                        }
-                        chart.draw_series(std::iter::once(Text::new(strength, (x, y), font(11).pos(Pos::new(HPos::Left, VPos::Bottom))))).map_err(err)?;
+                        labels.push(((x, y), strength_label(record)));
                     }
                 }
+            }
+            let markers: Vec<(i32, i32)> = group.iter().filter(|r| r.rouge_l.is_finite() && y_of(r).is_finite()).map(|r| chart.backend_coord(&(r.rouge_l, y_of(r)))).collect();
+            for (text, at) in place_labels(&labels.iter().map(|(p, t)| (chart.backend_coord(p), t.clone())).collect::<Vec<_>>(), &markers) {
+                root.draw(&Text::new(text, at, font(11).pos(Pos::new(HPos::Left, VPos::Top)))).map_err(err)?;
             }
         }
     }

@@ -388,6 +388,44 @@ mod tests {
         }
     }
 
+    /// Per-example gradients (DP-SGD's input): each is that example's alone (nothing
+    /// leaks from one to the next), and weighted by their token counts they add up to the
+    /// gradient of the batch's token-mean loss.
+    #[test]
+    fn per_example_gradients_are_each_examples_own_and_add_up_to_the_batch_gradient() {
+        let shape = crate::model::Shape { arch: "llama".into(), layers: 2, d_model: 32, heads: 2, kv_heads: Some(1), ffn: Some(64), max_positions: 64, tie_embeddings: true };
+        let model = Model::scratch(crate::model::ModelConfig::scratch(&shape, 50).unwrap(), 7, &candle_core::Device::Cpu).unwrap();
+        let a = Example { ids: vec![3, 4, 5, 6, 7, 8], prompt_len: 2 };
+        let b = Example { ids: vec![9, 10, 11, 12, 13, 14, 15, 16, 17], prompt_len: 3 };
+        let gradient = |batch: &[&Example]| {
+            let mut passes = Passes::new(&model);
+            assert!(passes.uses_engine());
+            let (rows, targets) = batch_rows(batch);
+            passes.cross_entropy(&model, &rows, &targets.rows, &targets.ids, true).unwrap();
+            (passes.take_gradient().unwrap(), targets.count() as f32)
+        };
+        let mut passes = Passes::new(&model);
+        let mut each = Vec::new();
+        for e in [&a, &b] {
+            let (rows, targets) = batch_rows(&[e]);
+            passes.cross_entropy(&model, &rows, &targets.rows, &targets.ids, true).unwrap();
+            each.push((passes.take_gradient().unwrap(), targets.count() as f32));
+        }
+        // In one Passes after another example, and in a fresh one: the same gradient.
+        assert_eq!(each[1].0, gradient(&[&b]).0);
+        assert_eq!(each[0].0, gradient(&[&a]).0);
+        let (batch, _) = gradient(&[&a, &b]);
+        let (na, nb) = (each[0].1, each[1].1);
+        let combined: Vec<f32> = each[0].0.iter().zip(&each[1].0).map(|(x, y)| (na * x + nb * y) / (na + nb)).collect();
+        let scale = batch.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        let diff = batch.iter().zip(&combined).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(scale > 0.0 && diff / scale < 1e-5, "relative difference {}", diff / scale);
+        // What a step applies is what was set.
+        let mut passes = Passes::new(&model);
+        passes.set_gradient(&combined).unwrap();
+        assert_eq!(passes.take_gradient().unwrap(), combined);
+    }
+
     #[test]
     fn fused_cross_entropy_gradient_matches_the_composite_one() {
         let dev = candle_core::Device::Cpu;
