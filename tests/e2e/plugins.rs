@@ -37,11 +37,26 @@ fn plugins_list_shows_the_builtins() {
         let cells: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&cells[1..4], &["kd", env!("CARGO_PKG_VERSION"), built_library(&lib).to_str().unwrap()], "{line}");
     }
+    for (defense, lib) in [
+        ("temperature", "kdh_defense_output"),
+        ("topk", "kdh_defense_output"),
+        ("logit_noise", "kdh_defense_output"),
+        ("round_probs", "kdh_defense_output"),
+        ("ngram_filter", "kdh_defense_ngram"),
+        ("dpsgd", "kdh_defense_dpsgd"),
+    ] {
+        let line = lines.iter().find(|l| l.split_whitespace().next() == Some(defense)).unwrap_or_else(|| panic!("{defense} missing:\n{}", run.stdout));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(&cells[1..4], &["defense", env!("CARGO_PKG_VERSION"), built_library(lib).to_str().unwrap()], "{line}");
+    }
     assert!(run.stdout.contains("k=0.2"));
     assert!(run.stdout.contains("objective=jsd beta=0.9"));
+    assert!(run.stdout.contains("noise_multiplier=1 max_grad_norm=1 delta=1e-5"));
     let json = kdharness(["plugins", "list", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&json.ok().stdout).unwrap();
-    assert_eq!(value["plugins"].as_array().unwrap().len(), 14 + 7);
+    assert_eq!(value["plugins"].as_array().unwrap().len(), 14 + 7 + 6);
+    let dpsgd = value["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "dpsgd").unwrap();
+    assert_eq!((dpsgd["kind"].as_str(), dpsgd["acts_on"][0].as_str()), (Some("defense"), Some("teacher_training")));
     assert_eq!(value["plugins"][0]["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -72,7 +87,7 @@ fn broken_libraries_get_one_line_each_and_the_rest_still_load() {
     let dup = warnings.iter().find(|l| l.contains("attack `loss` is already provided by")).expect(&run.stderr);
     assert!(dup.contains(&duplicate.display().to_string()), "{dup}");
     // Every built-in still loads.
-    assert_eq!(run.stdout.lines().count(), 1 + 14 + 7, "{}", run.stdout);
+    assert_eq!(run.stdout.lines().count(), 1 + 14 + 7 + 6, "{}", run.stdout);
 }
 
 #[test]
@@ -176,25 +191,28 @@ fn a_scaffolded_plugin_builds_loads_and_scores() {
     }
 }
 
-/// A plugin built against the previous interface (0.3.0, committed as a built library by
-/// tests/fixtures/plugins/build_old_interface.sh: its root module has no `attacks_ext`)
-/// loads without a warning and runs unchanged: its attack scores every sample as `loss`.
+/// Plugins built against earlier interfaces (0.3.0: its root module has no `attacks_ext`;
+/// 0.3.1: no `defenses`), committed as built libraries by
+/// tests/fixtures/plugins/build_old_interface.sh, load without a warning and run
+/// unchanged: their attack scores every sample as `loss`.
 #[test]
 fn a_plugin_of_the_previous_interface_loads_and_runs_unchanged() {
-    let dir = tempfile::tempdir().unwrap();
-    install(&fixture("plugins/libkdhtest_old_interface-0.3.0.so"), dir.path(), "old_interface");
-    let plugin_dir = dir.path().display().to_string();
-    let list = kdharness(["plugins", "list", "--plugin-dir", &plugin_dir]);
-    list.ok();
-    assert!(list.stderr.is_empty(), "{}", list.stderr);
-    assert!(list.stdout.lines().any(|l| l.starts_with("test_old_interface") && l.contains("0.1.0")), "{}", list.stdout);
-    let out = dir.path().join("out");
-    kdharness(attack_args(&out, &["--plugin-dir", &plugin_dir, "--attacks", "test_old_interface,loss"])).ok();
-    let scores = read_scores(&out.join("scores.csv"));
-    let old: Vec<f64> = scores.iter().filter(|((_, a, _), _)| a == "test_old_interface").map(|(_, (_, s))| *s).collect();
-    let loss: Vec<f64> = scores.iter().filter(|((_, a, _), _)| a == "loss").map(|(_, (_, s))| *s).collect();
-    assert_eq!(old.len(), 24);
-    assert_eq!(old, loss);
+    for version in ["0.3.0", "0.3.1"] {
+        let dir = tempfile::tempdir().unwrap();
+        install(&fixture(&format!("plugins/libkdhtest_old_interface-{version}.so")), dir.path(), "old_interface");
+        let plugin_dir = dir.path().display().to_string();
+        let list = kdharness(["plugins", "list", "--plugin-dir", &plugin_dir]);
+        list.ok();
+        assert!(list.stderr.is_empty(), "{version}: {}", list.stderr);
+        assert!(list.stdout.lines().any(|l| l.starts_with("test_old_interface") && l.contains("0.1.0")), "{version}: {}", list.stdout);
+        let out = dir.path().join("out");
+        kdharness(attack_args(&out, &["--plugin-dir", &plugin_dir, "--attacks", "test_old_interface,loss"])).ok();
+        let scores = read_scores(&out.join("scores.csv"));
+        let old: Vec<f64> = scores.iter().filter(|((_, a, _), _)| a == "test_old_interface").map(|(_, (_, s))| *s).collect();
+        let loss: Vec<f64> = scores.iter().filter(|((_, a, _), _)| a == "loss").map(|(_, (_, s))| *s).collect();
+        assert_eq!(old.len(), 24, "{version}");
+        assert_eq!(old, loss, "{version}");
+    }
 }
 
 /// An attack that reads continuations but never says how many it needs is refused before

@@ -126,6 +126,10 @@ mod tests {
         }
         let lib = std::fs::read_to_string(out.dir.join("src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct MyAttack2Attack;") && lib.contains("const NAME: &'static str = \"my_attack2\";"));
+        let defense = scaffold(PluginKind::Defense, "uniform_mix", &tmp.path().join("d"), &default_api_path()).unwrap();
+        let lib = std::fs::read_to_string(defense.dir.join("src/lib.rs")).unwrap();
+        assert!(lib.contains("pub struct UniformMixDefense {") && lib.contains("export_plugins!(defenses: [UniformMixDefense]);"));
+        assert!(defense.library_file.contains("kdh_defense_uniform_mix"));
         assert!(matches!(scaffold(PluginKind::Kd, "Bad-Name", &tmp.path().join("q"), &default_api_path()), Err(ScaffoldError::BadName(_))));
         assert!(matches!(scaffold(PluginKind::Kd, "ok", &out.dir, &default_api_path()), Err(ScaffoldError::Exists(_))));
     }
