@@ -183,8 +183,10 @@ mod tests {
     #[test]
     fn rows_set_each_defense_against_its_twin_and_mark_the_best_tradeoffs() {
         let student = |name: &str, role| ModelEntry { name: name.into(), role: ModelRole { role, kd_method: "kd".into(), student: "small".into() } };
-        let mut d = ReportData::default();
-        d.models = vec![student("kd-small", Role::Student), student("kd-small+noise-s1", Role::Defended), student("kd-small+noise-s4", Role::Defended), student("kd-small+bad", Role::Defended)];
+        let mut d = ReportData {
+            models: vec![student("kd-small", Role::Student), student("kd-small+noise-s1", Role::Defended), student("kd-small+noise-s4", Role::Defended), student("kd-small+bad", Role::Defended)],
+            ..ReportData::default()
+        };
         // (loss AUC, zlib AUC, ROUGE-L): s1 lowers leakage a little at a small cost, s4 a
         // lot at a large cost, `bad` leaks more for less utility (dominated by the twin).
         for (m, a, b, rouge) in [("kd-small", 0.70, 0.74, 40.0), ("kd-small+noise-s1", 0.66, 0.65, 38.0), ("kd-small+noise-s4", 0.55, 0.52, 20.0), ("kd-small+bad", 0.80, 0.70, 39.0)] {

@@ -89,7 +89,7 @@ mod tests {
             s.extend((0..fresh as u32).map(|i| 1000 + i));
             s
         };
-        let samples = vec![
+        let samples = [
             overlapping(100, 10, 0),  // 10 of 10 grams shared: overlap 1
             overlapping(200, 6, 7),   // 6 shared of 6 + 3 seam + 4 fresh = 13
             overlapping(100, 2, 20),  // 2 of 2 + 3 + 17 = 22
