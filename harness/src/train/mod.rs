@@ -264,7 +264,7 @@ pub fn train(
 /// [`train`] with the step's gradient made private by a training defense (DP-SGD): each
 /// example's gradient is computed on its own and handed to `defense`, which returns the
 /// step's gradient (clipped, summed, noised, averaged); AdamW applies it without further
-/// clipping. The logs, and the optimiser steps taken.
+/// clipping. Per-example gradients need the CPU engine's passes (f32).
 pub fn train_private(
     model: &mut Model,
     examples: &[Example],
