@@ -109,11 +109,11 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     // Axis labels and model/method names are text in the SVGs.
     for (fig, needles) in [
         ("fig1_student_auc", vec!["students (small): AUC", "kd", "seqkd", "loss", "minkpp"]),
-        ("fig2_baseline_auc", vec!["teacher (teacher)", "nokd-small (nokd)", "zlib"]),
+        ("fig2_baseline_auc", vec!["teacher", "nokd-small", "zlib"]),
         ("fig3_roc", vec!["FPR", "TPR", "teacher", "seqkd-tiny"]),
         ("fig4_auc_by_method", vec!["AUC", "kd", "seqkd"]),
-        ("fig5_blocks", vec!["transformer block", "AUC", "teacher"]),
-        ("fig6_membership_vs_memorization", vec!["Spearman", "mean AUC", "member rate", "teacher"]),
+        ("fig5_blocks", vec!["transformer block", "AUC", "teacher", "kd-small", "AUC per perturbed block"]),
+        ("fig6_membership_vs_memorization", vec!["ρ = ", "mean AUC", "member rate", "teacher"]),
         ("fig7_memorization", vec!["member rate", "gap", "kd", "small", "tiny"]),
         ("fig0_privacy_vs_utility", vec!["ROUGE-L", "mean AUC", "nokd-small"]),
         ("fig9_canary_exposure", vec!["repetitions", "teacher (teacher)", "students (small), mean"]),
@@ -123,8 +123,55 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
             assert!(text.contains(needle), "{fig}.svg lacks `{needle}`");
         }
     }
+    // Paper sizes: each SVG says its size in inches (3.3 or 6.9 wide), every text in it is
+    // at least 8 pt at that size, and the PNG is that size at 300 dpi.
+    for fig in FIGURES {
+        let text = svg(fig);
+        let head = &text[text.find("<svg").unwrap()..];
+        let attr = |name: &str| head.split(&format!(" {name}=\"")).nth(1).unwrap().split('"').next().unwrap().to_string();
+        let inches: f64 = attr("width").strip_suffix("in").unwrap_or_else(|| panic!("{fig}: width not in inches")).parse().unwrap();
+        let height: f64 = attr("height").strip_suffix("in").unwrap().parse().unwrap();
+        let units: f64 = attr("viewBox").split(' ').nth(2).unwrap().parse().unwrap();
+        assert!([3.3, 6.9].contains(&inches), "{fig}: {inches} in wide");
+        let points_per_unit = inches * 72.0 / units;
+        let sizes: Vec<f64> = text.split("font-size=\"").skip(1).map(|t| t.split('"').next().unwrap().parse().unwrap()).collect();
+        assert!(!sizes.is_empty(), "{fig} has no text");
+        let smallest = sizes.iter().copied().fold(f64::INFINITY, f64::min) * points_per_unit;
+        assert!(smallest >= 8.0, "{fig}: text of {smallest:.2} pt at paper size");
+        let png = std::fs::read(run.join(format!("figures/{fig}.png"))).unwrap();
+        let (w, h) = (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
+        assert_eq!(w, (inches * 300.0).round() as u32, "{fig}.png width");
+        assert!((h as f64 - height * 300.0).abs() <= 2.0, "{fig}.png height {h} for {height} in");
+    }
+    // No two series of a figure look alike: the legends drawn (in this process, the same
+    // rendering as the command's) never pair one colour with one marker or dash pattern.
+    kdharness::report::figures::legend_log(true);
+    let check = tmp.path().join("again");
+    std::fs::create_dir_all(&check).unwrap();
+    for f in ["scores.csv", "summary.csv", "memorization.csv", "utility.csv", "blocks.csv", "canaries.csv", "manifest.json"] {
+        if run.join(f).is_file() {
+            std::fs::copy(run.join(f), check.join(f)).unwrap();
+        }
+    }
+    kdharness::report::render_run(&check, kdharness::metrics::Bootstrap { resamples: 100, seed: 3 }).unwrap();
+    let legends = kdharness::report::figures::legend_log(false);
+    let with_legends: std::collections::BTreeSet<&str> = legends.iter().map(|(f, _)| f.as_str()).collect();
+    for fig in ["fig0_privacy_vs_utility", "fig3_roc", "fig6_membership_vs_memorization", "fig9_canary_exposure"] {
+        assert!(with_legends.contains(fig), "{fig} drew no legend: {with_legends:?}");
+    }
+    for (fig, entries) in &legends {
+        for (i, (a, sa)) in entries.iter().enumerate() {
+            for (b, sb) in &entries[..i] {
+                assert!(sa.color != sb.color || (sa.marker != sb.marker && sa.dash != sb.dash), "{fig}: `{a}` and `{b}` look alike");
+            }
+        }
+    }
+    for fig in FIGURES {
+        assert_eq!(std::fs::read(check.join(format!("figures/{fig}.svg"))).unwrap(), std::fs::read(run.join(format!("figures/{fig}.svg"))).unwrap(), "{fig}: the same drawing");
+    }
     let html = read("report.html");
     assert_eq!(html.matches("<svg").count(), 9, "every figure inline");
+    assert!(html.contains("Backs <a href=\"#fig0_privacy_vs_utility\">fig0_privacy_vs_utility</a>"), "tables name the figures they back");
     // Every figure has a caption that says what is plotted and how to read it.
     for figure in html.split("<figure id=\"").skip(1) {
         let name = figure.split('"').next().unwrap();

@@ -1,55 +1,45 @@
-//! The figures of SPEC §11 (a light major grid only, no minor grid), drawn with plotters
-//! into PNG and SVG with the bundled
-//! DejaVu Sans font (ab_glyph; no fontconfig). Each figure is one function drawing on any
-//! plotters backend; [`render_all`] draws each twice (PNG for papers and slides, SVG for
-//! the HTML report) and skips, with a reason, a figure whose data the run does not have.
+//! The figures of SPEC §11 in one style ([`super::style`]): the Okabe–Ito palette with
+//! marker and line-style cycling, a light major grid only, legends in a strip outside the
+//! data, labels placed without overlap. Each figure is one function drawing on any
+//! plotters backend; [`render_all`] draws each once as SVG at its paper width (one column,
+//! 3.3 in, or two, 6.9 in), writes that SVG sized in inches and a 300 dpi PNG rasterised
+//! from it (resvg, the bundled DejaVu Sans), and skips, with a reason, a figure whose data
+//! the run does not have.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once, OnceLock};
 
 use plotters::coord::Shift;
-use plotters::coord::CoordTranslate;
 use plotters::coord::combinators::IntoLogRange;
 use plotters::prelude::*;
+use plotters::style::FontTransform;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::data::{Figure, ModelEntry, ReportData, Skipped};
+use super::style::{self, Column, Entry, MIN_FONT, Series, draw_line, draw_marker, legend_height, legend_strip, place_labels, series};
 use super::tables::{Role, SeedRow};
 
 const FONT: &str = "sans-serif";
 static FONTS: Once = Once::new();
+const REGULAR: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+const BOLD: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
+
+/// Titles.
+const TITLE: u32 = 22;
+/// Every other text: axis descriptions, ticks, legends, labels, cell values.
+const TEXT: u32 = MIN_FONT;
 
 /// Registers the bundled font once (plotters' ab_glyph backend looks fonts up by name).
 fn register_fonts() {
     FONTS.call_once(|| {
-        let regular: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-        let bold: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
         // Both files are compiled in; a failure here is a broken build, not user input.
-        for (style, bytes) in [(FontStyle::Normal, regular), (FontStyle::Bold, bold)] {
+        for (style, bytes) in [(FontStyle::Normal, REGULAR), (FontStyle::Bold, BOLD)] {
             if plotters::style::register_font(FONT, style, bytes).is_err() {
                 panic!("the bundled DejaVu Sans font does not parse");
             }
         }
     });
-}
-
-/// Ten well-separated colours (matplotlib's tab10).
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
-fn color(i: usize) -> RGBColor {
-    PALETTE[i % PALETTE.len()]
 }
 
 /// A sequential colour map (white → blue → dark blue) over [0, 1].
@@ -94,8 +84,44 @@ fn two_decimals(v: f64) -> String {
     if s == "-0.00" { "0.00".into() } else { s }
 }
 
-/// A heatmap with its values written in the cells, row and column labels, a title and a
-/// colour bar over `range`.
+/// The range `[lo, hi]` of `values` widened by `pad` of its span (at least `min_span`).
+fn padded(values: impl Iterator<Item = f64>, pad: f64, min_span: f64) -> (f64, f64) {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let span = (hi - lo).max(min_span);
+    (lo - pad * span, hi + pad * span)
+}
+
+/// A figure's name and the legend entries it drew: label and series style.
+pub type Legend = (String, Vec<(String, Series)>);
+
+thread_local! {
+    /// The legends drawn, per figure, while [`legend_log`] is on (tests).
+    static LEGENDS: RefCell<Option<Vec<Legend>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Turns the legend log on (fresh) or off and returns what it held: every figure's legend
+/// entries, for the test that no two series of a figure look alike.
+pub fn legend_log(on: bool) -> Vec<Legend> {
+    LEGENDS.with(|l| std::mem::replace(&mut *l.borrow_mut(), on.then(Vec::new)).unwrap_or_default())
+}
+
+/// Draws `entries` as a legend strip across `area` (outside the data), logging them.
+fn legend<DB: DrawingBackend>(area: &Area<DB>, entries: &[Entry]) -> Drawn {
+    LEGENDS.with(|l| {
+        if let Some(log) = l.borrow_mut().as_mut() {
+            let figure = CURRENT.with(|c| c.borrow().clone());
+            log.push((figure, entries.iter().map(|e| (e.label.clone(), e.series)).collect()));
+        }
+    });
+    legend_strip(area, entries, TEXT).map(|_| ())
+}
+
+/// A heatmap with its values written in the cells, row labels, column labels written
+/// upwards below the cells, a title and a colour bar over `range`.
 #[allow(clippy::too_many_arguments)]
 fn heatmap<DB: DrawingBackend>(
     area: &Area<DB>,
@@ -108,14 +134,15 @@ fn heatmap<DB: DrawingBackend>(
 ) -> Drawn {
     let (w, h) = area.dim_in_pixel();
     let (w, h) = (w as i32, h as i32);
-    let left = 12 + rows.iter().map(|r| r.chars().count() as i32).max().unwrap_or(4) * 9;
-    let (top, bottom, right) = (44, 56, 90);
+    let left = 14 + rows.iter().map(|r| style::text_width(r, TEXT)).max().unwrap_or(40);
+    let bottom = 16 + cols.iter().map(|c| style::text_width(c, TEXT)).max().unwrap_or(30);
+    let (top, right) = (40, 96);
     let cell_w = ((w - left - right) / cols.len().max(1) as i32).max(1);
     let cell_h = ((h - top - bottom) / rows.len().max(1) as i32).max(1);
-    area.draw(&Text::new(title.to_string(), (w / 2, 18), centered(bold(18)))).map_err(err)?;
+    area.draw(&Text::new(title.to_string(), (w / 2, 16), centered(bold(TITLE)))).map_err(err)?;
     for (r, row) in rows.iter().enumerate() {
         let y0 = top + r as i32 * cell_h;
-        area.draw(&Text::new(row.clone(), (left - 8, y0 + cell_h / 2), font(15).pos(Pos::new(HPos::Right, VPos::Center)))).map_err(err)?;
+        area.draw(&Text::new(row.clone(), (left - 8, y0 + cell_h / 2), font(TEXT).pos(Pos::new(HPos::Right, VPos::Center)))).map_err(err)?;
         for (c, _) in cols.iter().enumerate() {
             let x0 = left + c as i32 * cell_w;
             let v = values.get(r).and_then(|row| row.get(c)).copied().unwrap_or(f64::NAN);
@@ -123,38 +150,46 @@ fn heatmap<DB: DrawingBackend>(
             area.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], fill.filled())).map_err(err)?;
             area.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], WHITE.stroke_width(1))).map_err(err)?;
             let label = if v.is_finite() { two_decimals(v) } else { "–".into() };
-            let size = (cell_h / 3).clamp(11, 17) as u32;
-            area.draw(&Text::new(label, (x0 + cell_w / 2, y0 + cell_h / 2), centered(font(size)).color(&text_color(fill)))).map_err(err)?;
+            // Values only where they fit: a cell narrower than its text stays a colour.
+            if style::text_width(&label, TEXT) <= cell_w - 2 && cell_h >= TEXT as i32 {
+                area.draw(&Text::new(label, (x0 + cell_w / 2, y0 + cell_h / 2), centered(font(TEXT)).color(&text_color(fill)))).map_err(err)?;
+            }
         }
     }
     let grid_bottom = top + rows.len() as i32 * cell_h;
     for (c, col) in cols.iter().enumerate() {
         let x = left + c as i32 * cell_w + cell_w / 2;
-        area.draw(&Text::new(col.clone(), (x, grid_bottom + 16), centered(font(14)))).map_err(err)?;
+        let upwards = font(TEXT).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center));
+        area.draw(&Text::new(col.clone(), (x, grid_bottom + 8), upwards)).map_err(err)?;
     }
     // Colour bar.
-    let bar_x = left + cols.len() as i32 * cell_w + 18;
+    let bar_x = left + cols.len() as i32 * cell_w + 14;
     let steps = 50;
     for i in 0..steps {
         let t = i as f64 / (steps - 1) as f64;
         let y1 = grid_bottom - ((grid_bottom - top) as f64 * t) as i32;
         let y0 = grid_bottom - ((grid_bottom - top) as f64 * (t + 1.0 / steps as f64)) as i32;
-        area.draw(&Rectangle::new([(bar_x, y0), (bar_x + 16, y1)], colormap(t).filled())).map_err(err)?;
+        area.draw(&Rectangle::new([(bar_x, y0), (bar_x + 14, y1)], colormap(t).filled())).map_err(err)?;
     }
     for t in [0.0, 0.5, 1.0] {
         let y = grid_bottom - ((grid_bottom - top) as f64 * t) as i32;
         let v = range.0 + t * (range.1 - range.0);
-        area.draw(&Text::new(two_decimals(v), (bar_x + 22, y), font(13).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+        area.draw(&Text::new(two_decimals(v), (bar_x + 18, y), font(TEXT).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
     }
-    area.draw(&Text::new(value_label.to_string(), (bar_x + 8, top - 12), centered(font(13)))).map_err(err)?;
+    area.draw(&Text::new(value_label.to_string(), (bar_x + 7, top - 12), centered(font(TEXT)))).map_err(err)?;
     Ok(())
 }
 
-/// (1) Student AUC, KD method × attack, one panel per student size.
+/// The height of a heatmap of `rows` rows of `cell` units under `cols` labels.
+fn heatmap_height(rows: usize, cols: &[String], cell: u32) -> u32 {
+    40 + rows as u32 * cell + 16 + cols.iter().map(|c| style::text_width(c, TEXT) as u32).max().unwrap_or(30)
+}
+
+/// (1) Student AUC, KD method × attack, one panel per student size (stacked).
 fn student_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let sizes = d.student_sizes();
     let attacks = d.attacks();
-    let panels = root.split_evenly((1, sizes.len().max(1)));
+    let panels = root.split_evenly((sizes.len().max(1), 1));
     for (panel, size) in panels.iter().zip(&sizes) {
         let students = d.students_of_size(size);
         let rows: Vec<String> = students.iter().map(|m| m.role.kd_method.clone()).collect();
@@ -168,24 +203,40 @@ fn student_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
 fn baseline_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let attacks = d.attacks();
     let models: Vec<&ModelEntry> = d.baselines().collect();
-    let rows: Vec<String> = models.iter().map(|m| format!("{} ({})", m.name, m.role.role)).collect();
+    let rows: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let values: Vec<Vec<f64>> = models.iter().map(|m| attacks.iter().map(|a| d.auc(&m.name, a)).collect()).collect();
-    heatmap(root, "teacher and No-KD baseline: AUC", &rows, &attacks, &values, (0.4, 1.0), "AUC")
+    heatmap(root, "teacher and No-KD baselines: AUC", &rows, &attacks, &values, (0.4, 1.0), "AUC")
 }
 
-/// (3) ROC curves on log-log axes, one panel per model, one curve per attack.
+/// The ROC figure's panel grid: columns, rows.
+fn roc_grid(models: usize) -> (usize, usize) {
+    let cols = models.clamp(1, 4);
+    (cols, models.div_ceil(cols).max(1))
+}
+
+/// The attacks' legend entries (lines).
+fn attack_entries(attacks: &[String]) -> Vec<Entry> {
+    attacks.iter().enumerate().map(|(i, a)| Entry { label: a.clone(), series: series(i), line: true, marks: false }).collect()
+}
+
+/// (3) ROC curves on log-log axes, one panel per model, one curve per attack; the
+/// attacks' legend above the panels.
 fn roc_curves<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let models = d.models_with_scores();
     let attacks = d.attacks();
-    let cols = (models.len() as f64).sqrt().ceil().max(1.0) as usize;
-    let rows = models.len().div_ceil(cols).max(1);
-    let panels = root.split_evenly((rows, cols));
+    let entries = attack_entries(&attacks);
+    let (w, _) = root.dim_in_pixel();
+    let (top, body) = root.split_vertically(legend_height(&entries, w, TEXT));
+    legend(&top, &entries)?;
+    let (cols, rows) = roc_grid(models.len());
+    let panels = body.split_evenly((rows, cols));
     for (panel, model) in panels.iter().zip(&models) {
         let mut chart = ChartBuilder::on(panel)
-            .caption(model.as_str(), font(15))
-            .margin(8)
-            .x_label_area_size(34)
-            .y_label_area_size(44)
+            .caption(model.as_str(), font(TEXT))
+            .margin(6)
+            .margin_right(24)
+            .x_label_area_size(40)
+            .y_label_area_size(58)
             .build_cartesian_2d((1e-3f64..1f64).log_scale(), (1e-3f64..1f64).log_scale())
             .map_err(err)?;
         chart
@@ -193,10 +244,10 @@ fn roc_curves<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
             .light_line_style(TRANSPARENT)
             .x_desc("FPR")
             .y_desc("TPR")
-            .x_labels(4)
-            .y_labels(4)
-            .label_style(font(11))
-            .axis_desc_style(font(12))
+            .x_labels(3)
+            .y_labels(3)
+            .label_style(font(TEXT))
+            .axis_desc_style(font(TEXT))
             .x_label_formatter(&|v| format!("{v:.0e}"))
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()
@@ -204,21 +255,9 @@ fn roc_curves<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
         chart.draw_series(LineSeries::new([(1e-3, 1e-3), (1.0, 1.0)], BLACK.mix(0.3).stroke_width(1))).map_err(err)?;
         for (i, attack) in attacks.iter().enumerate() {
             let Some(curve) = d.roc(model, attack) else { continue };
-            let style = color(i).stroke_width(2);
-            chart
-                .draw_series(LineSeries::new(curve.into_iter().map(|(x, y)| (x.max(1e-3), y.max(1e-3))), style))
-                .map_err(err)?
-                .label(attack.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(i).stroke_width(2)));
+            let points: Vec<(f64, f64)> = curve.into_iter().map(|(x, y)| (x.max(1e-3), y.max(1e-3))).collect();
+            draw_line(&mut chart, &points, series(i), 2)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(font(10))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(err)?;
     }
     Ok(())
 }
@@ -229,14 +268,14 @@ fn auc_by_method<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let n = by_method.len();
     let lo = by_method.iter().map(|(_, _, l, _)| *l).fold(0.5f64, f64::min) - 0.02;
     let hi = by_method.iter().map(|(_, _, _, h)| *h).fold(0.55f64, f64::max) + 0.02;
+    let names: Vec<String> = by_method.iter().map(|(m, ..)| m.clone()).collect();
     let mut chart = ChartBuilder::on(root)
-        .caption("mean student AUC by KD method (bars: mean 95% interval)", bold(18))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
+        .caption("mean student AUC by KD method", bold(TITLE))
+        .margin(10)
+        .x_label_area_size(48)
+        .y_label_area_size(64)
         .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)
         .map_err(err)?;
-    let names: Vec<String> = by_method.iter().map(|(m, ..)| m.clone()).collect();
     chart
         .configure_mesh()
         .light_line_style(TRANSPARENT)
@@ -246,88 +285,136 @@ fn auc_by_method<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
             let i = x.round();
             if (x - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
         })
-        .y_desc("AUC")
-        .label_style(font(14))
-        .axis_desc_style(font(15))
+        .y_desc("AUC (bars: mean 95% interval)")
+        .label_style(font(TEXT))
+        .axis_desc_style(font(TEXT))
         .draw()
         .map_err(err)?;
     chart.draw_series(LineSeries::new([(-0.5, 0.5), (n as f64 - 0.5, 0.5)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
     for (i, (_, mean, l, h)) in by_method.iter().enumerate() {
         let x = i as f64;
-        chart.draw_series(std::iter::once(ErrorBar::new_vertical(x, *l, *mean, *h, color(i).stroke_width(2), 14))).map_err(err)?;
-        chart.draw_series(std::iter::once(Circle::new((x, *mean), 6, color(i).filled()))).map_err(err)?;
+        chart.draw_series(std::iter::once(ErrorBar::new_vertical(x, *l, *mean, *h, BLACK.stroke_width(2), 12))).map_err(err)?;
+        chart.draw_series(std::iter::once(Circle::new((x, *mean), 6, BLACK.filled()))).map_err(err)?;
     }
     Ok(())
 }
 
-/// (5) AUC per transformer block, one line per model.
-fn block_lines<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
-    let mut by_model: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+/// The models of the per-block sweep, in run order, and the largest block.
+fn block_models(d: &ReportData) -> (Vec<String>, usize) {
+    let mut models: Vec<String> = d.models.iter().filter(|m| d.blocks.iter().any(|b| b.model == m.name)).map(|m| m.name.clone()).collect();
     for b in &d.blocks {
-        by_model.entry(b.model.as_str()).or_default().push((b.block as f64, b.auc));
+        if !models.contains(&b.model) {
+            models.push(b.model.clone());
+        }
     }
-    let max_block = d.blocks.iter().map(|b| b.block).max().unwrap_or(0) as f64;
-    let (lo, hi) = d.blocks.iter().fold((0.45f64, 0.55f64), |(l, h), b| (l.min(b.auc - 0.02), h.max(b.auc + 0.02)));
-    let mut chart = ChartBuilder::on(root)
-        .caption("per-block risk: MoPe AUC with one block perturbed", bold(18))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(-0.2f64..max_block + 0.2, lo..hi)
+    (models, d.blocks.iter().map(|b| b.block).max().unwrap_or(0))
+}
+
+/// (5) Per-block risk: a heatmap of models × blocks with the AUC in the cells (as the
+/// paper draws it), and the teacher's AUC per block as a line below.
+fn block_risk<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
+    let (models, max_block) = block_models(d);
+    let blocks: Vec<String> = (0..=max_block).map(|b| b.to_string()).collect();
+    let mut values = vec![vec![f64::NAN; blocks.len()]; models.len()];
+    for b in &d.blocks {
+        if let Some(r) = models.iter().position(|m| *m == b.model) {
+            values[r][b.block] = b.auc;
+        }
+    }
+    let (lo, hi) = padded(d.blocks.iter().map(|b| b.auc), 0.0, 0.1);
+    let (w, h) = root.dim_in_pixel();
+    let line_height = 300.min(h as i32 / 2);
+    let (top, bottom) = root.split_vertically(h as i32 - line_height);
+    heatmap(&top, "per-block risk: MoPe AUC with one block perturbed", &models, &blocks, &values, (lo.min(0.45), hi.max(0.55)), "AUC")?;
+    let teacher = d.models.iter().find(|m| m.role.role == Role::Teacher).map(|m| m.name.as_str()).unwrap_or("teacher");
+    let mut points: Vec<(f64, f64)> = d.blocks.iter().filter(|b| b.model == teacher).map(|b| (b.block as f64, b.auc)).collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if points.is_empty() {
+        return Ok(());
+    }
+    let (y0, y1) = padded(points.iter().map(|p| p.1).chain([0.5]), 0.1, 0.05);
+    let _ = w;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption(format!("{teacher}: AUC per perturbed block"), font(TEXT))
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5f64..max_block as f64 + 0.5, y0..y1)
         .map_err(err)?;
     chart
         .configure_mesh()
         .light_line_style(TRANSPARENT)
         .x_desc("transformer block")
         .y_desc("AUC")
-        .x_labels((max_block as usize + 1).min(32))
+        .x_labels((max_block + 1).min(16))
         .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-6 { format!("{}", x.round() as i64) } else { String::new() })
-        .label_style(font(13))
-        .axis_desc_style(font(15))
+        .label_style(font(TEXT))
+        .axis_desc_style(font(TEXT))
         .draw()
         .map_err(err)?;
-    for (i, (model, points)) in by_model.into_iter().enumerate() {
-        let style = color(i).stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(points.clone(), style))
-            .map_err(err)?
-            .label(model.to_string())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(i).stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color(i).filled()))).map_err(err)?;
+    chart.draw_series(LineSeries::new([(-0.5, 0.5), (max_block as f64 + 0.5, 0.5)], BLACK.mix(0.35).stroke_width(1))).map_err(err)?;
+    draw_line(&mut chart, &points, Series { color: BLACK, ..series(0) }, 2)?;
+    for p in &points {
+        draw_marker(chart.plotting_area(), style::Marker::Circle, *p, BLACK, 4)?;
     }
-    chart.configure_series_labels().label_font(font(12)).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw().map_err(err)?;
     Ok(())
 }
 
-/// A labelled scatter of one point per model.
+/// The roles of a model scatter, in legend order, each with its series.
+fn role_entries(points: &[(String, Role, f64, f64)]) -> Vec<(Role, Entry)> {
+    [Role::Teacher, Role::Student, Role::Nokd, Role::Defended, Role::Target]
+        .into_iter()
+        .filter(|r| points.iter().any(|p| p.1 == *r))
+        .enumerate()
+        .map(|(i, r)| (r, Entry { label: r.to_string(), series: series(i), line: false, marks: true }))
+        .collect()
+}
+
+/// A scatter of one point per model, coloured and marked by role (legend above), each
+/// point labelled with its model without overlap.
 fn model_scatter<DB: DrawingBackend>(root: &Area<DB>, title: &str, x_desc: &str, y_desc: &str, points: &[(String, Role, f64, f64)]) -> Drawn {
-    let pad = |lo: f64, hi: f64| {
-        let span = (hi - lo).max(1e-3);
-        (lo - 0.08 * span, hi + 0.08 * span)
-    };
-    let (x0, x1) = pad(points.iter().map(|p| p.2).fold(f64::INFINITY, f64::min), points.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max));
-    let (y0, y1) = pad(points.iter().map(|p| p.3).fold(f64::INFINITY, f64::min), points.iter().map(|p| p.3).fold(f64::NEG_INFINITY, f64::max));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, bold(17))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(err)?;
-    chart.configure_mesh().light_line_style(TRANSPARENT).x_desc(x_desc).y_desc(y_desc).label_style(font(13)).axis_desc_style(font(15)).draw().map_err(err)?;
-    let roles: Vec<Role> = [Role::Teacher, Role::Student, Role::Nokd, Role::Target].into_iter().filter(|r| points.iter().any(|p| p.1 == *r)).collect();
-    for (i, role) in roles.iter().enumerate() {
-        let mine: Vec<&(String, Role, f64, f64)> = points.iter().filter(|p| p.1 == *role).collect();
-        chart
-            .draw_series(mine.iter().map(|p| Circle::new((p.2, p.3), 6, color(i).filled())))
-            .map_err(err)?
-            .label(role.to_string())
-            .legend(move |(x, y)| Circle::new((x + 8, y), 5, color(i).filled()));
-        chart
-            .draw_series(mine.iter().map(|p| Text::new(p.0.clone(), (p.2, p.3), font(11).pos(Pos::new(HPos::Left, VPos::Bottom)))))
-            .map_err(err)?;
+    let roles = role_entries(points);
+    let entries: Vec<Entry> = roles.iter().map(|(_, e)| Entry { label: e.label.clone(), series: e.series, line: false, marks: true }).collect();
+    let (w, _) = root.dim_in_pixel();
+    let (top, body) = root.split_vertically(legend_height(&entries, w, TEXT) + 30);
+    top.draw(&Text::new(title.to_string(), (w as i32 / 2, 14), centered(bold(TITLE)))).map_err(err)?;
+    legend(&top.margin(30, 0, 0, 0), &entries)?;
+    let (x0, x1) = padded(points.iter().map(|p| p.2), 0.12, 1e-3);
+    let (y0, y1) = padded(points.iter().map(|p| p.3), 0.12, 1e-3);
+    let mut chart = ChartBuilder::on(&body).margin(12).x_label_area_size(48).y_label_area_size(72).build_cartesian_2d(x0..x1, y0..y1).map_err(err)?;
+    chart.configure_mesh().light_line_style(TRANSPARENT).x_desc(x_desc).y_desc(y_desc).label_style(font(TEXT)).axis_desc_style(font(TEXT)).draw().map_err(err)?;
+    for p in points {
+        let s = roles.iter().find(|(r, _)| *r == p.1).map(|(_, e)| e.series).unwrap_or(series(0));
+        draw_marker(chart.plotting_area(), s.marker, (p.2, p.3), s.color, 6)?;
     }
-    chart.configure_series_labels().label_font(font(13)).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw().map_err(err)?;
+    let pixels: Vec<((i32, i32), String)> = points.iter().map(|p| (chart.backend_coord(&(p.2, p.3)), p.0.clone())).collect();
+    let markers: Vec<(i32, i32)> = pixels.iter().map(|(at, _)| *at).collect();
+    labelled(root, &pixels, &markers, plot_bounds(chart.plotting_area()))?;
+    Ok(())
+}
+
+/// The backend-pixel rectangle (left, top, right, bottom) of a chart's plotting area.
+fn plot_bounds<DB: DrawingBackend, CT: plotters::coord::CoordTranslate>(area: &DrawingArea<DB, CT>) -> (i32, i32, i32, i32) {
+    let (x, y) = area.get_base_pixel();
+    let (w, h) = area.dim_in_pixel();
+    (x, y, x + w as i32, y + h as i32)
+}
+
+/// Writes each label `(point, text)` (backend pixels) where [`place_labels`] puts it, with
+/// a thin leader line from its point when it sits further than the point's marker.
+fn labelled<DB: DrawingBackend>(root: &Area<DB>, labels: &[((i32, i32), String)], markers: &[(i32, i32)], bounds: (i32, i32, i32, i32)) -> Drawn {
+    for (&((px, py), _), (text, (x, y))) in labels.iter().zip(place_labels(labels, markers, TEXT, bounds)) {
+        let (w, h) = (style::text_width(&text, TEXT), TEXT as i32 + 2);
+        // The nearest point of the label's box to the marker.
+        let (nx, ny) = (px.clamp(x, x + w), py.clamp(y, y + h));
+        let (dx, dy) = ((nx - px) as f64, (ny - py) as f64);
+        let distance = (dx * dx + dy * dy).sqrt();
+        if distance > 12.0 {
+            let start = (px + (dx * 8.0 / distance) as i32, py + (dy * 8.0 / distance) as i32);
+            root.draw(&PathElement::new(vec![start, (nx, ny)], RGBColor(110, 110, 110).stroke_width(1))).map_err(err)?;
+        }
+        root.draw(&Text::new(text, (x, y), font(TEXT).pos(Pos::new(HPos::Left, VPos::Top)))).map_err(err)?;
+    }
     Ok(())
 }
 
@@ -335,17 +422,21 @@ fn model_scatter<DB: DrawingBackend>(root: &Area<DB>, title: &str, x_desc: &str,
 fn membership_vs_memorization<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let points = d.per_model_pairs("mem_rate_member");
     let title = match d.spearman_auc_vs("mem_rate_member") {
-        Some((rho, p, n)) => format!("membership vs memorization: Spearman ρ = {rho:.2} (p = {p:.2}, {n} models)"),
+        Some((rho, p, n)) => format!("membership vs memorization: ρ = {rho:.2} (p = {p:.2}, {n} models)"),
         None => "membership vs memorization".to_string(),
     };
     let swapped: Vec<(String, Role, f64, f64)> = points.into_iter().map(|(n, r, auc, mem)| (n, r, mem, auc)).collect();
     model_scatter(root, &title, "memorization: member rate (N·K)", "membership: mean AUC", &swapped)
 }
 
-/// (7) Memorization heatmaps: member rate and member − non-member gap, KD method × size.
-fn memorization_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
+/// A heatmap row: its label and, per column, the model of that cell.
+type ModelRow = (String, Vec<Option<String>>);
+
+/// The rows of the memorization heatmap: each baseline, then each KD method, with the
+/// model of each size (column).
+fn memorization_rows(d: &ReportData) -> (Vec<ModelRow>, Vec<String>) {
     let sizes = d.student_sizes();
-    let mut rows: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    let mut rows: Vec<ModelRow> = Vec::new();
     // The teacher applies to every size; a No-KD baseline to its own size only.
     for m in d.baselines() {
         let cells = if sizes.is_empty() || m.role.role == Role::Teacher || !sizes.contains(&m.role.student) {
@@ -353,46 +444,62 @@ fn memorization_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> 
         } else {
             sizes.iter().map(|s| (*s == m.role.student).then(|| m.name.clone())).collect()
         };
-        rows.push((format!("{} ({})", m.name, m.role.role), cells));
+        let label = if m.role.role == Role::Nokd { "nokd".to_string() } else { m.name.clone() };
+        if let Some((_, existing)) = rows.iter_mut().find(|(l, _)| *l == label) {
+            for (e, c) in existing.iter_mut().zip(cells) {
+                if e.is_none() {
+                    *e = c;
+                }
+            }
+        } else {
+            rows.push((label, cells));
+        }
     }
     for method in d.kd_methods() {
         let cells = sizes.iter().map(|s| d.students_of_size(s).into_iter().find(|m| m.role.kd_method == method).map(|m| m.name.clone())).collect();
         rows.push((method, cells));
     }
-    let cols: Vec<String> = if sizes.is_empty() { vec!["model".into()] } else { sizes.clone() };
+    let cols: Vec<String> = if sizes.is_empty() { vec!["model".into()] } else { sizes };
+    (rows, cols)
+}
+
+/// (7) Memorization heatmaps: member rate and member − non-member gap, KD method × size.
+fn memorization_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
+    let (rows, cols) = memorization_rows(d);
     let panels = root.split_evenly((1, 2));
     for (panel, (metric, title)) in panels.iter().zip([("mem_rate_member", "member rate (N·K)"), ("mem_gap", "member − non-member gap")]) {
         let values: Vec<Vec<f64>> = rows.iter().map(|(_, cells)| cells.iter().map(|c| c.as_ref().map_or(f64::NAN, |m| d.metric(m, metric))).collect()).collect();
         let hi = values.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.05f64, f64::max);
         let lo = values.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.0f64, f64::min);
         let labels: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
-        heatmap(panel, &format!("memorization: {title}"), &labels, &cols, &values, (lo, hi), "rate")?;
+        heatmap(panel, title, &labels, &cols, &values, (lo, hi), "rate")?;
     }
     Ok(())
 }
 
-/// (8) Privacy (mean AUC) against utility (ROUGE-L).
+/// (0) Privacy (mean AUC) against utility (ROUGE-L).
 fn privacy_vs_utility<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let points: Vec<(String, Role, f64, f64)> =
         d.per_model_pairs("rouge_l").into_iter().map(|(n, r, auc, rouge)| (n, r, rouge, auc)).collect();
     model_scatter(root, "privacy vs utility", "utility: ROUGE-L F ×100 (held-out prompts)", "membership risk: mean AUC", &points)
 }
 
-/// (9) Exposure against canary repetition: the mean `loss` score (log-likelihood) and the
-/// extraction ratio of canaries by how often they appear among the members.
+/// (9) Canaries by repetition: the mean `loss` score (log-likelihood) of each repetition
+/// count's canaries, per model group; the groups' legend above.
 fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
-    let series = d.canary_series();
-    let xs: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).collect();
-    let (x0, x1) = (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-    let ys: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)).collect();
-    let (y0, y1) = (ys.iter().copied().fold(f64::INFINITY, f64::min), ys.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-    let span = (y1 - y0).max(1e-3);
-    let mut chart = ChartBuilder::on(root)
-        .caption("exposure vs canary repetition (mean loss score of canaries)", bold(17))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(64)
-        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale(), (y0 - 0.1 * span)..(y1 + 0.1 * span))
+    let groups = d.canary_series();
+    let entries: Vec<Entry> = groups.iter().enumerate().map(|(i, (label, _))| Entry { label: label.clone(), series: series(i), line: true, marks: true }).collect();
+    let (w, _) = root.dim_in_pixel();
+    let (top, body) = root.split_vertically(legend_height(&entries, w, TEXT) + 30);
+    top.draw(&Text::new("canaries: mean log-likelihood by repetition", (w as i32 / 2, 14), centered(bold(TITLE)))).map_err(err)?;
+    legend(&top.margin(30, 0, 0, 0), &entries)?;
+    let (x0, x1) = padded(groups.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), 0.0, 1.0);
+    let (y0, y1) = padded(groups.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)), 0.1, 1e-3);
+    let mut chart = ChartBuilder::on(&body)
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale(), y0..y1)
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -400,47 +507,17 @@ fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
         .x_desc("repetitions among the members")
         .y_desc("mean log-likelihood (loss score)")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .label_style(font(13))
-        .axis_desc_style(font(15))
+        .label_style(font(TEXT))
+        .axis_desc_style(font(TEXT))
         .draw()
         .map_err(err)?;
-    for (i, (model, points)) in series.into_iter().enumerate() {
-        chart
-            .draw_series(LineSeries::new(points.clone(), color(i).stroke_width(2)))
-            .map_err(err)?
-            .label(model)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color(i).stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color(i).filled()))).map_err(err)?;
+    for (i, (_, points)) in groups.iter().enumerate() {
+        draw_line(&mut chart, points, series(i), 2)?;
+        for p in points {
+            draw_marker(chart.plotting_area(), series(i).marker, *p, series(i).color, 5)?;
+        }
     }
-    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font(font(12)).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.4)).draw().map_err(err)?;
     Ok(())
-}
-
-/// Draws `$figure` into `$dir/$name.png` and an SVG string.
-/// The Okabe–Ito palette (colour-blind safe), for the defenses of figure 11.
-const OKABE_ITO: [RGBColor; 7] = [
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 158, 115),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 114, 178),
-    RGBColor(204, 121, 167),
-    RGBColor(240, 228, 66),
-];
-
-/// Draws a marker of shape `shape` (circle, triangle, cross, inverted triangle, in turn)
-/// at `at` (squares and diamonds are kept for the references of figure 11).
-fn draw_marker<DB: DrawingBackend, CT: CoordTranslate>(area: &DrawingArea<DB, CT>, shape: usize, at: CT::From, style: ShapeStyle) -> Drawn
-where
-    CT::From: Clone + 'static,
-{
-    match shape % 4 {
-        0 => area.draw(&Circle::new(at, 6, style)),
-        1 => area.draw(&TriangleMarker::new(at, 7, style)),
-        2 => area.draw(&Cross::new(at, 6, style.stroke_width(2))),
-        _ => area.draw(&(EmptyElement::at(at) + Polygon::new(vec![(-7, -5), (7, -5), (0, 7)], style))),
-    }
-    .map_err(err)
 }
 
 /// How a defense setting is labelled in figure 11: its swept parameter as `key=value`
@@ -458,50 +535,33 @@ fn strength_label(record: &super::tables::DefenseRecord) -> String {
     text
 }
 
-/// Places each label `(point, text)` (backend pixels) next to its point without
-/// overlapping an earlier label or any marker: right above, right below, left above,
-/// left below, then further out. Returns each text with its top-left corner.
-fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)]) -> Vec<(String, (i32, i32))> {
-    let boxes_overlap = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
-    let mut taken: Vec<(i32, i32, i32, i32)> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
-    let mut out = Vec::new();
-    for ((x, y), text) in labels {
-        let (w, h) = (7 * text.chars().count() as i32, 13);
-        let candidates = [(8, -h - 2), (8, 3), (-8 - w, -h - 2), (-8 - w, 3), (8, -2 * h - 4), (8, h + 5), (-8 - w, -2 * h - 4), (-8 - w, h + 5)];
-        let corner = candidates
-            .iter()
-            .map(|(dx, dy)| (x + dx, y + dy))
-            .find(|&(cx, cy)| !taken.iter().any(|t| boxes_overlap((cx, cy, cx + w, cy + h), *t)))
-            .unwrap_or((x + 8, y - h - 2));
-        taken.push((corner.0, corner.1, corner.0 + w, corner.1 + h));
-        out.push((text.clone(), corner));
+/// The black square of an undefended model and the grey diamond of a No-KD student, in
+/// figure 11 (black is no series colour).
+fn reference_marker<DB: DrawingBackend, X, Y>(chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>, at: (f64, f64), nokd: bool) -> Drawn
+where
+    X: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+    Y: plotters::coord::ranged1d::Ranged<ValueType = f64>,
+{
+    match nokd {
+        false => chart.draw_series(std::iter::once(EmptyElement::at(at) + Rectangle::new([(-6, -6), (6, 6)], BLACK.filled()))).map(|_| ()),
+        true => chart.draw_series(std::iter::once(EmptyElement::at(at) + Polygon::new(vec![(0, -8), (8, 0), (0, 8), (-8, 0)], RGBColor(120, 120, 120).filled()))).map(|_| ()),
     }
-    out
+    .map_err(err)
 }
 
 /// (11) The defenses' trade-offs: one row per defended model's undefended twin (a KD
 /// method's student of one size, or the teacher), two panels: the best attack's AUC and
-/// the member memorization rate, each against ROUGE-L. Each defense setting is a point
-/// (colour and marker by defense, labelled by its strength), the twin a black square,
-/// the size's No-KD student a grey diamond.
+/// the member memorization rate, each against ROUGE-L. Each defense is a series (legend
+/// above), each setting a point labelled by its strength; the twin is a black square, the
+/// size's No-KD student a grey diamond.
 fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let rows = super::defenses::rows(d);
     let twins: Vec<&str> = super::data::first_seen(rows.iter().map(|r| r.twin.as_str()));
-    let defenses: Vec<String> = super::data::first_seen(rows.iter().filter_map(|r| r.record.as_ref().map(|x| x.defense.as_str()))).into_iter().map(String::from).collect();
-    let (legend, body) = root.split_vertically(36);
-    // The legend, above the panels: one entry per defense, then the references.
-    let mut x = 16i32;
-    let entries: Vec<(String, usize)> = defenses.iter().cloned().enumerate().map(|(i, n)| (n, i)).collect();
-    for (name, i) in &entries {
-        draw_marker(&legend, *i, (x + 6, 18), OKABE_ITO[i % OKABE_ITO.len()].filled())?;
-        legend.draw(&Text::new(name.clone(), (x + 18, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
-        x += 40 + 8 * name.chars().count() as i32;
-    }
-    legend.draw(&Rectangle::new([(x, 13), (x + 10, 23)], BLACK.filled())).map_err(err)?;
-    legend.draw(&Text::new("undefended", (x + 16, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
-    x += 110;
-    legend.draw(&Polygon::new(vec![(x + 5, 12), (x + 11, 18), (x + 5, 24), (x - 1, 18)], RGBColor(120, 120, 120).filled())).map_err(err)?;
-    legend.draw(&Text::new("No-KD", (x + 16, 18), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+    let entries = defense_entries(d);
+    let (w, _) = root.dim_in_pixel();
+    let (top, body) = root.split_vertically(legend_height(&entries, w, TEXT) + 30);
+    top.draw(&Text::new("defenses: leakage against utility (■ undefended, ◆ No-KD)", (w as i32 / 2, 14), centered(bold(TITLE)))).map_err(err)?;
+    legend(&top.margin(30, 0, 0, 0), &entries)?;
     let panels = body.split_evenly((twins.len().max(1), 2));
     for (g, twin) in twins.iter().enumerate() {
         let group: Vec<&super::defenses::DefenseRow> = rows.iter().filter(|r| r.twin == *twin).collect();
@@ -512,113 +572,147 @@ fn defense_tradeoffs<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dra
         });
         for (c, (what, value)) in [("best attack AUC", 0usize), ("member memorization rate", 1usize)].into_iter().enumerate() {
             let y_of = |r: &super::defenses::DefenseRow| if value == 0 { r.best.1 } else { r.mem_rate_member };
-            let mut xs: Vec<f64> = group.iter().map(|r| r.rouge_l).collect();
-            let mut ys: Vec<f64> = group.iter().map(|r| y_of(r)).collect();
-            if let Some(n) = nokd {
-                xs.push(n.2);
-                ys.push(if value == 0 { n.0 } else { n.1 });
-            }
-            let finite = |v: &Vec<f64>| v.iter().copied().filter(|x| x.is_finite()).collect::<Vec<f64>>();
-            let (xs, ys) = (finite(&xs), finite(&ys));
-            if xs.is_empty() || ys.is_empty() {
-                continue;
-            }
-            let range = |v: &[f64]| {
-                let (lo, hi) = (v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max));
-                let span = (hi - lo).max(0.02);
-                (lo - 0.12 * span, hi + 0.22 * span)
-            };
-            let ((x0, x1), (y0, y1)) = (range(&xs), range(&ys));
+            let nokd_point = nokd.map(|n| (n.2, if value == 0 { n.0 } else { n.1 })).filter(|p| p.0.is_finite() && p.1.is_finite());
+            let (x0, x1) = padded(group.iter().map(|r| r.rouge_l).chain(nokd_point.map(|p| p.0)), 0.15, 0.02);
+            let (y0, y1) = padded(group.iter().map(|r| y_of(r)).chain(nokd_point.map(|p| p.1)), 0.2, 0.02);
             let mut chart = ChartBuilder::on(&panels[g * 2 + c])
-                .caption(format!("{twin}: {what}"), font(15))
-                .margin(10)
-                .x_label_area_size(40)
-                .y_label_area_size(56)
+                .caption(format!("{twin}: {what}"), font(TEXT))
+                .margin(8)
+                .x_label_area_size(44)
+                .y_label_area_size(70)
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(err)?;
             chart
                 .configure_mesh()
                 .light_line_style(TRANSPARENT)
-                .x_desc("utility: ROUGE-L F ×100")
-                .y_desc(what)
-                .label_style(font(12))
-                .axis_desc_style(font(13))
+                .x_desc("ROUGE-L F ×100")
+                .x_labels(5)
+                .y_labels(5)
+                .label_style(font(TEXT))
+                .axis_desc_style(font(TEXT))
                 .draw()
                 .map_err(err)?;
-            if let Some(n) = nokd {
-                let y = if value == 0 { n.0 } else { n.1 };
-                if n.2.is_finite() && y.is_finite() {
-                    let grey = RGBColor(120, 120, 120);
-                    chart.draw_series(std::iter::once(EmptyElement::at((n.2, y)) + Polygon::new(vec![(0, -7), (7, 0), (0, 7), (-7, 0)], grey.filled()))).map_err(err)?;
-                }
+            if let Some(p) = nokd_point {
+                reference_marker(&mut chart, p, true)?;
             }
-            // Markers first, then their labels placed around them without overlap.
-            let mut labels: Vec<((f64, f64), String)> = Vec::new();
+            let mut labels: Vec<((i32, i32), String)> = Vec::new();
+            let mut markers: Vec<(i32, i32)> = nokd_point.map(|p| chart.backend_coord(&p)).into_iter().collect();
             for r in &group {
                 let (x, y) = (r.rouge_l, y_of(r));
                 if !(x.is_finite() && y.is_finite()) {
                     continue;
                 }
+                markers.push(chart.backend_coord(&(x, y)));
                 match &r.record {
-                    None => {
-                        chart.draw_series(std::iter::once(EmptyElement::at((x, y)) + Rectangle::new([(-6, -6), (6, 6)], BLACK.filled()))).map_err(err)?;
-                    }
+                    None => reference_marker(&mut chart, (x, y), false)?,
                     Some(record) => {
-                        let i = defenses.iter().position(|n| *n == record.defense).unwrap_or(0);
-                        draw_marker(chart.plotting_area(), i, (x, y), OKABE_ITO[i % OKABE_ITO.len()].filled())?;
-                        labels.push(((x, y), strength_label(record)));
+                        let s = entries.iter().find(|e| e.label == record.defense).map(|e| e.series).unwrap_or(series(0));
+                        draw_marker(chart.plotting_area(), s.marker, (x, y), s.color, 6)?;
+                        labels.push((chart.backend_coord(&(x, y)), strength_label(record)));
                     }
                 }
             }
-            let markers: Vec<(i32, i32)> = group.iter().filter(|r| r.rouge_l.is_finite() && y_of(r).is_finite()).map(|r| chart.backend_coord(&(r.rouge_l, y_of(r)))).collect();
-            for (text, at) in place_labels(&labels.iter().map(|(p, t)| (chart.backend_coord(p), t.clone())).collect::<Vec<_>>(), &markers) {
-                root.draw(&Text::new(text, at, font(11).pos(Pos::new(HPos::Left, VPos::Top)))).map_err(err)?;
-            }
+            labelled(root, &labels, &markers, plot_bounds(chart.plotting_area()))?;
         }
     }
     Ok(())
 }
 
-macro_rules! draw_both {
-    ($figure:ident, $data:expr, $dir:expr, $name:expr, $size:expr) => {{
+/// The defenses of a run in order of first appearance, each a series.
+fn defense_entries(d: &ReportData) -> Vec<Entry> {
+    let rows = super::defenses::rows(d);
+    let names = super::data::first_seen(rows.iter().filter_map(|r| r.record.as_ref().map(|x| x.defense.as_str())));
+    names.into_iter().enumerate().map(|(i, n)| Entry { label: n.to_string(), series: series(i), line: false, marks: true }).collect()
+}
+
+/// The bundled fonts for resvg: DejaVu Sans as the sans-serif family.
+fn font_db() -> Arc<resvg::usvg::fontdb::Database> {
+    static DB: OnceLock<Arc<resvg::usvg::fontdb::Database>> = OnceLock::new();
+    DB.get_or_init(|| {
+        let mut db = resvg::usvg::fontdb::Database::new();
+        db.load_font_data(REGULAR.to_vec());
+        db.load_font_data(BOLD.to_vec());
+        db.set_sans_serif_family("DejaVu Sans");
+        Arc::new(db)
+    })
+    .clone()
+}
+
+/// `svg` (drawn `design` units wide) sized for paper: its width and height in inches, the
+/// drawing scaled to them.
+fn paper_svg(svg: &str, column: Column) -> String {
+    let scale = column.inches() / column.design_width() as f64;
+    let Some(start) = svg.find("<svg") else { return svg.to_string() };
+    let end = start + svg[start..].find('>').unwrap_or(0);
+    let head = &svg[start..end];
+    let attr = |name: &str| -> Option<f64> {
+        let at = head.find(&format!(" {name}=\""))? + name.len() + 3;
+        head[at..].split('"').next()?.parse().ok()
+    };
+    let (Some(w), Some(h)) = (attr("width"), attr("height")) else { return svg.to_string() };
+    let sized = head
+        .replacen(&format!(" width=\"{w}\""), &format!(" width=\"{:.3}in\"", w * scale), 1)
+        .replacen(&format!(" height=\"{h}\""), &format!(" height=\"{:.3}in\"", h * scale), 1);
+    format!("{}{sized}{}", &svg[..start], &svg[end..])
+}
+
+/// The PNG of a figure's design-size `svg` at [`style::DPI`] on `column`'s paper width.
+fn rasterize(svg: &str, column: Column) -> Result<Vec<u8>, String> {
+    let options = resvg::usvg::Options { fontdb: font_db(), font_family: "DejaVu Sans".into(), ..resvg::usvg::Options::default() };
+    let tree = resvg::usvg::Tree::from_str(svg, &options).map_err(err)?;
+    let k = (style::DPI * column.inches() / column.design_width() as f64) as f32;
+    let size = tree.size();
+    let (w, h) = ((size.width() * k).round() as u32, (size.height() * k).round() as u32);
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(w, h).ok_or("a figure of no size")?;
+    pixmap.fill(resvg::tiny_skia::Color::WHITE);
+    resvg::render(&tree, resvg::tiny_skia::Transform::from_scale(k, k), &mut pixmap.as_mut());
+    pixmap.encode_png().map_err(err)
+}
+
+/// Draws `$figure` of `$data` as SVG at `$column`'s design width and `$height` units,
+/// writes `$dir/$name.svg` (sized in inches) and `$dir/$name.png` (300 dpi), and returns
+/// the paper-size SVG.
+macro_rules! draw_figure {
+    ($figure:ident, $data:expr, $dir:expr, $name:expr, $column:expr, $height:expr) => {{
+        CURRENT.with(|c| *c.borrow_mut() = $name.to_string());
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, $size).into_drawing_area();
+            let root = SVGBackend::with_string(&mut svg, ($column.design_width(), $height)).into_drawing_area();
             root.fill(&WHITE).map_err(err)?;
             $figure(&root, $data)?;
             root.present().map_err(err)?;
         }
-        let png = $dir.join(format!("{}.png", $name));
-        crate::files::write_with(&png, |tmp| {
-            let drawn = (|| {
-                let root = BitMapBackend::new(tmp, $size).into_drawing_area();
-                root.fill(&WHITE).map_err(err)?;
-                $figure(&root, $data)?;
-                root.present().map_err(err)
-            })();
-            drawn.map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .map_err(err)?;
-        crate::files::write_atomic(&$dir.join(format!("{}.svg", $name)), svg.as_bytes()).map_err(err)?;
-        svg
+        let png = rasterize(&svg, $column)?;
+        crate::files::write_atomic(&$dir.join(format!("{}.png", $name)), &png).map_err(err)?;
+        let paper = paper_svg(&svg, $column);
+        crate::files::write_atomic(&$dir.join(format!("{}.svg", $name)), paper.as_bytes()).map_err(err)?;
+        paper
     }};
 }
 
 /// What figure `name` plots and how to read it: its caption in report.html.
 pub fn caption(name: &str) -> &'static str {
     match name {
-        "fig0_privacy_vs_utility" => "Each point is one model, coloured by its role: its mean AUC over all attacks (y; 0.5 is chance) against its mean ROUGE-L F×100 on the held-out prompts (x). Up is more membership leakage, right is more utility: the better trade-offs lie down and to the right. A student near its No-KD baseline leaks no more than training on public data alone.",
-        "fig1_student_auc" => "One panel per student size. Rows are KD methods, columns attacks; each cell is that student's AUC under that attack (0.5 is chance; darker is more leakage). Read a row against the No-KD row of figure 2 to see what distillation from the teacher added.",
+        "fig0_privacy_vs_utility" => "Each point is one model, coloured and marked by its role (legend): its mean AUC over all attacks (y; 0.5 is chance) against its mean ROUGE-L F×100 on the held-out prompts (x). Up is more membership leakage, right is more utility: the better trade-offs lie down and to the right. A student near its No-KD baseline leaks no more than training on public data alone.",
+        "fig1_student_auc" => "One panel per student size, one above the other. Rows are KD methods, columns attacks; each cell is that student's AUC under that attack (0.5 is chance; darker is more leakage). Read a row against the No-KD row of figure 2 to see what distillation from the teacher added.",
         "fig2_baseline_auc" => "The teacher (fine-tuned on the members) and each size's No-KD student (trained on public data only) under every attack: the upper and lower reference points for the students of figure 1.",
-        "fig3_roc" => "One panel per model: the ROC curve of every attack on log–log axes, so that the low false-positive rates where an attack is useful in practice can be read. A curve well above the diagonal at small FPR is a strong attack; one on it is chance.",
+        "fig3_roc" => "One panel per model: the ROC curve of every attack (colour, marker and dash pattern in the legend above) on log–log axes, so that the low false-positive rates where an attack is useful in practice can be read. A curve well above the diagonal at small FPR is a strong attack; one on it is chance.",
         "fig4_auc_by_method" => "For each KD method, the mean AUC of its students over the attacks and sizes (dot) with the mean of their 95% bootstrap intervals (bar); the line is chance (0.5). Methods whose bars do not overlap leak differently; comparisons.csv has the paired tests.",
-        "fig5_blocks" => "Per-block risk: each model's MoPe AUC when only one transformer block's weights are perturbed (x: the block). A block whose perturbation separates members from non-members better holds more of what the model memorised; a flat line at 0.5 means no block stands out.",
+        "fig5_blocks" => "Per-block risk, as the paper draws it: a heatmap of models (rows) by transformer blocks (columns) with each model's MoPe AUC when only that block's weights are perturbed (values written where a cell is wide enough), and below it the teacher's AUC per block as a line. A block whose perturbation separates members from non-members better holds more of what the model memorised; a uniform row near 0.5 means no block stands out.",
         "fig6_membership_vs_memorization" => "Each point is one model: its member memorization rate (x: how much of the members' responses greedy generation reproduces, N·K denominator) against its mean AUC over attacks (y). The title gives Spearman's ρ across the models; points to the upper right leak both ways.",
         "fig7_memorization" => "Left: each model's member memorization rate (N·K denominator). Right: the member − non-member gap, the part of that rate that non-members' guessable answers do not explain. Rows are the teacher, the No-KD baselines and the KD methods; columns the student sizes.",
-        "fig9_canary_exposure" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students. A line that rises with repetitions shows the model memorising what it saw more often. (Not yet exposure in Carlini et al.'s rank sense.)",
-        "fig11_defenses" => "One row per undefended model that a defense was applied to (a KD method's student of one size, or the teacher for a training defense). Left: the best attack's AUC; right: the member memorization rate; both against utility (ROUGE-L F×100 on held-out prompts). Coloured markers are the defense settings (legend), labelled by strength; the black square is the undefended model, the grey diamond the No-KD student of the size. A defense helps where its point lies below the square at little loss of ROUGE-L; defenses.csv has the numbers and marks the best trade-offs.",
-        "fig10_seed_spread" => "One panel per attack: each model's AUC in each seed (coloured circles, with that seed's 95% bootstrap interval) and the mean over the seeds ± one standard deviation (black). Spread across seeds that exceeds the intervals is variation the one-seed intervals do not show.",
+        "fig9_canary_exposure" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students (legend above). A line that rises with repetitions shows the model memorising what it saw more often. (Not yet exposure in Carlini et al.'s rank sense.)",
+        "fig11_defenses" => "One row per undefended model that a defense was applied to (a KD method's student of one size, or the teacher for a training defense). Left: the best attack's AUC; right: the member memorization rate; both against utility (ROUGE-L F×100 on held-out prompts). Each defense has a colour and marker (legend above), each setting is labelled by its strength (and ε for DP-SGD); the black square is the undefended model, the grey diamond the No-KD student of the size. A defense helps where its point lies below the square at little loss of ROUGE-L; defenses.csv has the numbers and marks the best trade-offs.",
+        "fig10_seed_spread" => "One panel per attack: each model's AUC in each seed (a colour and marker per seed, legend above, with that seed's 95% bootstrap interval) and the mean over the seeds ± one standard deviation (black). Spread across seeds that exceeds the intervals is variation the one-seed intervals do not show.",
         _ => "",
+    }
+}
+
+/// The paper width of each figure: one column for the small ones, two for the rest.
+pub fn column(name: &str) -> Column {
+    match name {
+        "fig4_auc_by_method" => Column::One,
+        _ => Column::Two,
     }
 }
 
@@ -634,10 +728,6 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     let memorized = d.models.iter().any(|m| d.metric(&m.name, "mem_rate_member").is_finite());
     let scored_and_memorized = d.per_model_pairs("mem_rate_member").len() >= 2;
     let utility = d.per_model_pairs("rouge_l").len() >= 2;
-    let cells = d.student_sizes().len().max(1) as u32;
-    // Each size's heatmap gives every attack a column wide enough for its name.
-    let per_size = (130 + 72 * d.attacks().len() as u32).max(560);
-    let width = (per_size * cells).max(700);
     let mut add = |name: &'static str, title: String, ok: bool, why: &str, render: &mut dyn FnMut() -> Result<String, String>| -> Result<(), String> {
         if ok {
             figures.push(Figure { name, title, caption: caption(name), svg: render()? });
@@ -646,40 +736,50 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
         }
         Ok(())
     };
-    let rows = d.kd_methods().len().max(1) as u32;
+    let attacks = d.attacks();
+    let width = Column::Two.design_width();
+    let scatter_height = |roles: usize| 560 + roles as u32 / 6 * 30;
     // Utility first: a leakage number means something only for a model that learned.
     add("fig0_privacy_vs_utility", "Privacy vs utility".into(), utility, "needs attack scores and ROUGE-L for two or more models", &mut || {
-        Ok(draw_both!(privacy_vs_utility, d, dir, "fig0_privacy_vs_utility", (900, 560)))
+        Ok(draw_figure!(privacy_vs_utility, d, dir, "fig0_privacy_vs_utility", column("fig0_privacy_vs_utility"), scatter_height(5)))
     })?;
+    let sizes = d.student_sizes().len().max(1);
+    let methods = d.kd_methods().len().max(1);
     add("fig1_student_auc", "Student AUC by KD method and attack, per student size".into(), students, "no students with attack scores", &mut || {
-        Ok(draw_both!(student_heatmap, d, dir, "fig1_student_auc", (width, 140 + 56 * rows)))
+        Ok(draw_figure!(student_heatmap, d, dir, "fig1_student_auc", column("fig1_student_auc"), sizes as u32 * heatmap_height(methods, &attacks, 34)))
     })?;
+    let baseline_rows = d.baselines().count().max(1);
     add("fig2_baseline_auc", "Teacher and No-KD baseline AUC by attack".into(), baselines, "no teacher or No-KD model", &mut || {
-        Ok(draw_both!(baseline_heatmap, d, dir, "fig2_baseline_auc", (900, 260)))
+        Ok(draw_figure!(baseline_heatmap, d, dir, "fig2_baseline_auc", column("fig2_baseline_auc"), heatmap_height(baseline_rows, &attacks, 34)))
     })?;
-    let n_models = d.models_with_scores().len().max(1);
-    let grid = (n_models as f64).sqrt().ceil() as u32;
+    let (_, roc_rows) = roc_grid(d.models_with_scores().len());
+    let roc_legend = legend_height(&attack_entries(&attacks), width, TEXT);
     add("fig3_roc", "ROC curves per model (log-log)".into(), !d.scores.is_empty(), "no scores", &mut || {
-        Ok(draw_both!(roc_curves, d, dir, "fig3_roc", (330 * grid, 300 * (n_models as u32).div_ceil(grid))))
+        Ok(draw_figure!(roc_curves, d, dir, "fig3_roc", column("fig3_roc"), roc_legend + 250 * roc_rows as u32))
     })?;
     add("fig4_auc_by_method", "Mean student AUC by KD method with intervals".into(), students, "no students with attack scores", &mut || {
-        Ok(draw_both!(auc_by_method, d, dir, "fig4_auc_by_method", (900, 480)))
+        Ok(draw_figure!(auc_by_method, d, dir, "fig4_auc_by_method", column("fig4_auc_by_method"), 520))
     })?;
-    add("fig5_blocks", "Per-block risk (MoPe AUC per perturbed block)".into(), !d.blocks.is_empty(), "no blocks.csv rows", &mut || {
-        Ok(draw_both!(block_lines, d, dir, "fig5_blocks", (900, 480)))
+    let (block_model_names, max_block) = block_models(d);
+    let block_cols: Vec<String> = (0..=max_block).map(|b| b.to_string()).collect();
+    add("fig5_blocks", "Per-block risk: AUC by model and perturbed block, and the teacher's line".into(), !d.blocks.is_empty(), "no blocks.csv rows", &mut || {
+        Ok(draw_figure!(block_risk, d, dir, "fig5_blocks", column("fig5_blocks"), heatmap_height(block_model_names.len(), &block_cols, 30) + 300))
     })?;
     add("fig6_membership_vs_memorization", "Membership vs memorization across models".into(), scored_and_memorized, "needs attack scores and memorization for two or more models", &mut || {
-        Ok(draw_both!(membership_vs_memorization, d, dir, "fig6_membership_vs_memorization", (900, 560)))
+        Ok(draw_figure!(membership_vs_memorization, d, dir, "fig6_membership_vs_memorization", column("fig6_membership_vs_memorization"), scatter_height(5)))
     })?;
+    let (memorization_rows, memorization_cols) = memorization_rows(d);
     add("fig7_memorization", "Memorization: member rate and gap".into(), memorized, "no memorization results", &mut || {
-        Ok(draw_both!(memorization_heatmap, d, dir, "fig7_memorization", (1200, 140 + 56 * (rows + 2))))
+        Ok(draw_figure!(memorization_heatmap, d, dir, "fig7_memorization", column("fig7_memorization"), heatmap_height(memorization_rows.len(), &memorization_cols, 34)))
     })?;
-    add("fig9_canary_exposure", "Exposure vs canary repetition".into(), !d.canary_series().is_empty(), "no canaries in the data", &mut || {
-        Ok(draw_both!(canary_exposure, d, dir, "fig9_canary_exposure", (900, 520)))
+    let canary_entries: Vec<Entry> = d.canary_series().iter().enumerate().map(|(i, (l, _))| Entry { label: l.clone(), series: series(i), line: true, marks: true }).collect();
+    add("fig9_canary_exposure", "Canaries: log-likelihood vs repetition".into(), !canary_entries.is_empty(), "no canaries in the data", &mut || {
+        Ok(draw_figure!(canary_exposure, d, dir, "fig9_canary_exposure", column("fig9_canary_exposure"), 480 + legend_height(&canary_entries, width, TEXT)))
     })?;
     let defended = d.models.iter().filter(|m| m.role.role == Role::Defended).map(|m| super::defenses::twin_of(&m.name)).collect::<std::collections::BTreeSet<_>>().len() as u32;
+    let defense_legend = legend_height(&defense_entries(d), width, TEXT);
     add("fig11_defenses", "Defenses: leakage against utility".into(), defended > 0, "no defended models", &mut || {
-        Ok(draw_both!(defense_tradeoffs, d, dir, "fig11_defenses", (1100, 36 + 330 * defended)))
+        Ok(draw_figure!(defense_tradeoffs, d, dir, "fig11_defenses", column("fig11_defenses"), 30 + defense_legend + 330 * defended))
     })?;
     Ok((figures, skipped))
 }
@@ -692,27 +792,34 @@ struct SeedSpread<'a> {
     rows: Vec<&'a SeedRow>,
 }
 
-/// One panel per attack: every model's AUC in each seed (coloured by seed, with its 95%
+impl SeedSpread<'_> {
+    /// Each seed a series (legend), then the mean ± sd in black.
+    fn entries(&self) -> Vec<Entry> {
+        self.seeds.iter().enumerate().map(|(j, seed)| Entry { label: format!("seed {seed}"), series: series(j), line: false, marks: true }).collect()
+    }
+}
+
+/// The panel grid of the seed-spread figure: columns, rows.
+fn seed_grid(attacks: usize) -> (usize, usize) {
+    let cols = attacks.clamp(1, 2);
+    (cols, attacks.div_ceil(cols).max(1))
+}
+
+/// One panel per attack: every model's AUC in each seed (a series per seed, with its 95%
 /// bootstrap interval) and across the seeds (black: mean ± one standard deviation).
 fn seed_spread<DB: DrawingBackend>(root: &Area<DB>, s: &SeedSpread<'_>) -> Drawn {
     let (w, _) = root.dim_in_pixel();
-    let (head, body) = root.split_vertically(64);
-    let title = "AUC per seed (colour, 95% bootstrap interval) and across seeds (black: mean ± sd)";
-    head.draw(&Text::new(title, (w as i32 / 2, 18), centered(bold(17)))).map_err(err)?;
-    // The seeds' colours, as a legend strip above the panels.
-    let mut x = 24;
-    for (j, seed) in s.seeds.iter().enumerate() {
-        head.draw(&Circle::new((x, 46), 5, color(j).stroke_width(2))).map_err(err)?;
-        let label = format!("seed {seed}");
-        head.draw(&Text::new(label.clone(), (x + 10, 46), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
-        x += 24 + 9 * label.len() as i32;
-    }
-    head.draw(&Circle::new((x, 46), 5, BLACK.filled())).map_err(err)?;
-    head.draw(&Text::new("mean ± sd", (x + 10, 46), font(14).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
-    let cols = s.attacks.len().clamp(1, 3);
-    let panels = body.split_evenly((s.attacks.len().div_ceil(cols), cols));
+    let mut entries = s.entries();
+    entries.push(Entry { label: "mean ± sd".into(), series: Series { color: BLACK, ..series(0) }, line: false, marks: true });
+    let (head, body) = root.split_vertically(legend_height(&entries, w, TEXT) + 30);
+    let title = "AUC per seed (95% interval) and across seeds (black: mean ± sd)";
+    head.draw(&Text::new(title, (w as i32 / 2, 14), centered(bold(TITLE)))).map_err(err)?;
+    legend(&head.margin(30, 0, 0, 0), &entries[..entries.len() - 1])?;
+    let (cols, rows) = seed_grid(s.attacks.len());
+    let panels = body.split_evenly((rows, cols));
     let n = s.models.len();
     let y_of = |model: &str| (n - 1 - s.models.iter().position(|m| *m == model).unwrap_or(0)) as f64;
+    let label_width = 12 + s.models.iter().map(|m| style::text_width(m, TEXT)).max().unwrap_or(40) as u32;
     for (attack, panel) in s.attacks.iter().zip(panels.iter()) {
         let rows: Vec<&SeedRow> = s.rows.iter().copied().filter(|r| r.attack == *attack).collect();
         let ends = rows.iter().flat_map(|r| {
@@ -722,10 +829,11 @@ fn seed_spread<DB: DrawingBackend>(root: &Area<DB>, s: &SeedSpread<'_>) -> Drawn
         let (lo, hi) = ends.filter(|v| v.is_finite()).fold((0.45f64, 0.55f64), |(l, h), v| (l.min(v), h.max(v)));
         let names: Vec<String> = s.models.iter().map(|m| m.to_string()).collect();
         let mut chart = ChartBuilder::on(panel)
-            .caption(*attack, bold(15))
-            .margin(10)
-            .x_label_area_size(34)
-            .y_label_area_size(112)
+            .caption(*attack, font(TEXT))
+            .margin(8)
+            .margin_right(24)
+            .x_label_area_size(44)
+            .y_label_area_size(label_width)
             .build_cartesian_2d((lo - 0.02)..(hi + 0.02), -0.6f64..(n as f64 - 0.4))
             .map_err(err)?;
         chart
@@ -733,14 +841,14 @@ fn seed_spread<DB: DrawingBackend>(root: &Area<DB>, s: &SeedSpread<'_>) -> Drawn
             .disable_y_mesh()
             .light_line_style(TRANSPARENT)
             .x_desc("AUC")
-            .x_labels(5)
+            .x_labels(4)
             .y_labels(n.max(1))
             .y_label_formatter(&|y| {
                 let i = y.round();
                 if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n { names[n - 1 - i as usize].clone() } else { String::new() }
             })
-            .label_style(font(12))
-            .axis_desc_style(font(13))
+            .label_style(font(TEXT))
+            .axis_desc_style(font(TEXT))
             .draw()
             .map_err(err)?;
         chart.draw_series(LineSeries::new([(0.5, -0.6), (0.5, n as f64 - 0.4)], BLACK.mix(0.35).stroke_width(1))).map_err(err)?;
@@ -750,18 +858,19 @@ fn seed_spread<DB: DrawingBackend>(root: &Area<DB>, s: &SeedSpread<'_>) -> Drawn
             match r.seed {
                 Some(seed) => {
                     let j = s.seeds.iter().position(|x| *x == seed).unwrap_or(0);
+                    let st = series(j);
                     // Each seed a little above or below the model's line, so none hides another.
                     let y = y + 0.5 - (j as f64 + 1.0) / (k + 1.0);
                     if let Some((l, h)) = r.ci {
-                        chart.draw_series(LineSeries::new([(l, y), (h, y)], color(j).stroke_width(1))).map_err(err)?;
+                        chart.draw_series(LineSeries::new([(l, y), (h, y)], st.color.stroke_width(2))).map_err(err)?;
                     }
-                    chart.draw_series(std::iter::once(Circle::new((r.value, y), 4, color(j).stroke_width(2)))).map_err(err)?;
+                    draw_marker(chart.plotting_area(), st.marker, (r.value, y), st.color, 5)?;
                 }
                 None => {
                     if let Some(sd) = r.sd {
                         chart.draw_series(std::iter::once(ErrorBar::new_horizontal(y, r.value - sd, r.value, r.value + sd, BLACK.stroke_width(2), 8))).map_err(err)?;
                     }
-                    chart.draw_series(std::iter::once(Circle::new((r.value, y), 5, BLACK.filled()))).map_err(err)?;
+                    draw_marker(chart.plotting_area(), style::Marker::Circle, (r.value, y), BLACK, 5)?;
                 }
             }
         }
@@ -793,11 +902,11 @@ pub fn render_seed_spread(rows: &[SeedRow], dir: &Path) -> Result<Option<Figure>
         }
     }
     let spread = SeedSpread { attacks, models, seeds, rows };
-    let cols = spread.attacks.len().clamp(1, 3) as u32;
-    let grid_rows = spread.attacks.len().div_ceil(cols as usize) as u32;
-    let size = (460 * cols, 64 + grid_rows * (84 + 34 * spread.models.len() as u32));
-    let svg = draw_both!(seed_spread, &spread, dir, "fig10_seed_spread", size);
     let name = "fig10_seed_spread";
+    let (_, grid_rows) = seed_grid(spread.attacks.len());
+    let legend = legend_height(&spread.entries(), Column::Two.design_width(), TEXT);
+    let height = 30 + legend + grid_rows as u32 * (90 + 32 * spread.models.len() as u32);
+    let svg = draw_figure!(seed_spread, &spread, dir, name, column(name), height);
     Ok(Some(Figure { name, title: "AUC across seeds: each seed with its interval, and the mean ± sd".into(), caption: caption(name), svg }))
 }
 
@@ -811,5 +920,17 @@ mod tests {
         assert_eq!(colormap(1.0), RGBColor(8, 48, 107));
         assert_eq!(text_color(colormap(1.0)), WHITE);
         assert_eq!(text_color(colormap(0.0)), BLACK);
+    }
+
+    #[test]
+    fn a_paper_svg_is_sized_in_inches_and_keeps_its_drawing() {
+        let svg = "<?xml version=\"1.0\"?>\n<svg width=\"900\" height=\"450\" viewBox=\"0 0 900 450\" xmlns=\"http://www.w3.org/2000/svg\">\n<rect/></svg>";
+        let paper = paper_svg(svg, Column::Two);
+        assert!(paper.contains("<svg width=\"6.900in\" height=\"3.450in\" viewBox=\"0 0 900 450\""), "{paper}");
+        assert!(paper.ends_with("<rect/></svg>"));
+        let png = rasterize(svg, Column::Two).unwrap();
+        // The PNG header's width and height: 6.9 in and 3.45 in at 300 dpi.
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 2070);
+        assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 1035);
     }
 }

@@ -42,6 +42,7 @@ fn auc_table(h: &mut String, d: &ReportData) {
         return;
     }
     h.push_str("<h2>Leakage and utility: AUC by model and attack, beside ROUGE-L and held-out loss</h2>");
+    backs(h, &["fig0_privacy_vs_utility", "fig1_student_auc", "fig2_baseline_auc", "fig4_auc_by_method"]);
     // Each size's students share one budget; the sizes may differ.
     let mut budgets: Vec<String> = Vec::new();
     for students in d.students_by_size() {
@@ -91,13 +92,21 @@ fn auc_table(h: &mut String, d: &ReportData) {
     h.push_str("</table>");
 }
 
+/// The note under a table's heading naming the figures it backs (links to them).
+fn backs(h: &mut String, figures: &[&str]) {
+    let links: Vec<String> = figures.iter().map(|f| format!("<a href=\"#{f}\">{f}</a>")).collect();
+    let _ = write!(h, "<p class=\"note\">Backs {}.</p>", links.join(", "));
+}
+
 /// Memorization rates and ROUGE-L of every model with memorization results.
 fn memorization_table(h: &mut String, d: &ReportData) {
     let memorized: Vec<&ModelEntry> = d.models.iter().filter(|m| d.metric(&m.name, "mem_rate_member").is_finite()).collect();
     if memorized.is_empty() {
         return;
     }
-    h.push_str("<h2>Memorization and utility</h2><table><tr><th>model</th><th>member rate</th><th>non-member rate</th><th>gap</th><th>extraction (members)</th><th>member rate (per sample)</th><th>ROUGE-L</th></tr>");
+    h.push_str("<h2>Memorization and utility</h2>");
+    backs(h, &["fig6_membership_vs_memorization", "fig7_memorization"]);
+    h.push_str("<table><tr><th>model</th><th>member rate</th><th>non-member rate</th><th>gap</th><th>extraction (members)</th><th>member rate (per sample)</th><th>ROUGE-L</th></tr>");
     for m in memorized {
         let _ = write!(
             h,

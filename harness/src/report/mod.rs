@@ -8,7 +8,8 @@
 //!   seed-spread figure, the study's page);
 //! - [`render`]: loads a run directory, derives the summary and comparison rows, and has
 //!   the layer below draw and write the rest;
-//! - [`figures`] and `html`: the figures and the page, each drawn from a [`ReportData`];
+//! - [`figures`] and `html`: the figures and the page, each drawn from a [`ReportData`],
+//!   the figures in the one style of [`style`] (palette, markers, legends, paper sizes);
 //! - [`defenses`]: the defended models set against their undefended twins
 //!   (`defenses.csv`, what the privacy–utility figure of the defenses draws);
 //! - [`data`]: [`ReportData`] (a run's models and tables) with the questions asked of it,
@@ -22,6 +23,7 @@ pub mod figures;
 mod html;
 pub mod render;
 pub mod seeds;
+pub mod style;
 pub mod tables;
 
 pub use data::{Figure, ModelEntry, ReportData, Skipped};

@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn epsilon_equals_opacus_on_the_reference_table() {
-        let mut rows = 0;
+        let (mut rows, mut worst) = (0, 0f64);
         for line in REFERENCE.lines().skip(1).filter(|l| !l.trim().is_empty()) {
             let f: Vec<f64> = line.split(',').map(|x| x.trim().parse().unwrap()).collect();
             let (q, sigma, steps, delta, want_eps, want_order) = (f[0], f[1], f[2] as u64, f[3], f[4], f[5]);
@@ -143,9 +143,10 @@ mod tests {
             let rel = (eps - want_eps).abs() / want_eps;
             assert!(rel < 1e-3, "q {q}, sigma {sigma}, steps {steps}, delta {delta}: epsilon {eps} vs Opacus {want_eps} (relative {rel:.2e})");
             assert_eq!(order, want_order, "q {q}, sigma {sigma}, steps {steps}");
-            rows += 1;
+            (rows, worst) = (rows + 1, worst.max(rel));
         }
         assert!(rows >= 20, "{rows} rows");
+        eprintln!("{rows} rows: epsilon within {worst:.1e} (relative) of Opacus's, the same order each time");
     }
 
     #[test]
