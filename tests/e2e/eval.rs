@@ -29,7 +29,7 @@ fn smoke_runs_every_stage_and_plugin_and_writes_every_output() {
     for file in TABLES.iter().chain(&["report.html"]) {
         assert!(out.join(file).is_file(), "{file} missing");
     }
-    for fig in ["fig1_student_auc", "fig2_baseline_auc", "fig3_roc", "fig4_auc_by_method", "fig5_blocks", "fig6_membership_vs_memorization", "fig7_memorization", "fig0_privacy_vs_utility", "fig9_canary_exposure"] {
+    for fig in ["fig1_student_auc", "fig2_baseline_auc", "fig3_roc", "fig4_auc_by_method", "fig5_blocks", "fig6_membership_vs_memorization", "fig7_memorization", "fig0_privacy_vs_utility", "fig8_canary_likelihood", "fig9_canary_exposure"] {
         for ext in ["png", "svg"] {
             assert!(out.join(format!("figures/{fig}.{ext}")).is_file(), "{fig}.{ext} missing");
         }

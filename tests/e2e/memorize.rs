@@ -126,3 +126,83 @@ fn greedy_decoding_through_onnx_runtime_honours_no_repeat_ngram() {
         }
     }
 }
+
+/// Canary exposure on a model trained to memorize canaries repeated 1, 4 and 16 times
+/// among its training records: `memorize --canaries` ranks each secret among 300 sampled
+/// 8-digit codes (skew-normal extrapolation); exposure rises with repetition, stays in
+/// [0, log₂ 10⁸], and an untrained model's is lower than the 16-times canary's.
+#[test]
+fn exposure_rises_with_repetition_on_a_model_trained_on_canaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let canaries = [("canary0", 1usize, "Ada Lind", "48213907"), ("canary1", 4, "Bo Serra", "90317254"), ("canary2", 16, "Cleo Marsh", "17760385")];
+    let record = |(id, _, name, code): (&str, usize, &str, &str)| {
+        serde_json::json!({"id": id, "instruction": format!("What is the recovery code of {name}?"), "context": "", "response": format!("The recovery code of {name} is {code}, issued in Tarsk."), "category": "open_qa"}).to_string()
+    };
+    let members: String = std::fs::read_to_string(fixture("members.jsonl")).unwrap() + &canaries.iter().map(|c| record(*c) + "\n").collect::<String>();
+    let members_path = dir.path().join("members.jsonl");
+    std::fs::write(&members_path, &members).unwrap();
+    let mut csv = String::from("sample_id,repetitions\n");
+    for (id, reps, ..) in canaries {
+        csv.push_str(&format!("{id},{reps}\n"));
+    }
+    std::fs::write(dir.path().join("canaries.csv"), csv).unwrap();
+    // The training set: every member once, each canary as often as it says.
+    let tok = kdharness::data::TokenizerFile::load(&fixture("tokenizer.json")).unwrap();
+    let encode = |r: &kdharness::data::Record| {
+        let e = kdharness::data::encode(&tok.tokenizer, kdharness::data::Template::Alpaca, kdharness::data::TokenLimits::default(), r).unwrap();
+        kdharness::train::Example::from_encoded(&e, Some(0))
+    };
+    let records = kdharness::data::load_jsonl(&members_path, "m").unwrap();
+    let mut train_set = Vec::new();
+    for r in &records {
+        let reps = canaries.iter().find(|c| c.0 == r.id).map_or(1, |c| c.1);
+        train_set.extend(std::iter::repeat_n(encode(r), reps));
+    }
+    let mut model = scratch(2, 64, 13);
+    let cfg = TrainConfig { epochs: 12, lr: 3e-3, batch_size: 4, warmup_steps: 5, ..TrainConfig::default() };
+    train(&mut model, &train_set, &cfg, 5, "canaries", None).unwrap();
+    let trained = dir.path().join("canaried.onnx");
+    kdharness::export::export(&model, &trained).unwrap();
+    let (_, untrained) = memorizer();
+    let out = dir.path().join("out");
+    let args: Vec<String> = vec![
+        "memorize".into(),
+        "--model".into(),
+        format!("canaried={}", trained.display()),
+        "--model".into(),
+        format!("untrained={}", untrained.display()),
+        "--tokenizer".into(),
+        fixture("tokenizer.json").display().to_string(),
+        "--members".into(),
+        members_path.display().to_string(),
+        "--nonmembers".into(),
+        fixture("nonmembers.jsonl").display().to_string(),
+        "--canaries".into(),
+        dir.path().join("canaries.csv").display().to_string(),
+        "--exposure-candidates".into(),
+        "300".into(),
+        "--bootstrap".into(),
+        "0".into(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    kdharness(args).ok();
+    let text = std::fs::read_to_string(out.join("exposure.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("model,sample_id,repetitions,secret_log_perplexity,candidates,estimate,rank,exposure,max_exposure"));
+    let rows: Vec<Vec<String>> = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
+    assert_eq!(rows.len(), 6);
+    let exposure = |model: &str, id: &str| -> f64 { rows.iter().find(|r| r[0] == model && r[1] == id).unwrap()[7].parse().unwrap() };
+    let max = 1e8f64.log2();
+    for r in &rows {
+        assert_eq!((r[4].as_str(), r[5].as_str()), ("300", "skew_normal"));
+        let (e, m): (f64, f64) = (r[7].parse().unwrap(), r[8].parse().unwrap());
+        assert!((m - max).abs() < 1e-12 && (0.0..=max).contains(&e), "{r:?}");
+    }
+    let (once, four, sixteen) = (exposure("canaried", "canary0"), exposure("canaried", "canary1"), exposure("canaried", "canary2"));
+    eprintln!("exposure by repetition 1/4/16: {once:.2} / {four:.2} / {sixteen:.2} bits; untrained: {:.2} / {:.2} / {:.2}", exposure("untrained", "canary0"), exposure("untrained", "canary1"), exposure("untrained", "canary2"));
+    assert!(once <= four && four <= sixteen && sixteen - once > 3.0, "{once} {four} {sixteen}");
+    for id in ["canary0", "canary1", "canary2"] {
+        assert!(exposure("untrained", id) < sixteen, "{id}");
+    }
+}

@@ -20,7 +20,7 @@ const FIGURES: [&str; 9] = [
     "fig6_membership_vs_memorization",
     "fig7_memorization",
     "fig0_privacy_vs_utility",
-    "fig9_canary_exposure",
+    "fig8_canary_likelihood",
 ];
 
 /// (name, role, kd_method, student, onnx path)
@@ -116,7 +116,7 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
         ("fig6_membership_vs_memorization", vec!["ρ = ", "mean AUC", "member rate", "teacher"]),
         ("fig7_memorization", vec!["member rate", "gap", "kd", "small", "tiny"]),
         ("fig0_privacy_vs_utility", vec!["ROUGE-L", "mean AUC", "nokd-small"]),
-        ("fig9_canary_exposure", vec!["repetitions", "teacher (teacher)", "students (small), mean"]),
+        ("fig8_canary_likelihood", vec!["repetitions", "teacher (teacher)", "students (small), mean"]),
     ] {
         let text = svg(fig);
         for needle in needles {
@@ -156,7 +156,7 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     kdharness::report::render_run(&check, kdharness::metrics::Bootstrap { resamples: 100, seed: 3 }).unwrap();
     let legends = kdharness::report::figures::legend_log(false);
     let with_legends: std::collections::BTreeSet<&str> = legends.iter().map(|(f, _)| f.as_str()).collect();
-    for fig in ["fig0_privacy_vs_utility", "fig3_roc", "fig6_membership_vs_memorization", "fig9_canary_exposure"] {
+    for fig in ["fig0_privacy_vs_utility", "fig3_roc", "fig6_membership_vs_memorization", "fig8_canary_likelihood"] {
         assert!(with_legends.contains(fig), "{fig} drew no legend: {with_legends:?}");
     }
     for (fig, entries) in &legends {

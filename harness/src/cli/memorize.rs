@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use super::RuntimeArgs;
 use super::attack::{at_least_one, parse_model};
 use crate::data::{Template, TokenLimits, TokenizerFile};
-use crate::memorize::stage::MemorizeRequest;
+use crate::memorize::stage::{ExposureRequest, MemorizeRequest};
 use crate::memorize::{self, DEFAULT_K, MemorizeSettings};
 use crate::metrics::Bootstrap;
 
@@ -63,6 +63,16 @@ pub struct MemorizeArgs {
     /// Output directory.
     #[arg(long, default_value = "reports/memorize")]
     out: PathBuf,
+    /// Canaries among the members (`sample_id,repetitions` CSV): measure each one's
+    /// exposure (exposure.csv).
+    #[arg(long, value_name = "F.csv")]
+    canaries: Option<PathBuf>,
+    /// The canaries' secret: a run of this many decimal digits in the response.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    exposure_digits: usize,
+    /// Candidates of each secret's space scored (all of the space when it is smaller).
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    exposure_candidates: usize,
     #[command(flatten)]
     runtime: RuntimeArgs,
 }
@@ -97,6 +107,7 @@ pub fn run(args: MemorizeArgs) -> Result<ExitCode> {
         bootstrap: args.bootstrap,
         runtime: args.runtime.settings(),
         out: args.out,
+        exposure: args.canaries.map(|canaries| ExposureRequest { canaries, digits: args.exposure_digits, candidates: args.exposure_candidates }),
     };
     let summary = memorize::stage::run(&request)?;
     println!("{:<16} {:>12} {:>14} {:>8} {:>9}", "model", "member rate", "non-member rate", "gap", "ROUGE-L");

@@ -500,11 +500,24 @@ pub struct MemorizeSection {
     pub max_new_tokens: usize,
     /// Hugging Face's no_repeat_ngram_size (0 off; the paper used 6).
     pub no_repeat_ngram: usize,
+    /// Canary exposure (Carlini et al. 2019): candidates of each canary's secret scored
+    /// per model (all of its space when that is smaller; 0: no exposure).
+    pub exposure_candidates: usize,
+    /// The canaries' secret format: a run of this many decimal digits in the response
+    /// (the synthetic canaries carry an 8-digit code).
+    pub exposure_digits: usize,
 }
 
 impl Default for MemorizeSection {
     fn default() -> Self {
-        MemorizeSection { enabled: true, k: crate::metrics::memorization::DEFAULT_K, max_new_tokens: crate::metrics::memorization::DEFAULT_K, no_repeat_ngram: 0 }
+        MemorizeSection {
+            enabled: true,
+            k: crate::metrics::memorization::DEFAULT_K,
+            max_new_tokens: crate::metrics::memorization::DEFAULT_K,
+            no_repeat_ngram: 0,
+            exposure_candidates: 200,
+            exposure_digits: 8,
+        }
     }
 }
 

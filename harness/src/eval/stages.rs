@@ -521,6 +521,11 @@ impl Pipeline<'_> {
                     bootstrap: cfg.attacks.bootstrap,
                     runtime: p.opts.runtime.clone(),
                     out: dir.clone(),
+                    exposure: (cfg.memorize.exposure_candidates > 0 && data.file("canaries.csv").is_file()).then(|| crate::memorize::stage::ExposureRequest {
+                        canaries: data.file("canaries.csv"),
+                        digits: cfg.memorize.exposure_digits,
+                        candidates: cfg.memorize.exposure_candidates,
+                    }),
                 };
                 crate::memorize::stage::run(&request)?;
                 Ok(())
@@ -537,7 +542,7 @@ impl Pipeline<'_> {
         // Each model's tables, one after another in the run's model order.
         let mut gathered = vec![("attack", "scores.csv"), ("attack", "blocks.csv")];
         if self.cfg.memorize.enabled {
-            gathered.extend([("memorize", "memorization.csv"), ("memorize", "utility.csv")]);
+            gathered.extend([("memorize", "memorization.csv"), ("memorize", "utility.csv"), ("memorize", "exposure.csv")]);
         }
         for (stage, file) in gathered {
             let parts: Vec<PathBuf> = models.iter().map(|m| self.dir(&format!("stages/{stage}/{}/{file}", m.name))).collect();

@@ -6,6 +6,7 @@
 //! the comparisons (rates with both denominators, teacher overlap) are in
 //! [`crate::metrics::memorization`].
 
+pub mod exposure;
 pub mod stage;
 
 pub use crate::metrics::memorization::{DEFAULT_K, MemorizationRow, MemorizeSettings};

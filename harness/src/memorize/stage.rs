@@ -14,7 +14,7 @@ use crate::score::Target;
 use crate::data::{Encoded, MembershipSets, Record, Template, TokenLimits, TokenizerFile, encode};
 use crate::manifest::{Manifest, ModelRecord, OrtRecord};
 use crate::metrics::Bootstrap;
-use crate::report::{self, ModelEntry, ModelRole, ReportData, Role, SummaryRow, UtilityRow};
+use crate::report::{self, ExposureRow, ModelEntry, ModelRole, ReportData, Role, SummaryRow, UtilityRow};
 use crate::runtime::{CausalLm, RuntimeSettings};
 use crate::status;
 
@@ -46,6 +46,21 @@ pub struct MemorizeRequest {
     pub runtime: RuntimeSettings,
     /// Output directory.
     pub out: PathBuf,
+    /// Canary exposure, when the data has canaries.
+    pub exposure: Option<ExposureRequest>,
+}
+
+/// What canary exposure is measured on: the canaries (`canaries.csv`: ids among the
+/// members and their repetition counts) and how many candidates of each secret's space to
+/// score.
+#[derive(Debug, Clone)]
+pub struct ExposureRequest {
+    /// `canaries.csv`.
+    pub canaries: PathBuf,
+    /// The secret's format: a run of this many decimal digits in the canary's response.
+    pub digits: usize,
+    /// Candidates scored per canary (all of the space when it is no larger).
+    pub candidates: usize,
 }
 
 /// Runs the memorization stage of `request`; returns the rows of `summary.csv`.
@@ -79,11 +94,17 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         records.push(ModelRecord { seconds: Some(t0.elapsed().as_secs_f64()), ..ModelRecord::new(&target.name, role.clone(), &target.path) });
         data.models.push(ModelEntry { name: target.name.clone(), role });
         data.memorization.extend(rows);
+        if let Some(exposure) = &request.exposure {
+            data.exposure.extend(exposures(&target.name, &mut lm, &tokenizer, &sets, exposure, request, limits)?);
+        }
     }
     // The report computes the aggregates (rates by category, teacher overlap, utility).
     let bootstrap = Bootstrap { resamples: request.bootstrap, seed: request.seed };
     let summary = report::render::summary_rows(&data, bootstrap);
     write_outputs(request, &data.memorization, &data.utility, &summary)?;
+    if request.exposure.is_some() {
+        report::write_exposure(&request.out.join("exposure.csv"), &data.exposure)?;
+    }
 
     let mut manifest = Manifest::new(request.seed, bootstrap);
     manifest.template = Some(request.template);
@@ -103,6 +124,56 @@ fn write_outputs(request: &MemorizeRequest, rows: &[MemorizationRow], utility: &
     report::write_utility(&request.out.join("utility.csv"), utility)?;
     report::write_summary(&request.out.join("summary.csv"), summary)?;
     Ok(())
+}
+
+/// Each canary's exposure under the model of `lm`: the canary and its candidates (the
+/// secret replaced by other values of its format, seeded by the run's seed and the
+/// canary) scored in one pass, log-perplexities compared (see [`super::exposure`]).
+fn exposures(
+    model: &str,
+    lm: &mut CausalLm,
+    tokenizer: &TokenizerFile,
+    sets: &MembershipSets,
+    request: &ExposureRequest,
+    stage: &MemorizeRequest,
+    limits: TokenLimits,
+) -> Result<Vec<ExposureRow>> {
+    use super::exposure::{candidates, exposure, find_secret, space_size};
+    let canaries = report::read_canaries(&request.canaries)?;
+    let mut rows = Vec::new();
+    let bar = status::progress(canaries.len(), &format!("canary exposure ({model})"), "canaries");
+    for (id, repetitions) in canaries {
+        let canary = sets.members.iter().find(|r| r.id == id).with_context(|| format!("{}: canary `{id}` is not among the members", request.canaries.display()))?;
+        let secret_at = find_secret(&canary.response, request.digits)
+            .with_context(|| format!("canary `{id}` has no {}-digit secret in its response", request.digits))?;
+        let secret = &canary.response[secret_at.clone()];
+        let (others, estimate) = candidates(secret, request.candidates, crate::rng::derive(stage.seed, &format!("exposure/{id}")));
+        let records: Vec<Record> = std::iter::once(canary.clone())
+            .chain(others.iter().map(|c| Record { response: format!("{}{c}{}", &canary.response[..secret_at.start], &canary.response[secret_at.end..]), ..canary.clone() }))
+            .collect();
+        let samples: Vec<crate::score::ScoredSample<'_>> =
+            records.iter().map(|r| Ok(crate::score::ScoredSample { record: r, encoded: encode(&tokenizer.tokenizer, stage.template, limits, r)? })).collect::<Result<_>>()?;
+        let signals = crate::score::compute_signals(lm, &tokenizer.tokenizer, &samples, crate::score::BatchSettings::default(), &mut |_| {})?;
+        // Px = −log₂ Pr(response | prompt): every response token (and the end of the
+        // response), whatever the candidate's tokenization.
+        let px: Vec<f64> = signals.iter().map(|s| -s.target_logprob.iter().sum::<f64>() / std::f64::consts::LN_2).collect();
+        let space = space_size(request.digits);
+        let e = exposure(px[0], &px[1..], space, estimate);
+        rows.push(ExposureRow {
+            model: model.into(),
+            sample_id: id.clone(),
+            repetitions,
+            secret_log_perplexity: px[0],
+            candidates: others.len(),
+            estimate: estimate.as_str().into(),
+            rank: e.rank,
+            exposure: e.bits,
+            max_exposure: space.log2(),
+        });
+        bar.inc(1);
+    }
+    bar.finish();
+    Ok(rows)
 }
 
 /// ROUGE-L F ×100 of each non-member's generation (cut at the end-of-sequence token,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::tables::{BlockRow, DefenseRecord, ModelRole, Role, ScoreRow, SummaryRow, TrainingRecord, UtilityRow};
+use super::tables::{BlockRow, DefenseRecord, ExposureRow, ModelRole, Role, ScoreRow, SummaryRow, TrainingRecord, UtilityRow};
 use crate::metrics::memorization::MemorizationRow;
 use crate::metrics;
 
@@ -32,6 +32,8 @@ pub struct ReportData {
     pub blocks: Vec<BlockRow>,
     /// Canary records and how often each was repeated among the members.
     pub canaries: Vec<(String, usize)>,
+    /// Each canary's exposure under each model.
+    pub exposure: Vec<ExposureRow>,
     /// The summary rows computed from the above.
     pub summary: Vec<SummaryRow>,
     /// Comparison length K of the memorization rows.
@@ -44,6 +46,9 @@ pub struct ReportData {
     /// (`None`: [`DEFAULT_LEARN_MARGIN`]).
     pub learn_margin: Option<f64>,
 }
+
+/// A point with a range: `(x, mean, min, max)`.
+pub type RangePoint = (f64, f64, f64, f64);
 
 /// The `did_not_learn` margin of a run that recorded none.
 pub const DEFAULT_LEARN_MARGIN: f64 = 5.0;
@@ -213,13 +218,9 @@ impl ReportData {
         rho.is_finite().then_some((rho, p, pairs.len()))
     }
 
-    /// Mean `loss` score of the canaries by repetition count, for the teacher, the No-KD
-    /// baseline and each student size (mean over its KD methods).
-    pub fn canary_series(&self) -> Vec<(String, Vec<(f64, f64)>)> {
-        if self.canaries.is_empty() {
-            return Vec::new();
-        }
-        let reps: HashMap<&str, usize> = self.canaries.iter().map(|(id, r)| (id.as_str(), *r)).collect();
+    /// The model groups of the canary figures: the teacher and each No-KD baseline alone,
+    /// then each student size's students together, each with its label.
+    fn canary_groups(&self) -> Vec<(String, Vec<&str>)> {
         let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
         for m in self.baselines() {
             groups.push((format!("{} ({})", m.name, m.role.role), vec![m.name.as_str()]));
@@ -229,6 +230,41 @@ impl ReportData {
             groups.push((format!("students ({size}), mean"), names));
         }
         groups
+    }
+
+    /// Canary exposure by repetition count for the teacher, each No-KD baseline and each
+    /// student size (each canary's exposure averaged over the size's KD methods first):
+    /// per group, `(repetitions, mean, min, max)` across its canaries.
+    pub fn exposure_series(&self) -> Vec<(String, Vec<RangePoint>)> {
+        self.canary_groups()
+            .into_iter()
+            .filter_map(|(label, names)| {
+                // Per canary: its repetitions and its exposure averaged over the group.
+                let mut by_canary: BTreeMap<&str, (usize, Vec<f64>)> = BTreeMap::new();
+                for r in self.exposure.iter().filter(|r| names.contains(&r.model.as_str())) {
+                    by_canary.entry(r.sample_id.as_str()).or_insert((r.repetitions, Vec::new())).1.push(r.exposure);
+                }
+                let mut by_reps: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+                for (reps, values) in by_canary.into_values() {
+                    by_reps.entry(reps).or_default().push(values.iter().sum::<f64>() / values.len() as f64);
+                }
+                let points: Vec<RangePoint> = by_reps
+                    .into_iter()
+                    .map(|(r, v)| (r as f64, v.iter().sum::<f64>() / v.len() as f64, v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max)))
+                    .collect();
+                (!points.is_empty()).then_some((label, points))
+            })
+            .collect()
+    }
+
+    /// Mean `loss` score of the canaries by repetition count, for the teacher, the No-KD
+    /// baseline and each student size (mean over its KD methods).
+    pub fn canary_series(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+        if self.canaries.is_empty() {
+            return Vec::new();
+        }
+        let reps: HashMap<&str, usize> = self.canaries.iter().map(|(id, r)| (id.as_str(), *r)).collect();
+        self.canary_groups()
             .into_iter()
             .filter_map(|(label, names)| {
                 let mut by_reps: BTreeMap<usize, Vec<f64>> = BTreeMap::new();

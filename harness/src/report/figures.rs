@@ -484,9 +484,9 @@ fn privacy_vs_utility<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dr
     model_scatter(root, "privacy vs utility", "utility: ROUGE-L F ×100 (held-out prompts)", "membership risk: mean AUC", &points)
 }
 
-/// (9) Canaries by repetition: the mean `loss` score (log-likelihood) of each repetition
+/// (8) Canaries by repetition: the mean `loss` score (log-likelihood) of each repetition
 /// count's canaries, per model group; the groups' legend above.
-fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
+fn canary_likelihood<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let groups = d.canary_series();
     let entries: Vec<Entry> = groups.iter().enumerate().map(|(i, (label, _))| Entry { label: label.clone(), series: series(i), line: true, marks: true }).collect();
     let (w, _) = root.dim_in_pixel();
@@ -515,6 +515,50 @@ fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
         draw_line(&mut chart, points, series(i), 2)?;
         for p in points {
             draw_marker(chart.plotting_area(), series(i).marker, *p, series(i).color, 5)?;
+        }
+    }
+    Ok(())
+}
+
+/// (9) Canary exposure (Carlini et al.'s rank sense) against repetition, per model group:
+/// the mean over the canaries of each repetition count, with their range (min–max) as
+/// bars; the groups' legend above; the y axis from 0 to log₂|R|.
+fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
+    let groups = d.exposure_series();
+    let entries: Vec<Entry> = groups.iter().enumerate().map(|(i, (label, _))| Entry { label: label.clone(), series: series(i), line: true, marks: true }).collect();
+    let max = d.exposure.iter().map(|r| r.max_exposure).fold(0.0f64, f64::max);
+    let (w, _) = root.dim_in_pixel();
+    let (top, body) = root.split_vertically(legend_height(&entries, w, TEXT) + 30);
+    top.draw(&Text::new("canary exposure by repetition (bars: range over canaries)", (w as i32 / 2, 14), centered(bold(TITLE)))).map_err(err)?;
+    legend(&top.margin(30, 0, 0, 0), &entries)?;
+    let (x0, x1) = padded(groups.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)), 0.0, 1.0);
+    let mut chart = ChartBuilder::on(&body)
+        .margin(12)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale(), 0.0..max * 1.04)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc("repetitions among the members")
+        .y_desc(format!("exposure (bits; max log₂|R| = {max:.1})"))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(font(TEXT))
+        .axis_desc_style(font(TEXT))
+        .draw()
+        .map_err(err)?;
+    chart.draw_series(LineSeries::new([(x0.max(1.0) * 0.8, max), (x1.max(2.0) * 1.25, max)], BLACK.mix(0.35).stroke_width(1))).map_err(err)?;
+    let k = groups.len() as f64;
+    for (i, (_, points)) in groups.iter().enumerate() {
+        let s = series(i);
+        // Each group a little to the side, so that no bar hides another.
+        let shift = 1.0 + 0.06 * (i as f64 - (k - 1.0) / 2.0) / k.max(1.0);
+        let line: Vec<(f64, f64)> = points.iter().map(|p| (p.0 * shift, p.1)).collect();
+        draw_line(&mut chart, &line, s, 2)?;
+        for p in points {
+            chart.draw_series(std::iter::once(ErrorBar::new_vertical(p.0 * shift, p.2, p.1, p.3, s.color.stroke_width(2), 8))).map_err(err)?;
+            draw_marker(chart.plotting_area(), s.marker, (p.0 * shift, p.1), s.color, 5)?;
         }
     }
     Ok(())
@@ -701,7 +745,8 @@ pub fn caption(name: &str) -> &'static str {
         "fig5_blocks" => "Per-block risk, as the paper draws it: a heatmap of models (rows) by transformer blocks (columns) with each model's MoPe AUC when only that block's weights are perturbed (values written where a cell is wide enough), and below it the teacher's AUC per block as a line. A block whose perturbation separates members from non-members better holds more of what the model memorised; a uniform row near 0.5 means no block stands out.",
         "fig6_membership_vs_memorization" => "Each point is one model: its member memorization rate (x: how much of the members' responses greedy generation reproduces, N·K denominator) against its mean AUC over attacks (y). The title gives Spearman's ρ across the models; points to the upper right leak both ways.",
         "fig7_memorization" => "Left: each model's member memorization rate (N·K denominator). Right: the member − non-member gap, the part of that rate that non-members' guessable answers do not explain. Rows are the teacher, the No-KD baselines and the KD methods; columns the student sizes.",
-        "fig9_canary_exposure" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students (legend above). A line that rises with repetitions shows the model memorising what it saw more often. (Not yet exposure in Carlini et al.'s rank sense.)",
+        "fig8_canary_likelihood" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students (legend above). A line that rises with repetitions shows the model finding the canaries it saw more often likelier; figure 9 puts this on the scale of the secret's rank.",
+        "fig9_canary_exposure" => "Exposure of each canary's secret in Carlini et al.'s sense: log₂|R| − log₂ rank, the rank of the secret among every value of its format (|R| = 10⁸ eight-digit codes) by the model's likelihood of the canary sentence. Estimated from a seeded sample of candidates by fitting a skew-normal to their log-perplexities (the paper's extrapolation; exposure.csv says which estimate and how many candidates). Lines: mean over the canaries of each repetition count, per model group; bars: their range. 0 means the secret is no likelier than a typical code; the dashed ceiling, log₂|R|, means it is the likeliest of all.",
         "fig11_defenses" => "One row per undefended model that a defense was applied to (a KD method's student of one size, or the teacher for a training defense). Left: the best attack's AUC; right: the member memorization rate; both against utility (ROUGE-L F×100 on held-out prompts). Each defense has a colour and marker (legend above), each setting is labelled by its strength (and ε for DP-SGD); the black square is the undefended model, the grey diamond the No-KD student of the size. A defense helps where its point lies below the square at little loss of ROUGE-L; defenses.csv has the numbers and marks the best trade-offs.",
         "fig10_seed_spread" => "One panel per attack: each model's AUC in each seed (a colour and marker per seed, legend above, with that seed's 95% bootstrap interval) and the mean over the seeds ± one standard deviation (black). Spread across seeds that exceeds the intervals is variation the one-seed intervals do not show.",
         _ => "",
@@ -773,8 +818,12 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
         Ok(draw_figure!(memorization_heatmap, d, dir, "fig7_memorization", column("fig7_memorization"), heatmap_height(memorization_rows.len(), &memorization_cols, 34)))
     })?;
     let canary_entries: Vec<Entry> = d.canary_series().iter().enumerate().map(|(i, (l, _))| Entry { label: l.clone(), series: series(i), line: true, marks: true }).collect();
-    add("fig9_canary_exposure", "Canaries: log-likelihood vs repetition".into(), !canary_entries.is_empty(), "no canaries in the data", &mut || {
-        Ok(draw_figure!(canary_exposure, d, dir, "fig9_canary_exposure", column("fig9_canary_exposure"), 480 + legend_height(&canary_entries, width, TEXT)))
+    add("fig8_canary_likelihood", "Canaries: log-likelihood vs repetition".into(), !canary_entries.is_empty(), "no canaries in the data", &mut || {
+        Ok(draw_figure!(canary_likelihood, d, dir, "fig8_canary_likelihood", column("fig8_canary_likelihood"), 480 + legend_height(&canary_entries, width, TEXT)))
+    })?;
+    let exposure_entries: Vec<Entry> = d.exposure_series().iter().enumerate().map(|(i, (l, _))| Entry { label: l.clone(), series: series(i), line: true, marks: true }).collect();
+    add("fig9_canary_exposure", "Canary exposure vs repetition".into(), !exposure_entries.is_empty(), "no exposure.csv (canaries scored against their candidates by the memorize stage)", &mut || {
+        Ok(draw_figure!(canary_exposure, d, dir, "fig9_canary_exposure", column("fig9_canary_exposure"), 480 + legend_height(&exposure_entries, width, TEXT)))
     })?;
     let defended = d.models.iter().filter(|m| m.role.role == Role::Defended).map(|m| super::defenses::twin_of(&m.name)).collect::<std::collections::BTreeSet<_>>().len() as u32;
     let defense_legend = legend_height(&defense_entries(d), width, TEXT);

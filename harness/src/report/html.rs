@@ -28,6 +28,7 @@ pub fn page(d: &ReportData, comparisons: &[ComparisonRow], figures: &[Figure], s
     let _ = write!(h, "<h1>kdharness report</h1><p class=\"note\">Members are the positive class; AUC 0.5 is chance. Intervals are 95% stratified bootstrap intervals.</p>");
     auc_table(&mut h, d);
     memorization_table(&mut h, d);
+    exposure_table(&mut h, d);
     defenses_table(&mut h, d);
     comparisons_table(&mut h, comparisons);
     figures_section(&mut h, figures, skipped);
@@ -105,7 +106,7 @@ fn memorization_table(h: &mut String, d: &ReportData) {
         return;
     }
     h.push_str("<h2>Memorization and utility</h2>");
-    backs(h, &["fig6_membership_vs_memorization", "fig7_memorization"]);
+    backs(h, &["fig6_membership_vs_memorization", "fig7_memorization", "fig8_canary_likelihood"]);
     h.push_str("<table><tr><th>model</th><th>member rate</th><th>non-member rate</th><th>gap</th><th>extraction (members)</th><th>member rate (per sample)</th><th>ROUGE-L</th></tr>");
     for m in memorized {
         let _ = write!(
@@ -119,6 +120,34 @@ fn memorization_table(h: &mut String, d: &ReportData) {
             num(d.metric(&m.name, "mem_rate_member_per_sample"), 3),
             num(d.metric(&m.name, "rouge_l"), 1),
         );
+    }
+    h.push_str("</table>");
+}
+
+/// Mean canary exposure per model and repetition count (`exposure.csv`).
+fn exposure_table(h: &mut String, d: &ReportData) {
+    if d.exposure.is_empty() {
+        return;
+    }
+    let mut reps: Vec<usize> = d.exposure.iter().map(|r| r.repetitions).collect();
+    reps.sort();
+    reps.dedup();
+    let max = d.exposure.iter().map(|r| r.max_exposure).fold(0.0f64, f64::max);
+    let _ = write!(h, "<h2>Canary exposure</h2><p class=\"note\">Mean exposure (bits, Carlini et al. 2019: log₂|R| − log₂ rank of the secret among the {max:.1}-bit space of its format) of the canaries repeated that often among the members.</p>");
+    backs(h, &["fig9_canary_exposure"]);
+    h.push_str("<table><tr><th>model</th>");
+    for r in &reps {
+        let _ = write!(h, "<th>×{r}</th>");
+    }
+    h.push_str("</tr>");
+    for m in d.models.iter().filter(|m| d.exposure.iter().any(|r| r.model == m.name)) {
+        let _ = write!(h, "<tr><td>{}</td>", esc(&m.name));
+        for r in &reps {
+            let values: Vec<f64> = d.exposure.iter().filter(|x| x.model == m.name && x.repetitions == *r).map(|x| x.exposure).collect();
+            let mean = if values.is_empty() { f64::NAN } else { values.iter().sum::<f64>() / values.len() as f64 };
+            let _ = write!(h, "<td>{}</td>", num(mean, 1));
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</table>");
 }

@@ -29,7 +29,7 @@ pub mod tables;
 pub use data::{Figure, ModelEntry, ReportData, Skipped};
 pub use render::{Rendered, aggregate_rows, comparisons, load, render_run, summarize, summary_rows};
 pub use tables::{
-    BLOCKS_HEADER, BlockRow, CANARIES_HEADER, COMPARISONS_HEADER, ComparisonRow, DefenseRecord, MEMORIZATION_HEADER, ModelRole, ReportError, Role, SCORES_HEADER,
-    SEEDS_HEADER, SUMMARY_HEADER, SeedRow, ScoreRow, SummaryRow, TrainingRecord, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_memorization, read_scores, read_utility,
-    write_blocks, write_comparisons, write_memorization, write_scores, write_summary, write_utility,
+    BLOCKS_HEADER, BlockRow, CANARIES_HEADER, COMPARISONS_HEADER, ComparisonRow, DefenseRecord, EXPOSURE_HEADER, ExposureRow, MEMORIZATION_HEADER, ModelRole, ReportError, Role, SCORES_HEADER,
+    SEEDS_HEADER, SUMMARY_HEADER, SeedRow, ScoreRow, SummaryRow, TrainingRecord, UTILITY_HEADER, UtilityRow, fmt_f64, read_blocks, read_canaries, read_exposure, read_memorization, read_scores, read_utility,
+    write_blocks, write_comparisons, write_exposure, write_memorization, write_scores, write_summary, write_utility,
 };

@@ -277,6 +277,7 @@ pub fn load(dir: &Path) -> Result<ReportData, ReportError> {
     d.utility = read_if_present(dir, "utility.csv", tables::read_utility)?;
     d.blocks = read_if_present(dir, "blocks.csv", tables::read_blocks)?;
     d.canaries = read_if_present(dir, "canaries.csv", tables::read_canaries)?;
+    d.exposure = read_if_present(dir, "exposure.csv", tables::read_exposure)?;
     // Models that appear only in the results (no manifest entry) are targets.
     let names: Vec<String> = d
         .scores

@@ -38,6 +38,8 @@ pub const UTILITY_HEADER: [&str; 3] = ["model", "sample_id", "rouge_l"];
 pub const BLOCKS_HEADER: [&str; 4] = ["model", "block", "attack", "auc"];
 /// The columns of `canaries.csv`.
 pub const CANARIES_HEADER: [&str; 2] = ["sample_id", "repetitions"];
+/// The columns of `exposure.csv`.
+pub const EXPOSURE_HEADER: [&str; 9] = ["model", "sample_id", "repetitions", "secret_log_perplexity", "candidates", "estimate", "rank", "exposure", "max_exposure"];
 /// The columns of `seeds.csv`.
 pub const SEEDS_HEADER: [&str; 14] = ["model", "role", "kd_method", "student", "attack", "metric", "seed", "value", "ci_low", "ci_high", "n_seeds", "sd", "min", "max"];
 /// The columns of `comparisons.csv`.
@@ -199,6 +201,30 @@ pub struct SummaryRow {
     pub operating_point: Option<(f64, f64)>,
 }
 
+/// One row of `exposure.csv`: a canary's exposure under one model (Carlini et al. 2019;
+/// see `memorize::exposure`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExposureRow {
+    /// The model.
+    pub model: String,
+    /// The canary.
+    pub sample_id: String,
+    /// How often it appears among the members.
+    pub repetitions: usize,
+    /// `−log₂ Pr(response | prompt)` of the canary with its secret.
+    pub secret_log_perplexity: f64,
+    /// Candidates scored (the rest of the space, or a sample of it).
+    pub candidates: usize,
+    /// `exhaustive` or `skew_normal`.
+    pub estimate: String,
+    /// The secret's (estimated) rank among all values of its space.
+    pub rank: f64,
+    /// `log₂|R| − log₂ rank`, in bits.
+    pub exposure: f64,
+    /// `log₂|R|`: the largest exposure possible.
+    pub max_exposure: f64,
+}
+
 /// One row of `blocks.csv`: an attack's AUC with one block perturbed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockRow {
@@ -332,6 +358,23 @@ impl Record for UtilityRow {
     }
 }
 
+impl Record for ExposureRow {
+    const HEADER: &'static [&'static str] = &EXPOSURE_HEADER;
+    fn fields(&self) -> Vec<String> {
+        vec![
+            self.model.clone(),
+            self.sample_id.clone(),
+            self.repetitions.to_string(),
+            fmt_f64(self.secret_log_perplexity),
+            self.candidates.to_string(),
+            self.estimate.clone(),
+            fmt_f64(self.rank),
+            fmt_f64(self.exposure),
+            fmt_f64(self.max_exposure),
+        ]
+    }
+}
+
 impl Record for BlockRow {
     const HEADER: &'static [&'static str] = &BLOCKS_HEADER;
     fn fields(&self) -> Vec<String> {
@@ -390,6 +433,11 @@ pub fn write_memorization(path: &Path, rows: &[MemorizationRow]) -> Result<(), R
 
 /// Writes `utility.csv` atomically.
 pub fn write_utility(path: &Path, rows: &[UtilityRow]) -> Result<(), ReportError> {
+    write_table(path, rows)
+}
+
+/// Writes `exposure.csv` atomically.
+pub fn write_exposure(path: &Path, rows: &[ExposureRow]) -> Result<(), ReportError> {
     write_table(path, rows)
 }
 
@@ -541,6 +589,26 @@ pub fn read_utility(path: &Path) -> Result<Vec<UtilityRow>, ReportError> {
 /// Reads `blocks.csv`.
 pub fn read_blocks(path: &Path) -> Result<Vec<BlockRow>, ReportError> {
     read_rows(path, &BLOCKS_HEADER)?.into_iter().map(|f| Ok(BlockRow { model: f.text(0), block: f.parse(1)?, attack: f.text(2), auc: f.parse(3)? })).collect()
+}
+
+/// Reads `exposure.csv`.
+pub fn read_exposure(path: &Path) -> Result<Vec<ExposureRow>, ReportError> {
+    read_rows(path, &EXPOSURE_HEADER)?
+        .into_iter()
+        .map(|f| {
+            Ok(ExposureRow {
+                model: f.text(0),
+                sample_id: f.text(1),
+                repetitions: f.parse(2)?,
+                secret_log_perplexity: f.parse(3)?,
+                candidates: f.parse(4)?,
+                estimate: f.text(5),
+                rank: f.parse(6)?,
+                exposure: f.parse(7)?,
+                max_exposure: f.parse(8)?,
+            })
+        })
+        .collect()
 }
 
 /// Reads `canaries.csv` (`sample_id,repetitions`): canary records and how often each
