@@ -183,6 +183,11 @@ impl Pipeline<'_> {
             return Ok(Vec::new());
         }
         let sets = self.public_split(data)?;
+        // Each size's start, once (its stage is done by now: this only reads its marker).
+        let mut size_inits = Vec::new();
+        for size in &cfg.students {
+            size_inits.push(self.size_init(data, size, &sets.0, &sets.1)?);
+        }
         let mut models = Vec::new();
         for variant in &variants {
             let own_teacher = match variant.trains_teacher {
@@ -192,11 +197,10 @@ impl Pipeline<'_> {
             models.extend(own_teacher.clone());
             let from = own_teacher.as_ref().unwrap_or(teacher);
             let mut teacher_model: Option<Model> = None;
-            for size in &cfg.students {
-                let size_init = self.size_init(data, size, &sets.0, &sets.1)?;
+            for (size, size_init) in cfg.students.iter().zip(&size_inits) {
                 let of_size: Vec<RunModel> = students.iter().filter(|m| m.role.student == size.name).cloned().collect();
                 for method in &variant.methods {
-                    let start = self.start(size, method, &size_init, &of_size)?;
+                    let start = self.start(size, method, size_init, &of_size)?;
                     models.push(self.student(data, from, &mut teacher_model, size, method, &start, Some(variant), &sets)?);
                 }
             }

@@ -81,6 +81,11 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         .map(|(r, member)| Ok((r, member, encode(&tokenizer.tokenizer, request.template, limits, r)?)))
         .collect::<Result<_>>()?;
     let (runtime, session) = request.runtime.open()?;
+    // The canaries of exposure, read once for every model.
+    let canaries = match &request.exposure {
+        Some(e) => report::read_canaries(&e.canaries)?,
+        None => Vec::new(),
+    };
     let mut data = ReportData { k: request.settings.k, ..Default::default() };
     let mut records = Vec::new();
     for target in &request.models {
@@ -95,7 +100,7 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         data.models.push(ModelEntry { name: target.name.clone(), role });
         data.memorization.extend(rows);
         if let Some(exposure) = &request.exposure {
-            data.exposure.extend(exposures(&target.name, &mut lm, &tokenizer, &sets, exposure, request, limits)?);
+            data.exposure.extend(exposures(&target.name, &mut lm, &tokenizer, &sets, &canaries, exposure, request, limits)?);
         }
     }
     // The report computes the aggregates (rates by category, teacher overlap, utility).
@@ -129,20 +134,21 @@ fn write_outputs(request: &MemorizeRequest, rows: &[MemorizationRow], utility: &
 /// Each canary's exposure under the model of `lm`: the canary and its candidates (the
 /// secret replaced by other values of its format, seeded by the run's seed and the
 /// canary) scored in one pass, log-perplexities compared (see [`super::exposure`]).
+#[allow(clippy::too_many_arguments)]
 fn exposures(
     model: &str,
     lm: &mut CausalLm,
     tokenizer: &TokenizerFile,
     sets: &MembershipSets,
+    canaries: &[(String, usize)],
     request: &ExposureRequest,
     stage: &MemorizeRequest,
     limits: TokenLimits,
 ) -> Result<Vec<ExposureRow>> {
     use super::exposure::{candidates, exposure, find_secret, space_size};
-    let canaries = report::read_canaries(&request.canaries)?;
     let mut rows = Vec::new();
     let bar = status::progress(canaries.len(), &format!("canary exposure ({model})"), "canaries");
-    for (id, repetitions) in canaries {
+    for (id, repetitions) in canaries.iter().cloned() {
         let canary = sets.members.iter().find(|r| r.id == id).with_context(|| format!("{}: canary `{id}` is not among the members", request.canaries.display()))?;
         let secret_at = find_secret(&canary.response, request.digits)
             .with_context(|| format!("canary `{id}` has no {}-digit secret in its response", request.digits))?;

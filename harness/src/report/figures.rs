@@ -322,7 +322,7 @@ fn block_risk<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
         }
     }
     let (lo, hi) = padded(d.blocks.iter().map(|b| b.auc), 0.0, 0.1);
-    let (w, h) = root.dim_in_pixel();
+    let (_, h) = root.dim_in_pixel();
     let line_height = 300.min(h as i32 / 2);
     let (top, bottom) = root.split_vertically(h as i32 - line_height);
     heatmap(&top, "per-block risk: MoPe AUC with one block perturbed", &models, &blocks, &values, (lo.min(0.45), hi.max(0.55)), "AUC")?;
@@ -333,7 +333,6 @@ fn block_risk<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
         return Ok(());
     }
     let (y0, y1) = padded(points.iter().map(|p| p.1).chain([0.5]), 0.1, 0.05);
-    let _ = w;
     let mut chart = ChartBuilder::on(&bottom)
         .caption(format!("{teacher}: AUC per perturbed block"), font(TEXT))
         .margin(10)
