@@ -208,10 +208,13 @@ fn baseline_heatmap<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Draw
     heatmap(root, "teacher and No-KD baselines: AUC", &rows, &attacks, &values, (0.4, 1.0), "AUC")
 }
 
-/// The ROC figure's panel grid: columns, rows.
-fn roc_grid(models: usize) -> (usize, usize) {
-    let cols = models.clamp(1, 4);
-    (cols, models.div_ceil(cols).max(1))
+/// The ROC figure's panel grid (columns, rows): up to four panels a row, fewer where the
+/// longest model name would not fit over its panel.
+fn roc_grid(models: &[String]) -> (usize, usize) {
+    let title = models.iter().map(|m| style::text_width(m, TEXT)).max().unwrap_or(0) + 24;
+    let fits = (style::DESIGN_WIDTH as i32 / title.max(1)).max(1) as usize;
+    let cols = models.len().min(4).min(fits).max(1);
+    (cols, models.len().div_ceil(cols).max(1))
 }
 
 /// The attacks' legend entries (lines).
@@ -228,7 +231,7 @@ fn roc_curves<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let (w, _) = root.dim_in_pixel();
     let (top, body) = root.split_vertically(legend_height(&entries, w, TEXT));
     legend(&top, &entries)?;
-    let (cols, rows) = roc_grid(models.len());
+    let (cols, rows) = roc_grid(&models);
     let panels = body.split_evenly((rows, cols));
     for (panel, model) in panels.iter().zip(&models) {
         let mut chart = ChartBuilder::on(panel)
@@ -262,39 +265,45 @@ fn roc_curves<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     Ok(())
 }
 
-/// (4) Mean student AUC by KD method (over attacks and sizes) with interval bars.
+/// (4) Mean student AUC by KD method (over attacks and sizes) with interval bars: one
+/// row per method, so that the names read horizontally at one column's width.
 fn auc_by_method<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     let by_method = d.mean_auc_by_method();
     let n = by_method.len();
     let lo = by_method.iter().map(|(_, _, l, _)| *l).fold(0.5f64, f64::min) - 0.02;
     let hi = by_method.iter().map(|(_, _, _, h)| *h).fold(0.55f64, f64::max) + 0.02;
     let names: Vec<String> = by_method.iter().map(|(m, ..)| m.clone()).collect();
+    let name_width = names.iter().map(|m| style::text_width(m, TEXT)).max().unwrap_or(30) as u32 + 16;
+    // The first method on top.
+    let row = |i: usize| (n - 1 - i) as f64;
     let mut chart = ChartBuilder::on(root)
         .caption("mean student AUC by KD method", bold(TITLE))
         .margin(10)
-        .x_label_area_size(48)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), lo..hi)
+        .margin_right(24)
+        .x_label_area_size(64)
+        .y_label_area_size(name_width)
+        .build_cartesian_2d(lo..hi, -0.5f64..(n as f64 - 0.5))
         .map_err(err)?;
     chart
         .configure_mesh()
         .light_line_style(TRANSPARENT)
-        .disable_x_mesh()
-        .x_labels(n.max(1))
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 { names.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+        .disable_y_mesh()
+        .x_labels(5)
+        .y_labels(n.max(1))
+        .y_label_formatter(&|y| {
+            let i = y.round();
+            if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n { names[n - 1 - i as usize].clone() } else { String::new() }
         })
-        .y_desc("AUC (bars: mean 95% interval)")
+        .x_desc("AUC (bars: mean 95% interval)")
         .label_style(font(TEXT))
         .axis_desc_style(font(TEXT))
         .draw()
         .map_err(err)?;
-    chart.draw_series(LineSeries::new([(-0.5, 0.5), (n as f64 - 0.5, 0.5)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
+    chart.draw_series(LineSeries::new([(0.5, -0.5), (0.5, n as f64 - 0.5)], BLACK.mix(0.4).stroke_width(1))).map_err(err)?;
     for (i, (_, mean, l, h)) in by_method.iter().enumerate() {
-        let x = i as f64;
-        chart.draw_series(std::iter::once(ErrorBar::new_vertical(x, *l, *mean, *h, BLACK.stroke_width(2), 12))).map_err(err)?;
-        chart.draw_series(std::iter::once(Circle::new((x, *mean), 6, BLACK.filled()))).map_err(err)?;
+        let y = row(i);
+        chart.draw_series(std::iter::once(ErrorBar::new_horizontal(y, *l, *mean, *h, BLACK.stroke_width(2), 12))).map_err(err)?;
+        chart.draw_series(std::iter::once(Circle::new((*mean, y), 6, BLACK.filled()))).map_err(err)?;
     }
     Ok(())
 }
@@ -796,13 +805,15 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     add("fig2_baseline_auc", "Teacher and No-KD baseline AUC by attack".into(), baselines, "no teacher or No-KD model", &mut || {
         Ok(draw_figure!(baseline_heatmap, d, dir, "fig2_baseline_auc", column("fig2_baseline_auc"), heatmap_height(baseline_rows, &attacks, 34)))
     })?;
-    let (_, roc_rows) = roc_grid(d.models_with_scores().len());
+    let (roc_cols, roc_rows) = roc_grid(&d.models_with_scores());
+    // Panels about as tall as wide, within limits.
+    let roc_row = (width / roc_cols as u32).clamp(250, 330);
     let roc_legend = legend_height(&attack_entries(&attacks), width, TEXT);
     add("fig3_roc", "ROC curves per model (log-log)".into(), !d.scores.is_empty(), "no scores", &mut || {
-        Ok(draw_figure!(roc_curves, d, dir, "fig3_roc", column("fig3_roc"), roc_legend + 250 * roc_rows as u32))
+        Ok(draw_figure!(roc_curves, d, dir, "fig3_roc", column("fig3_roc"), roc_legend + roc_row * roc_rows as u32))
     })?;
     add("fig4_auc_by_method", "Mean student AUC by KD method with intervals".into(), students, "no students with attack scores", &mut || {
-        Ok(draw_figure!(auc_by_method, d, dir, "fig4_auc_by_method", column("fig4_auc_by_method"), 520))
+        Ok(draw_figure!(auc_by_method, d, dir, "fig4_auc_by_method", column("fig4_auc_by_method"), 170 + 56 * methods as u32))
     })?;
     let (block_model_names, max_block) = block_models(d);
     let block_cols: Vec<String> = (0..=max_block).map(|b| b.to_string()).collect();
