@@ -87,8 +87,13 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     std::fs::write(run.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
     std::fs::write(run.join("canaries.csv"), "sample_id,repetitions\nm0,1\nm1,2\nm2,4\nm3,8\n").unwrap();
 
+    // A drawing left by an earlier render of a figure this run has no data for (no
+    // defended models here) is removed, not left to pass for a current one.
+    std::fs::create_dir_all(run.join("figures")).unwrap();
+    std::fs::write(run.join("figures/fig11_defenses.png"), b"an older drawing").unwrap();
     let first = kdharness(["report".to_string(), run.display().to_string()]);
     first.ok();
+    assert!(!run.join("figures/fig11_defenses.png").exists(), "a stale figure stayed");
     let read = |f: &str| std::fs::read_to_string(run.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     let summary = read("summary.csv");
     for metric in ["auc", "tpr_at_fpr_0.01", "mem_rate_member", "mem_gap", "rouge_l", "teacher_overlap_0.5"] {
@@ -191,4 +196,66 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     kdharness(["report".to_string(), run.display().to_string()]).ok();
     let after: Vec<String> = ["summary.csv", "comparisons.csv", "figures/fig1_student_auc.svg", "report.html"].iter().map(|f| read(f)).collect();
     assert!(before == after, "re-rendering changed the outputs");
+}
+
+/// Copies the results of `from` (its files, as a clean checkout has them: no models, no
+/// stage records) into `to`, all but the rendered report.html.
+fn copy_results(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if entry.file_type().unwrap().is_file() && name != "report.html" && name != ".lock" {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+/// Every committed report, rendered again from its tables: its tables and page (with every
+/// figure drawn inline) are the committed ones, so the reports are up to date with the
+/// drawing code; no two series of any figure
+/// share a colour and a marker or dash pattern, and every figure has a caption. Between
+/// them the reports draw every figure with a legend but the seed spread (a unit test).
+#[test]
+fn every_committed_report_is_current_told_apart_and_captioned() {
+    let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut drawn = std::collections::BTreeSet::new();
+    for report in ["example", "defenses", "smollm2-lite"] {
+        let committed = reports.join(report);
+        let run = tmp.path().join(report);
+        copy_results(&committed, &run);
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap();
+        let bootstrap = kdharness::metrics::Bootstrap { resamples: manifest["bootstrap"]["resamples"].as_u64().unwrap() as usize, seed: manifest["bootstrap"]["seed"].as_u64().unwrap() };
+        kdharness::report::figures::legend_log(true);
+        kdharness::report::render_run(&run, bootstrap).unwrap();
+        let legends = kdharness::report::figures::legend_log(false);
+        for (fig, entries) in &legends {
+            drawn.insert(fig.clone());
+            for (i, (a, sa)) in entries.iter().enumerate() {
+                for (b, sb) in &entries[..i] {
+                    assert!(sa.color != sb.color || (sa.marker != sb.marker && sa.dash != sb.dash), "{report}/{fig}: `{a}` and `{b}` look alike");
+                }
+            }
+        }
+        for table in ["summary.csv", "comparisons.csv"] {
+            assert!(std::fs::read(run.join(table)).unwrap() == std::fs::read(committed.join(table)).unwrap(), "reports/{report}/{table} is stale");
+        }
+        let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+        // The page holds every figure's drawing inline: the same page, the same figures.
+        assert!(html == std::fs::read_to_string(committed.join("report.html")).unwrap(), "reports/{report}/report.html is stale: run `kdharness report reports/{report}`");
+        let mut figures = 0;
+        for figure in html.split("<figure id=\"").skip(1) {
+            let name = figure.split('"').next().unwrap();
+            let caption = figure.split("<figcaption>").nth(1).and_then(|c| c.split("</figcaption>").next()).unwrap_or_else(|| panic!("{report}: {name} has no caption"));
+            assert!(caption.split("</b>").nth(1).unwrap_or_default().trim().len() > 100, "{report}: {name}'s caption says too little");
+            assert!(committed.join(format!("figures/{name}.png")).is_file(), "reports/{report}/figures/{name}.png is not committed");
+            figures += 1;
+        }
+        let pngs = std::fs::read_dir(committed.join("figures")).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png")).count();
+        assert_eq!(figures, pngs, "{report}: every committed figure is in report.html");
+    }
+    for fig in ["fig0_privacy_vs_utility", "fig3_roc", "fig6_membership_vs_memorization", "fig8_canary_likelihood", "fig9_canary_exposure", "fig11_defenses"] {
+        assert!(drawn.contains(fig), "no committed report drew {fig}'s legend: {drawn:?}");
+    }
 }

@@ -134,10 +134,8 @@ fn heatmap<DB: DrawingBackend>(
 ) -> Drawn {
     let (w, h) = area.dim_in_pixel();
     let (w, h) = (w as i32, h as i32);
-    let left = 14 + rows.iter().map(|r| style::text_width(r, TEXT)).max().unwrap_or(40);
-    let bottom = 16 + cols.iter().map(|c| style::text_width(c, TEXT)).max().unwrap_or(30);
-    let (top, right) = (40, 96);
-    let cell_w = ((w - left - right) / cols.len().max(1) as i32).max(1);
+    let HeatmapLayout { left, cell_w, bottom, upright } = HeatmapLayout::new(w as u32, rows, cols);
+    let top = HEATMAP_TOP;
     let cell_h = ((h - top - bottom) / rows.len().max(1) as i32).max(1);
     area.draw(&Text::new(title.to_string(), (w / 2, 16), centered(bold(TITLE)))).map_err(err)?;
     for (r, row) in rows.iter().enumerate() {
@@ -150,17 +148,23 @@ fn heatmap<DB: DrawingBackend>(
             area.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], fill.filled())).map_err(err)?;
             area.draw(&Rectangle::new([(x0, y0), (x0 + cell_w, y0 + cell_h)], WHITE.stroke_width(1))).map_err(err)?;
             let label = if v.is_finite() { two_decimals(v) } else { "–".into() };
-            // Values only where they fit: a cell narrower than its text stays a colour.
-            if style::text_width(&label, TEXT) <= cell_w - 2 && cell_h >= TEXT as i32 {
-                area.draw(&Text::new(label, (x0 + cell_w / 2, y0 + cell_h / 2), centered(font(TEXT)).color(&text_color(fill)))).map_err(err)?;
+            // Values across the cell where they fit, else upwards in a tall enough cell;
+            // a cell too small for its text either way stays a colour.
+            let (text, centre) = (style::text_width(&label, TEXT), (x0 + cell_w / 2, y0 + cell_h / 2));
+            if text <= cell_w - 2 && cell_h >= TEXT as i32 {
+                area.draw(&Text::new(label, centre, centered(font(TEXT)).color(&text_color(fill)))).map_err(err)?;
+            } else if text <= cell_h - 4 && cell_w >= TEXT as i32 {
+                let ink = text_color(fill);
+                let upwards = font(TEXT).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Center, VPos::Center)).color(&ink);
+                area.draw(&Text::new(label, centre, upwards)).map_err(err)?;
             }
         }
     }
     let grid_bottom = top + rows.len() as i32 * cell_h;
     for (c, col) in cols.iter().enumerate() {
         let x = left + c as i32 * cell_w + cell_w / 2;
-        let upwards = font(TEXT).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center));
-        area.draw(&Text::new(col.clone(), (x, grid_bottom + 8), upwards)).map_err(err)?;
+        let style = if upright { font(TEXT).transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center)) } else { font(TEXT).pos(Pos::new(HPos::Center, VPos::Top)) };
+        area.draw(&Text::new(col.clone(), (x, grid_bottom + 8), style)).map_err(err)?;
     }
     // Colour bar.
     let bar_x = left + cols.len() as i32 * cell_w + 14;
@@ -168,21 +172,58 @@ fn heatmap<DB: DrawingBackend>(
     for i in 0..steps {
         let t = i as f64 / (steps - 1) as f64;
         let y1 = grid_bottom - ((grid_bottom - top) as f64 * t) as i32;
-        let y0 = grid_bottom - ((grid_bottom - top) as f64 * (t + 1.0 / steps as f64)) as i32;
-        area.draw(&Rectangle::new([(bar_x, y0), (bar_x + 14, y1)], colormap(t).filled())).map_err(err)?;
+        // Each step overlaps the next by a unit, so that no seam shows between them.
+        let y0 = grid_bottom - ((grid_bottom - top) as f64 * (t + 1.0 / steps as f64)) as i32 - 1;
+        area.draw(&Rectangle::new([(bar_x, y0.max(top)), (bar_x + 14, y1)], colormap(t).filled())).map_err(err)?;
     }
-    for t in [0.0, 0.5, 1.0] {
+    // The end labels inside the bar's span, so that its title above never meets them.
+    for (t, v_pos) in [(0.0, VPos::Bottom), (0.5, VPos::Center), (1.0, VPos::Top)] {
         let y = grid_bottom - ((grid_bottom - top) as f64 * t) as i32;
         let v = range.0 + t * (range.1 - range.0);
-        area.draw(&Text::new(two_decimals(v), (bar_x + 18, y), font(TEXT).pos(Pos::new(HPos::Left, VPos::Center)))).map_err(err)?;
+        area.draw(&Text::new(two_decimals(v), (bar_x + 18, y), font(TEXT).pos(Pos::new(HPos::Left, v_pos)))).map_err(err)?;
     }
-    area.draw(&Text::new(value_label.to_string(), (bar_x + 7, top - 12), centered(font(TEXT)))).map_err(err)?;
+    area.draw(&Text::new(value_label.to_string(), (bar_x + 7, top - 4), font(TEXT).pos(Pos::new(HPos::Center, VPos::Bottom)))).map_err(err)?;
     Ok(())
 }
 
-/// The height of a heatmap of `rows` rows of `cell` units under `cols` labels.
-fn heatmap_height(rows: usize, cols: &[String], cell: u32) -> u32 {
-    40 + rows as u32 * cell + 16 + cols.iter().map(|c| style::text_width(c, TEXT) as u32).max().unwrap_or(30)
+/// A heatmap's space above the cells: its title, and below it the colour bar's label.
+const HEATMAP_TOP: i32 = 52;
+
+/// Where a heatmap's parts go in a panel `width` units wide: the row labels' margin, the
+/// cells' width, and the column labels' space below the cells, written across their
+/// cells where they fit and upwards where they do not.
+struct HeatmapLayout {
+    left: i32,
+    cell_w: i32,
+    bottom: i32,
+    upright: bool,
+}
+
+impl HeatmapLayout {
+    fn new(width: u32, rows: &[String], cols: &[String]) -> Self {
+        // The colour bar and its labels to the right of the cells.
+        const RIGHT: i32 = 96;
+        let left = 14 + rows.iter().map(|r| style::text_width(r, TEXT)).max().unwrap_or(40);
+        let cell_w = ((width as i32 - left - RIGHT) / cols.len().max(1) as i32).max(1);
+        let widest = cols.iter().map(|c| style::text_width(c, TEXT)).max().unwrap_or(30);
+        let upright = widest > cell_w - 6;
+        let bottom = if upright { 16 + widest } else { 16 + TEXT as i32 };
+        Self { left, cell_w, bottom, upright }
+    }
+
+    /// The height of the heatmap with `rows` rows of at least `cell` units: taller where
+    /// the cells are too narrow for a value across them, so that it fits upwards.
+    fn height(&self, rows: usize, cell: u32) -> u32 {
+        let value = style::text_width("0.00", TEXT);
+        let cell = if value <= self.cell_w - 2 { cell } else { cell.max(value as u32 + 8) };
+        (HEATMAP_TOP + self.bottom) as u32 + rows as u32 * cell
+    }
+}
+
+/// The height of a heatmap of `rows` labels by `cols` labels in a panel `width` units wide,
+/// at least `cell` units a row.
+fn heatmap_height(width: u32, rows: &[String], cols: &[String], cell: u32) -> u32 {
+    HeatmapLayout::new(width, rows, cols).height(rows.len().max(1), cell)
 }
 
 /// (1) Student AUC, KD method × attack, one panel per student size (stacked).
@@ -319,6 +360,9 @@ fn block_models(d: &ReportData) -> (Vec<String>, usize) {
     (models, d.blocks.iter().map(|b| b.block).max().unwrap_or(0))
 }
 
+/// The height of the per-block figure's line plot under its heatmap.
+const BLOCK_LINE_HEIGHT: u32 = 300;
+
 /// (5) Per-block risk: a heatmap of models × blocks with the AUC in the cells (as the
 /// paper draws it), and the teacher's AUC per block as a line below.
 fn block_risk<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
@@ -332,8 +376,7 @@ fn block_risk<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
     }
     let (lo, hi) = padded(d.blocks.iter().map(|b| b.auc), 0.0, 0.1);
     let (_, h) = root.dim_in_pixel();
-    let line_height = 300.min(h as i32 / 2);
-    let (top, bottom) = root.split_vertically(h as i32 - line_height);
+    let (top, bottom) = root.split_vertically(h as i32 - BLOCK_LINE_HEIGHT as i32);
     heatmap(&top, "per-block risk: MoPe AUC with one block perturbed", &models, &blocks, &values, (lo.min(0.45), hi.max(0.55)), "AUC")?;
     let teacher = d.models.iter().find(|m| m.role.role == Role::Teacher).map(|m| m.name.as_str()).unwrap_or("teacher");
     let mut points: Vec<(f64, f64)> = d.blocks.iter().filter(|b| b.model == teacher).map(|b| (b.block as f64, b.auc)).collect();
@@ -492,6 +535,15 @@ fn privacy_vs_utility<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dr
     model_scatter(root, "privacy vs utility", "utility: ROUGE-L F ×100 (held-out prompts)", "membership risk: mean AUC", &points)
 }
 
+/// The repetition counts (`xs`, the points' x) that there are points at: figures 8 and 9 mark those alone on
+/// their log axis (not the 3, 5, 6, 7 of a decade's default ticks).
+fn repetition_counts(xs: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut counts: Vec<f64> = xs.collect();
+    counts.sort_by(f64::total_cmp);
+    counts.dedup();
+    counts
+}
+
 /// (8) Canaries by repetition: the mean `loss` score (log-likelihood) of each repetition
 /// count's canaries, per model group; the groups' legend above.
 fn canary_likelihood<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn {
@@ -507,7 +559,7 @@ fn canary_likelihood<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Dra
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(72)
-        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale(), y0..y1)
+        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale().with_key_points(repetition_counts(groups.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)))), y0..y1)
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -544,7 +596,7 @@ fn canary_exposure<DB: DrawingBackend>(root: &Area<DB>, d: &ReportData) -> Drawn
         .margin(12)
         .x_label_area_size(48)
         .y_label_area_size(72)
-        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale(), 0.0..max * 1.04)
+        .build_cartesian_2d((x0.max(1.0) * 0.8..x1.max(2.0) * 1.25).log_scale().with_key_points(repetition_counts(groups.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)))), 0.0..max * 1.04)
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -754,7 +806,7 @@ pub fn caption(name: &str) -> &'static str {
         "fig6_membership_vs_memorization" => "Each point is one model: its member memorization rate (x: how much of the members' responses greedy generation reproduces, N·K denominator) against its mean AUC over attacks (y). The title gives Spearman's ρ across the models; points to the upper right leak both ways.",
         "fig7_memorization" => "Left: each model's member memorization rate (N·K denominator). Right: the member − non-member gap, the part of that rate that non-members' guessable answers do not explain. Rows are the teacher, the No-KD baselines and the KD methods; columns the student sizes.",
         "fig8_canary_likelihood" => "Canaries planted 1, 2, 4 and 8 times among the members: the mean log-likelihood (loss-attack score) of each repetition count's canaries under the teacher, each No-KD baseline and, averaged, each size's students (legend above). A line that rises with repetitions shows the model finding the canaries it saw more often likelier; figure 9 puts this on the scale of the secret's rank.",
-        "fig9_canary_exposure" => "Exposure of each canary's secret in Carlini et al.'s sense: log₂|R| − log₂ rank, the rank of the secret among every value of its format (|R| = 10⁸ eight-digit codes) by the model's likelihood of the canary sentence. Estimated from a seeded sample of candidates by fitting a skew-normal to their log-perplexities (the paper's extrapolation; exposure.csv says which estimate and how many candidates). Lines: mean over the canaries of each repetition count, per model group; bars: their range. 0 means the secret is no likelier than a typical code; the dashed ceiling, log₂|R|, means it is the likeliest of all.",
+        "fig9_canary_exposure" => "Exposure of each canary's secret in Carlini et al.'s sense: log₂|R| − log₂ rank, the rank of the secret among every value R of its format (10⁸ codes for the default eight digits; the y axis gives log₂|R|) by the model's likelihood of the canary sentence. Estimated from a seeded sample of candidates by fitting a skew-normal to their log-perplexities (the paper's extrapolation; exposure.csv says which estimate and how many candidates). Lines: mean over the canaries of each repetition count, per model group; bars: their range. 0 means the secret is no likelier than a typical code; the grey line at the top, log₂|R|, means it is the likeliest of all.",
         "fig11_defenses" => "One row per undefended model that a defense was applied to (a KD method's student of one size, or the teacher for a training defense). Left: the best attack's AUC; right: the member memorization rate; both against utility (ROUGE-L F×100 on held-out prompts). Each defense has a colour and marker (legend above), each setting is labelled by its strength (and ε for DP-SGD); the black square is the undefended model, the grey diamond the No-KD student of the size. A defense helps where its point lies below the square at little loss of ROUGE-L; defenses.csv has the numbers and marks the best trade-offs.",
         "fig10_seed_spread" => "One panel per attack: each model's AUC in each seed (a colour and marker per seed, legend above, with that seed's 95% bootstrap interval) and the mean over the seeds ± one standard deviation (black). Spread across seeds that exceeds the intervals is variation the one-seed intervals do not show.",
         _ => "",
@@ -785,6 +837,14 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
         if ok {
             figures.push(Figure { name, title, caption: caption(name), svg: render()? });
         } else {
+            // A figure this run has no data for: an older drawing of it must not stay
+            // beside the new ones as if it were current.
+            for ext in ["png", "svg"] {
+                let stale = dir.join(format!("{name}.{ext}"));
+                if stale.is_file() {
+                    std::fs::remove_file(&stale).map_err(err)?;
+                }
+            }
             skipped.push((name, why.to_string()));
         }
         Ok(())
@@ -799,11 +859,11 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     let sizes = d.student_sizes().len().max(1);
     let methods = d.kd_methods().len().max(1);
     add("fig1_student_auc", "Student AUC by KD method and attack, per student size".into(), students, "no students with attack scores", &mut || {
-        Ok(draw_figure!(student_heatmap, d, dir, "fig1_student_auc", column("fig1_student_auc"), sizes as u32 * heatmap_height(methods, &attacks, 34)))
+        Ok(draw_figure!(student_heatmap, d, dir, "fig1_student_auc", column("fig1_student_auc"), sizes as u32 * heatmap_height(width, &d.kd_methods(), &attacks, 34)))
     })?;
-    let baseline_rows = d.baselines().count().max(1);
+    let baseline_rows: Vec<String> = d.baselines().map(|m| m.name.clone()).collect();
     add("fig2_baseline_auc", "Teacher and No-KD baseline AUC by attack".into(), baselines, "no teacher or No-KD model", &mut || {
-        Ok(draw_figure!(baseline_heatmap, d, dir, "fig2_baseline_auc", column("fig2_baseline_auc"), heatmap_height(baseline_rows, &attacks, 34)))
+        Ok(draw_figure!(baseline_heatmap, d, dir, "fig2_baseline_auc", column("fig2_baseline_auc"), heatmap_height(width, &baseline_rows, &attacks, 34)))
     })?;
     let (roc_cols, roc_rows) = roc_grid(&d.models_with_scores());
     // Panels about as tall as wide, within limits.
@@ -818,14 +878,14 @@ pub fn render_all(d: &ReportData, dir: &Path) -> Result<(Vec<Figure>, Vec<Skippe
     let (block_model_names, max_block) = block_models(d);
     let block_cols: Vec<String> = (0..=max_block).map(|b| b.to_string()).collect();
     add("fig5_blocks", "Per-block risk: AUC by model and perturbed block, and the teacher's line".into(), !d.blocks.is_empty(), "no blocks.csv rows", &mut || {
-        Ok(draw_figure!(block_risk, d, dir, "fig5_blocks", column("fig5_blocks"), heatmap_height(block_model_names.len(), &block_cols, 30) + 300))
+        Ok(draw_figure!(block_risk, d, dir, "fig5_blocks", column("fig5_blocks"), heatmap_height(width, &block_model_names, &block_cols, 30) + BLOCK_LINE_HEIGHT))
     })?;
     add("fig6_membership_vs_memorization", "Membership vs memorization across models".into(), scored_and_memorized, "needs attack scores and memorization for two or more models", &mut || {
         Ok(draw_figure!(membership_vs_memorization, d, dir, "fig6_membership_vs_memorization", column("fig6_membership_vs_memorization"), scatter_height(5)))
     })?;
     let (memorization_rows, memorization_cols) = memorization_rows(d);
     add("fig7_memorization", "Memorization: member rate and gap".into(), memorized, "no memorization results", &mut || {
-        Ok(draw_figure!(memorization_heatmap, d, dir, "fig7_memorization", column("fig7_memorization"), heatmap_height(memorization_rows.len(), &memorization_cols, 34)))
+        Ok(draw_figure!(memorization_heatmap, d, dir, "fig7_memorization", column("fig7_memorization"), heatmap_height(width / 2, &memorization_rows.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), &memorization_cols, 34)))
     })?;
     let canary_entries: Vec<Entry> = d.canary_series().iter().enumerate().map(|(i, (l, _))| Entry { label: l.clone(), series: series(i), line: true, marks: true }).collect();
     add("fig8_canary_likelihood", "Canaries: log-likelihood vs repetition".into(), !canary_entries.is_empty(), "no canaries in the data", &mut || {
@@ -979,6 +1039,42 @@ mod tests {
         assert_eq!(colormap(1.0), RGBColor(8, 48, 107));
         assert_eq!(text_color(colormap(1.0)), WHITE);
         assert_eq!(text_color(colormap(0.0)), BLACK);
+    }
+
+    #[test]
+    fn the_seed_spread_tells_ten_seeds_apart() {
+        // More seeds than colours: the eighth onwards differ by marker and dash.
+        let row = |model: &str, seed: Option<u64>, value: f64| SeedRow {
+            model: model.into(),
+            role: Default::default(),
+            attack: "loss".into(),
+            metric: "auc".into(),
+            seed,
+            value,
+            ci: seed.map(|_| (value - 0.05, value + 0.05)),
+            n_seeds: if seed.is_some() { 1 } else { 10 },
+            sd: seed.is_none().then_some(0.02),
+            range: seed.is_none().then_some((0.5, 0.7)),
+        };
+        let mut rows = Vec::new();
+        for model in ["teacher", "kd-small"] {
+            rows.extend((0..10).map(|s| row(model, Some(s), 0.5 + 0.02 * s as f64)));
+            rows.push(row(model, None, 0.6));
+        }
+        let dir = std::env::temp_dir().join(format!("kdh-seed-spread-{}", std::process::id()));
+        legend_log(true);
+        let figure = render_seed_spread(&rows, &dir).unwrap().unwrap();
+        let legends = legend_log(false);
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(figure.svg.contains("seed 9"), "every seed in the legend");
+        let [(name, entries)] = legends.as_slice() else { panic!("one legend: {legends:?}") };
+        assert_eq!(name, "fig10_seed_spread");
+        assert!(entries.len() >= 10, "{entries:?}");
+        for (i, (a, sa)) in entries.iter().enumerate() {
+            for (b, sb) in &entries[..i] {
+                assert!(sa.color != sb.color || (sa.marker != sb.marker && sa.dash != sb.dash), "`{a}` and `{b}` look alike");
+            }
+        }
     }
 
     #[test]
