@@ -456,13 +456,8 @@ fn plot_bounds<DB: DrawingBackend, CT: plotters::coord::CoordTranslate>(area: &D
 fn labelled<DB: DrawingBackend>(root: &Area<DB>, labels: &[((i32, i32), String)], markers: &[(i32, i32)], bounds: (i32, i32, i32, i32)) -> Drawn {
     for (&((px, py), _), (text, (x, y))) in labels.iter().zip(place_labels(labels, markers, TEXT, bounds)) {
         let (w, h) = (style::text_width(&text, TEXT), TEXT as i32 + 2);
-        // The nearest point of the label's box to the marker.
-        let (nx, ny) = (px.clamp(x, x + w), py.clamp(y, y + h));
-        let (dx, dy) = ((nx - px) as f64, (ny - py) as f64);
-        let distance = (dx * dx + dy * dy).sqrt();
-        if distance > 12.0 {
-            let start = (px + (dx * 8.0 / distance) as i32, py + (dy * 8.0 / distance) as i32);
-            root.draw(&PathElement::new(vec![start, (nx, ny)], RGBColor(110, 110, 110).stroke_width(1))).map_err(err)?;
+        if let Some((start, end)) = style::leader((px, py), (x, y, x + w, y + h)) {
+            root.draw(&PathElement::new(vec![start, end], RGBColor(110, 110, 110).stroke_width(1))).map_err(err)?;
         }
         root.draw(&Text::new(text, (x, y), font(TEXT).pos(Pos::new(HPos::Left, VPos::Top)))).map_err(err)?;
     }

@@ -223,38 +223,233 @@ pub fn text_width(text: &str, font_size: u32) -> i32 {
     (text.chars().count() as f64 * font_size as f64 * 0.52).ceil() as i32
 }
 
-/// Places each label `(point, text)` (backend pixels) next to its point without
-/// overlapping an earlier label or any marker, inside `bounds` (left, top, right, bottom):
-/// right above, right below, left above, left below its point, else the nearest free
-/// place on rings further out (the caller draws a leader line to those). Returns each
-/// text with its top-left corner.
+/// A box in backend pixels: left, top, right, bottom.
+type Box = (i32, i32, i32, i32);
+
+/// The leader line from a marker at `point` to its label's box `b` (from just outside the
+/// marker to the nearest point of the box), or `None` when the label sits beside it.
+pub fn leader(point: (i32, i32), b: Box) -> Option<((i32, i32), (i32, i32))> {
+    let (px, py) = point;
+    let (nx, ny) = (px.clamp(b.0, b.2), py.clamp(b.1, b.3));
+    let (dx, dy) = ((nx - px) as f64, (ny - py) as f64);
+    let distance = (dx * dx + dy * dy).sqrt();
+    (distance > 12.0).then(|| ((px + (dx * 8.0 / distance) as i32, py + (dy * 8.0 / distance) as i32), (nx, ny)))
+}
+
+/// Whether segments `a` and `b` cross (touching ends do not count).
+fn segments_cross(a: ((i32, i32), (i32, i32)), b: ((i32, i32), (i32, i32))) -> bool {
+    let turn = |p: (i32, i32), q: (i32, i32), r: (i32, i32)| ((q.0 - p.0) as i64 * (r.1 - p.1) as i64 - (q.1 - p.1) as i64 * (r.0 - p.0) as i64).signum();
+    turn(a.0, a.1, b.0) * turn(a.0, a.1, b.1) < 0 && turn(b.0, b.1, a.0) * turn(b.0, b.1, a.1) < 0
+}
+
+/// Whether segment `s` passes through the inside of box `b`.
+fn segment_enters(s: ((i32, i32), (i32, i32)), b: Box) -> bool {
+    let inside = |(x, y): (i32, i32)| b.0 < x && x < b.2 && b.1 < y && y < b.3;
+    let edges = [((b.0, b.1), (b.2, b.1)), ((b.2, b.1), (b.2, b.3)), ((b.2, b.3), (b.0, b.3)), ((b.0, b.3), (b.0, b.1))];
+    inside(s.0) || inside(s.1) || edges.iter().any(|&e| segments_cross(s, e))
+}
+
+/// Markers nearer each other than this (backend pixels) form a cluster, whose labels go
+/// into callout columns.
+const CLUSTER: i32 = 40;
+
+/// Places each label `(point, text)` (backend pixels) inside `bounds` (left, top, right,
+/// bottom) and returns each text with its top-left corner. The label of a point with no
+/// other marker within [`CLUSTER`] goes beside it (right above, right below, left above,
+/// left below) where it overlaps no other label and no marker and sits nearer its own
+/// marker than any other. The labels of clustered points, and of those with no such room,
+/// go into callout columns, one each side of the cluster, in the order of
+/// their points' heights, so that their [`leader`] lines run side by side; a label that no
+/// column can take is placed on rings around its point (see [`place_in_order`]).
 pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_size: u32, bounds: (i32, i32, i32, i32)) -> Vec<(String, (i32, i32))> {
-    let boxes_overlap = |a: (i32, i32, i32, i32), b: (i32, i32, i32, i32)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
-    let mut taken: Vec<(i32, i32, i32, i32)> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
-    let mut out = Vec::new();
-    for ((x, y), text) in labels {
+    let overlap = |a: Box, b: Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    let marker_boxes: Vec<Box> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
+    let inside = |b: Box| b.0 >= bounds.0 && b.1 >= bounds.1 && b.2 <= bounds.2 && b.3 <= bounds.3;
+    let h = font_size as i32 + 2;
+    let width = |i: usize| text_width(&labels[i].1, font_size);
+    let mut placed: Vec<Option<Box>> = vec![None; labels.len()];
+    // Beside the point, for the points with no other marker close by: inside a cluster a
+    // label beside one point would stand as near to the next, and the cluster's leader
+    // lines would cross it.
+    let crowded = |p: (i32, i32)| markers.iter().any(|m| *m != p && (m.0 - p.0).pow(2) + (m.1 - p.1).pow(2) < CLUSTER * CLUSTER);
+    for i in (0..labels.len()).filter(|&i| !crowded(labels[i].0)) {
+        let ((x, y), w) = (labels[i].0, width(i));
+        let own = (x - 7, y - 7, x + 7, y + 7);
+        let beside = [(x + 8, y - h - 2), (x + 8, y + 3), (x - 8 - w, y - h - 2), (x - 8 - w, y + 3)].map(|(bx, by)| (bx, by, bx + w, by + h));
+        placed[i] = beside.into_iter().find(|&b| {
+            inside(b)
+                && !placed.iter().flatten().chain(&marker_boxes).any(|t| overlap(b, *t))
+                && marker_boxes.iter().filter(|m| **m != own).all(|m| !overlap(b, (m.0 - 10, m.1 - 10, m.2 + 10, m.3 + 10)))
+        });
+    }
+    // Callout columns for the rest: those left of the rest's middle to the left, the others
+    // to the right, each column moved outwards until it overlaps nothing.
+    let rest: Vec<usize> = (0..labels.len()).filter(|&i| placed[i].is_none()).collect();
+    if !rest.is_empty() {
+        let mut xs: Vec<i32> = rest.iter().map(|&i| labels[i].0.0).collect();
+        xs.sort();
+        let middle = xs[xs.len() / 2];
+        // The left column first; what it cannot take (no room inside the bounds) joins
+        // the right one, and what that cannot take tries the left once more.
+        let mut carried: Vec<usize> = Vec::new();
+        for (pass, right) in [false, true, false].into_iter().enumerate() {
+            let mut side: Vec<usize> = if pass == 2 { Vec::new() } else { rest.iter().copied().filter(|&i| (labels[i].0.0 >= middle) == right).collect() };
+            side.append(&mut carried);
+            if side.is_empty() {
+                continue;
+            }
+            side.sort_by_key(|&i| labels[i].0.1);
+            let total = side.len() as i32 * (h + 2);
+            if total > bounds.3 - bounds.1 {
+                carried = side;
+                continue;
+            }
+            let slots = |side: &[usize], edge: i32, top: i32| -> Vec<Box> {
+                side.iter()
+                    .enumerate()
+                    .map(|(k, &i)| {
+                        let (w, y) = (width(i), top + k as i32 * (h + 2));
+                        if right { (edge, y, edge + w, y + h) } else { (edge - w, y, edge, y + h) }
+                    })
+                    .collect()
+            };
+            // The column anywhere inside the bounds where it overlaps nothing, on its side of
+            // the points it labels where it can be, with the shortest leader lines in all.
+            let widest = side.iter().map(|&i| width(i)).max().unwrap_or(0);
+            let edges: Vec<i32> = if right { (bounds.0..=bounds.2 - widest).step_by(8).collect() } else { (bounds.0 + widest..=bounds.2).step_by(8).collect() };
+            let tops: Vec<i32> = (bounds.1..=bounds.3 - total).step_by(((h + 2) / 2) as usize).collect();
+            let free = |boxes: &[Box]| boxes.iter().all(|b| inside(*b) && !placed.iter().flatten().chain(&marker_boxes).any(|t| overlap(*b, *t)));
+            let cost = |side: &[usize], boxes: &[Box]| -> f64 {
+                let beside = |k: usize| if right { boxes[k].0 >= labels[side[k]].0.0 } else { boxes[k].2 <= labels[side[k]].0.0 };
+                (0..side.len())
+                    .map(|k| {
+                        let (p, b) = (labels[side[k]].0, boxes[k]);
+                        let (nx, ny) = (p.0.clamp(b.0, b.2), p.1.clamp(b.1, b.3));
+                        let length = (((nx - p.0).pow(2) + (ny - p.1).pow(2)) as f64).sqrt();
+                        // A label on the far side of its point costs as if twice as far.
+                        if beside(k) { length } else { 2.0 * length + 200.0 }
+                    })
+                    .sum()
+            };
+            let best = tops
+                .iter()
+                .flat_map(|&top| edges.iter().map(move |&edge| (edge, top)))
+                .map(|(edge, top)| (edge, top, slots(&side, edge, top)))
+                .filter(|(_, _, boxes)| free(boxes))
+                .map(|(edge, top, boxes)| (cost(&side, &boxes), edge, top))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            let mut taken = false;
+            if let Some((_, edge, top)) = best {
+                // Swap neighbours whose leader lines cross, while the column stays free.
+                for _ in 0..side.len() {
+                    let mut swapped = false;
+                    for k in 1..side.len() {
+                        let boxes = slots(&side, edge, top);
+                        if let (Some(a), Some(b)) = (leader(labels[side[k - 1]].0, boxes[k - 1]), leader(labels[side[k]].0, boxes[k])) {
+                            if segments_cross(a, b) {
+                                side.swap(k - 1, k);
+                                if free(&slots(&side, edge, top)) {
+                                    swapped = true;
+                                } else {
+                                    side.swap(k - 1, k);
+                                }
+                            }
+                        }
+                    }
+                    if !swapped {
+                        break;
+                    }
+                }
+                for (&i, b) in side.iter().zip(slots(&side, edge, top)) {
+                    placed[i] = Some(b);
+                }
+                taken = true;
+            }
+            if !taken {
+                carried = side;
+            }
+        }
+    }
+    // Rings around their points for any label no column could take.
+    let left: Vec<usize> = (0..labels.len()).filter(|&i| placed[i].is_none()).collect();
+    if !left.is_empty() {
+        let fixed: Vec<Box> = placed.iter().flatten().copied().collect();
+        let (ringed, _) = place_in_order(labels, markers, font_size, bounds, &left, &fixed);
+        for &i in &left {
+            let (_, (x, y)) = ringed[i];
+            placed[i] = Some((x, y, x + width(i), y + h));
+        }
+    }
+    labels.iter().zip(placed).map(|((_, text), b)| (text.clone(), b.map_or((0, 0), |b| (b.0, b.1)))).collect()
+}
+
+/// One greedy placement of the labels in `order` beside `fixed` ones: each label at the
+/// first free place beside its point or on rings further out, preferring places whose
+/// leader line crosses no label, marker or leader; returns each text with its top-left
+/// corner (unset for labels not in `order`), and the labels that found no place clear of
+/// every rule.
+fn place_in_order(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_size: u32, bounds: Box, order: &[usize], fixed: &[Box]) -> (Vec<(String, (i32, i32))>, Vec<usize>) {
+    let boxes_overlap = |a: Box, b: Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    let marker_boxes: Vec<Box> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
+    let mut placed: Vec<Box> = fixed.to_vec();
+    let mut leaders: Vec<((i32, i32), (i32, i32))> = Vec::new();
+    let mut out = vec![(String::new(), (0, 0)); labels.len()];
+    let mut unclear = Vec::new();
+    for &i in order {
+        let (point, text) = &labels[i];
+        let (x, y) = *point;
         let (w, h) = (text_width(text, font_size), font_size as i32 + 2);
         let mut candidates: Vec<(i32, i32)> = vec![(8, -h - 2), (8, 3), (-8 - w, -h - 2), (-8 - w, 3)];
-        for radius in [18, 30, 44, 60, 78, 100, 126, 156] {
-            for k in 0..16 {
-                let angle = std::f64::consts::TAU * k as f64 / 16.0;
+        let ring = |candidates: &mut Vec<(i32, i32)>, radius: i32| {
+            // Finer steps further out, where a step's arc is longer.
+            let steps = if radius < 60 { 16 } else { 32 };
+            for k in 0..steps {
+                let angle = std::f64::consts::TAU * k as f64 / steps as f64;
                 let (cx, cy) = ((radius as f64 * angle.cos()) as i32, (radius as f64 * angle.sin()) as i32);
                 // The box on the far side of the offset point, so the point stays clear.
                 let dx = if cx >= 0 { cx } else { cx - w };
                 let dy = if cy >= 0 { cy } else { cy - h };
                 candidates.push((dx, dy));
             }
+        };
+        ring(&mut candidates, 18);
+        ring(&mut candidates, 30);
+        // Then callouts to the side: nearly level leader lines, which stack into a column
+        // beside a cluster without crossing.
+        for reach in [40, 70, 100, 130, 160] {
+            for step in [0, -1, 1, -2, 2, -3, 3, -4, 4] {
+                let dy = -h / 2 + step * (h + 2);
+                candidates.extend([(reach, dy), (-reach - w, dy)]);
+            }
         }
-        let inside = |cx: i32, cy: i32| cx >= bounds.0 && cy >= bounds.1 && cx + w <= bounds.2 && cy + h <= bounds.3;
-        let corner = candidates
-            .iter()
-            .map(|(dx, dy)| (x + dx, y + dy))
-            .find(|&(cx, cy)| inside(cx, cy) && !taken.iter().any(|t| boxes_overlap((cx, cy, cx + w, cy + h), *t)))
-            .unwrap_or((x + 8, y - h - 2));
-        taken.push((corner.0, corner.1, corner.0 + w, corner.1 + h));
-        out.push((text.clone(), corner));
+        for radius in [44, 60, 78, 100, 126, 156, 190, 230, 280, 340] {
+            ring(&mut candidates, radius);
+        }
+        let free = |b: Box| b.0 >= bounds.0 && b.1 >= bounds.1 && b.2 <= bounds.2 && b.3 <= bounds.3 && !placed.iter().chain(&marker_boxes).any(|t| boxes_overlap(b, *t));
+        // Leader lines clear of the other labels and leaders, and (`markers_too`) of the
+        // other markers.
+        let clear_lines = |b: Box, markers_too: bool| {
+            let own = (x - 7, y - 7, x + 7, y + 7);
+            let others = marker_boxes.iter().filter(|m| markers_too && **m != own);
+            let line_ok = leader(*point, b).is_none_or(|l| !placed.iter().chain(others).any(|t| segment_enters(l, *t)) && !leaders.iter().any(|o| segments_cross(l, *o)));
+            // A label without a leader line sits nearer its own marker than any other.
+            let own_nearest = leader(*point, b).is_some() || marker_boxes.iter().filter(|m| **m != own).all(|m| !boxes_overlap(b, (m.0 - 10, m.1 - 10, m.2 + 10, m.3 + 10)));
+            line_ok && own_nearest && !leaders.iter().any(|o| segment_enters(*o, b))
+        };
+        let boxes: Vec<Box> = candidates.iter().map(|(dx, dy)| (x + dx, y + dy, x + dx + w, y + dy + h)).collect();
+        let clear = boxes.iter().find(|b| free(**b) && clear_lines(**b, true)).copied();
+        if clear.is_none() {
+            unclear.push(i);
+        }
+        let chosen = clear
+            .or_else(|| boxes.iter().find(|b| free(**b) && clear_lines(**b, false)).copied())
+            .or_else(|| boxes.iter().find(|b| free(**b)).copied())
+            .unwrap_or(boxes[0]);
+        leaders.extend(leader(*point, chosen));
+        placed.push(chosen);
+        out[i] = (text.clone(), (chosen.0, chosen.1));
     }
-    out
+    (out, unclear)
 }
 
 #[cfg(test)]
@@ -281,6 +476,39 @@ mod tests {
         }
         assert_eq!(Column::Two.design_width(), 900);
         assert_eq!(Column::One.design_width(), 430);
+    }
+
+    #[test]
+    fn leader_lines_cross_no_label_and_no_other_leader() {
+        // A crowded cluster (as in figure 6) and one point apart: the cluster's labels go out
+        // on leader lines.
+        let mut points: Vec<(i32, i32)> = (0..14).map(|i| (300 + (i * 37 % 120), 200 + (i * 23 % 90))).collect();
+        points.push((800, 60));
+        let labels: Vec<((i32, i32), String)> = points.iter().enumerate().map(|(i, p)| (*p, format!("model-{i}"))).collect();
+        let placed = place_labels(&labels, &points, 19, (0, 0, 900, 500));
+        let boxes: Vec<Box> = placed.iter().map(|(t, (x, y))| (*x, *y, x + text_width(t, 19), y + 21)).collect();
+        let lines: Vec<_> = points.iter().zip(&boxes).filter_map(|(p, b)| leader(*p, *b)).collect();
+        assert!(lines.len() >= 4, "the cluster needs leader lines: {lines:?}");
+        assert!(leader(points[14], boxes[14]).is_none(), "the point apart is labelled beside itself");
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(a.0 >= 0 && a.1 >= 0 && a.2 <= 900 && a.3 <= 500, "{a:?} leaves the bounds");
+            for b in boxes[..i].iter().chain(&points.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect::<Vec<_>>()) {
+                assert!(!(a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3), "{a:?} overlaps {b:?}");
+            }
+        }
+        for (i, (p, b)) in points.iter().zip(&boxes).enumerate() {
+            let Some(line) = leader(*p, *b) else { continue };
+            for (j, other) in boxes.iter().enumerate() {
+                assert!(i == j || !segment_enters(line, *other), "label {i}'s leader runs through label {j}");
+            }
+            for other in &lines {
+                assert!(*other == line || !segments_cross(line, *other), "label {i}'s leader crosses another");
+            }
+        }
+        assert!(segments_cross(((0, 0), (10, 10)), ((0, 10), (10, 0))));
+        assert!(!segments_cross(((0, 0), (10, 0)), ((0, 5), (10, 5))));
+        assert!(segment_enters(((0, 5), (20, 5)), (5, 0, 10, 10)));
+        assert!(!segment_enters(((0, 20), (20, 20)), (5, 0, 10, 10)));
     }
 
     #[test]
