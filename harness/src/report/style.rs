@@ -226,6 +226,9 @@ pub fn text_width(text: &str, font_size: u32) -> i32 {
 /// A box in backend pixels: left, top, right, bottom.
 type Box = (i32, i32, i32, i32);
 
+/// A placed label: its text and top-left corner.
+type Placed = (String, (i32, i32));
+
 /// The leader line from a marker at `point` to its label's box `b` (from just outside the
 /// marker to the nearest point of the box), or `None` when the label sits beside it.
 pub fn leader(point: (i32, i32), b: Box) -> Option<((i32, i32), (i32, i32))> {
@@ -345,14 +348,13 @@ pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], fon
                     let mut swapped = false;
                     for k in 1..side.len() {
                         let boxes = slots(&side, edge, top);
-                        if let (Some(a), Some(b)) = (leader(labels[side[k - 1]].0, boxes[k - 1]), leader(labels[side[k]].0, boxes[k])) {
-                            if segments_cross(a, b) {
+                        let crossing = matches!((leader(labels[side[k - 1]].0, boxes[k - 1]), leader(labels[side[k]].0, boxes[k])), (Some(a), Some(b)) if segments_cross(a, b));
+                        if crossing {
+                            side.swap(k - 1, k);
+                            if free(&slots(&side, edge, top)) {
+                                swapped = true;
+                            } else {
                                 side.swap(k - 1, k);
-                                if free(&slots(&side, edge, top)) {
-                                    swapped = true;
-                                } else {
-                                    side.swap(k - 1, k);
-                                }
                             }
                         }
                     }
@@ -388,7 +390,7 @@ pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], fon
 /// leader line crosses no label, marker or leader; returns each text with its top-left
 /// corner (unset for labels not in `order`), and the labels that found no place clear of
 /// every rule.
-fn place_in_order(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_size: u32, bounds: Box, order: &[usize], fixed: &[Box]) -> (Vec<(String, (i32, i32))>, Vec<usize>) {
+fn place_in_order(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_size: u32, bounds: Box, order: &[usize], fixed: &[Box]) -> (Vec<Placed>, Vec<usize>) {
     let boxes_overlap = |a: Box, b: Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
     let marker_boxes: Vec<Box> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
     let mut placed: Vec<Box> = fixed.to_vec();
