@@ -167,7 +167,7 @@ fn report_renders_every_table_figure_and_page_without_the_models() {
     for (fig, entries) in &legends {
         for (i, (a, sa)) in entries.iter().enumerate() {
             for (b, sb) in &entries[..i] {
-                assert!(sa.color != sb.color || (sa.marker != sb.marker && sa.dash != sb.dash), "{fig}: `{a}` and `{b}` look alike");
+                assert!(!sa.looks_like(sb), "{fig}: `{a}` and `{b}` look alike");
             }
         }
     }
@@ -234,7 +234,7 @@ fn every_committed_report_is_current_told_apart_and_captioned() {
             drawn.insert(fig.clone());
             for (i, (a, sa)) in entries.iter().enumerate() {
                 for (b, sb) in &entries[..i] {
-                    assert!(sa.color != sb.color || (sa.marker != sb.marker && sa.dash != sb.dash), "{report}/{fig}: `{a}` and `{b}` look alike");
+                    assert!(!sa.looks_like(sb), "{report}/{fig}: `{a}` and `{b}` look alike");
                 }
             }
         }

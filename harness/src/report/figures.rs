@@ -1067,7 +1067,7 @@ mod tests {
         assert!(entries.len() >= 10, "{entries:?}");
         for (i, (a, sa)) in entries.iter().enumerate() {
             for (b, sb) in &entries[..i] {
-                assert!(sa.color != sb.color || (sa.marker != sb.marker && sa.dash != sb.dash), "`{a}` and `{b}` look alike");
+                assert!(!sa.looks_like(sb), "`{a}` and `{b}` look alike");
             }
         }
     }

@@ -61,6 +61,14 @@ pub struct Series {
     pub dash: Dash,
 }
 
+impl Series {
+    /// Whether a reader could take `self` for `other`: the same colour with the same marker
+    /// or the same dash pattern (a legend entry shows one or the other).
+    pub fn looks_like(&self, other: &Series) -> bool {
+        self.color == other.color && (self.marker == other.marker || self.dash == other.dash)
+    }
+}
+
 /// The style of series `i`.
 pub fn series(i: usize) -> Series {
     let round = i / PALETTE.len();
@@ -463,7 +471,7 @@ mod tests {
         let styles: Vec<Series> = (0..28).map(series).collect();
         for (i, a) in styles.iter().enumerate() {
             for b in &styles[..i] {
-                assert!(a.color != b.color || (a.marker != b.marker && a.dash != b.dash), "{a:?} and {b:?} look alike");
+                assert!(!a.looks_like(b), "{a:?} and {b:?} look alike");
             }
         }
         assert_eq!(series(7).color, series(0).color);
