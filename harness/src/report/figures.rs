@@ -973,8 +973,9 @@ fn seed_spread<DB: DrawingBackend>(root: &Area<DB>, s: &SeedSpread<'_>) -> Drawn
                 Some(seed) => {
                     let j = s.seeds.iter().position(|x| *x == seed).unwrap_or(0);
                     let st = series(j);
-                    // Each seed a little above or below the model's line, so none hides another.
-                    let y = y + 0.5 - (j as f64 + 1.0) / (k + 1.0);
+                    // Each seed a little above or below the model's line, so none hides another;
+                    // a gap stays between one model's seeds and the next model's.
+                    let y = y + 0.35 - 0.7 * (j as f64 + 1.0) / (k + 1.0);
                     if let Some((l, h)) = r.ci {
                         chart.draw_series(LineSeries::new([(l, y), (h, y)], st.color.stroke_width(2))).map_err(err)?;
                     }
@@ -1019,7 +1020,9 @@ pub fn render_seed_spread(rows: &[SeedRow], dir: &Path) -> Result<Option<Figure>
     let name = "fig10_seed_spread";
     let (_, grid_rows) = seed_grid(spread.attacks.len());
     let legend = legend_height(&spread.entries(), Column::Two.design_width(), TEXT);
-    let height = 30 + legend + grid_rows as u32 * (90 + 32 * spread.models.len() as u32);
+    // Each model's band tall enough for its seeds' lines at least 6 units apart.
+    let band = (32).max(9 * spread.seeds.len() as u32 + 8);
+    let height = 30 + legend + grid_rows as u32 * (90 + band * spread.models.len() as u32);
     let svg = draw_figure!(seed_spread, &spread, dir, name, column(name), height);
     Ok(Some(Figure { name, title: "AUC across seeds: each seed with its interval, and the mean ± sd".into(), caption: caption(name), svg }))
 }
