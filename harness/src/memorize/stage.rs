@@ -81,9 +81,10 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         .map(|(r, member)| Ok((r, member, encode(&tokenizer.tokenizer, request.template, limits, r)?)))
         .collect::<Result<_>>()?;
     let (runtime, session) = request.runtime.open()?;
-    // The canaries of exposure, read once for every model.
+    // Each canary with its candidates, built and encoded once for every model (and checked
+    // before any model is scored).
     let canaries = match &request.exposure {
-        Some(e) => report::read_canaries(&e.canaries)?,
+        Some(e) => prepare_canaries(e, &sets, &tokenizer, request, limits)?,
         None => Vec::new(),
     };
     let mut data = ReportData { k: request.settings.k, ..Default::default() };
@@ -100,7 +101,7 @@ pub fn run(request: &MemorizeRequest) -> Result<Vec<SummaryRow>> {
         data.models.push(ModelEntry { name: target.name.clone(), role });
         data.memorization.extend(rows);
         if let Some(exposure) = &request.exposure {
-            data.exposure.extend(exposures(&target.name, &mut lm, &tokenizer, &sets, &canaries, exposure, request, limits)?);
+            data.exposure.extend(exposures(&target.name, &mut lm, &tokenizer, &canaries, exposure.digits)?);
         }
     }
     // The report computes the aggregates (rates by category, teacher overlap, utility).
@@ -131,47 +132,57 @@ fn write_outputs(request: &MemorizeRequest, rows: &[MemorizationRow], utility: &
     Ok(())
 }
 
-/// Each canary's exposure under the model of `lm`: the canary and its candidates (the
-/// secret replaced by other values of its format, seeded by the run's seed and the
-/// canary) scored in one pass, log-perplexities compared (see [`super::exposure`]).
-#[allow(clippy::too_many_arguments)]
-fn exposures(
-    model: &str,
-    lm: &mut CausalLm,
-    tokenizer: &TokenizerFile,
-    sets: &MembershipSets,
-    canaries: &[(String, usize)],
-    request: &ExposureRequest,
-    stage: &MemorizeRequest,
-    limits: TokenLimits,
-) -> Result<Vec<ExposureRow>> {
-    use super::exposure::{candidates, exposure, find_secret, space_size};
-    let mut rows = Vec::new();
-    let bar = status::progress(canaries.len(), &format!("canary exposure ({model})"), "canaries");
-    for (id, repetitions) in canaries.iter().cloned() {
+/// A canary ready to be scored by every model: the canary (first) and its candidates,
+/// the secret replaced by other values of its format (seeded by the run's seed and the
+/// canary), each encoded.
+struct PreparedCanary {
+    id: String,
+    repetitions: usize,
+    records: Vec<Record>,
+    encoded: Vec<Encoded>,
+    estimate: super::exposure::Estimate,
+}
+
+/// The canaries of `request.canaries` among the members, each with its candidates.
+fn prepare_canaries(request: &ExposureRequest, sets: &MembershipSets, tokenizer: &TokenizerFile, stage: &MemorizeRequest, limits: TokenLimits) -> Result<Vec<PreparedCanary>> {
+    use super::exposure::{candidates, find_secret};
+    let mut prepared = Vec::new();
+    for (id, repetitions) in report::read_canaries(&request.canaries)? {
         let canary = sets.members.iter().find(|r| r.id == id).with_context(|| format!("{}: canary `{id}` is not among the members", request.canaries.display()))?;
         let secret_at = find_secret(&canary.response, request.digits)
             .with_context(|| format!("canary `{id}` has no {}-digit secret in its response", request.digits))?;
-        let secret = &canary.response[secret_at.clone()];
-        let (others, estimate) = candidates(secret, request.candidates, crate::rng::derive(stage.seed, &format!("exposure/{id}")));
+        let (others, estimate) = candidates(&canary.response[secret_at.clone()], request.candidates, crate::rng::derive(stage.seed, &format!("exposure/{id}")));
         let records: Vec<Record> = std::iter::once(canary.clone())
             .chain(others.iter().map(|c| Record { response: format!("{}{c}{}", &canary.response[..secret_at.start], &canary.response[secret_at.end..]), ..canary.clone() }))
             .collect();
+        let encoded = records.iter().map(|r| encode(&tokenizer.tokenizer, stage.template, limits, r)).collect::<Result<_, _>>()?;
+        prepared.push(PreparedCanary { id, repetitions, records, encoded, estimate });
+    }
+    Ok(prepared)
+}
+
+/// Each canary's exposure under the model of `lm`: the canary and its candidates scored
+/// in one pass, log-perplexities compared (see [`super::exposure`]).
+fn exposures(model: &str, lm: &mut CausalLm, tokenizer: &TokenizerFile, canaries: &[PreparedCanary], digits: usize) -> Result<Vec<ExposureRow>> {
+    use super::exposure::{exposure, space_size};
+    let space = space_size(digits);
+    let mut rows = Vec::new();
+    let bar = status::progress(canaries.len(), &format!("canary exposure ({model})"), "canaries");
+    for canary in canaries {
         let samples: Vec<crate::score::ScoredSample<'_>> =
-            records.iter().map(|r| Ok(crate::score::ScoredSample { record: r, encoded: encode(&tokenizer.tokenizer, stage.template, limits, r)? })).collect::<Result<_>>()?;
+            canary.records.iter().zip(&canary.encoded).map(|(record, encoded)| crate::score::ScoredSample { record, encoded: encoded.clone() }).collect();
         let signals = crate::score::compute_signals(lm, &tokenizer.tokenizer, &samples, crate::score::BatchSettings::default(), &mut |_| {})?;
         // Px = −log₂ Pr(response | prompt): every response token (and the end of the
         // response), whatever the candidate's tokenization.
         let px: Vec<f64> = signals.iter().map(|s| -s.target_logprob.iter().sum::<f64>() / std::f64::consts::LN_2).collect();
-        let space = space_size(request.digits);
-        let e = exposure(px[0], &px[1..], space, estimate);
+        let e = exposure(px[0], &px[1..], space, canary.estimate);
         rows.push(ExposureRow {
             model: model.into(),
-            sample_id: id.clone(),
-            repetitions,
+            sample_id: canary.id.clone(),
+            repetitions: canary.repetitions,
             secret_log_perplexity: px[0],
-            candidates: others.len(),
-            estimate: estimate.as_str().into(),
+            candidates: canary.records.len() - 1,
+            estimate: canary.estimate.as_str().into(),
             rank: e.rank,
             exposure: e.bits,
             max_exposure: space.log2(),

@@ -234,8 +234,21 @@ pub fn text_width(text: &str, font_size: u32) -> i32 {
 /// A box in backend pixels: left, top, right, bottom.
 type Box = (i32, i32, i32, i32);
 
-/// A placed label: its text and top-left corner.
-type Placed = (String, (i32, i32));
+/// Whether boxes `a` and `b` overlap.
+fn overlap(a: Box, b: Box) -> bool {
+    a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3
+}
+
+/// The box a marker at `p` covers.
+fn marker_box(p: (i32, i32)) -> Box {
+    (p.0 - 7, p.1 - 7, p.0 + 7, p.1 + 7)
+}
+
+/// Whether a label box `b` beside the marker `own` (no leader line) stays clear of every
+/// other marker by a margin, so that it reads as its own marker's label.
+fn nearest_own(b: Box, own: Box, markers: &[Box]) -> bool {
+    markers.iter().filter(|m| **m != own).all(|m| !overlap(b, (m.0 - 10, m.1 - 10, m.2 + 10, m.3 + 10)))
+}
 
 /// The leader line from a marker at `point` to its label's box `b` (from just outside the
 /// marker to the nearest point of the box), or `None` when the label sits beside it.
@@ -273,8 +286,7 @@ const CLUSTER: i32 = 40;
 /// their points' heights, so that their [`leader`] lines run side by side; a label that no
 /// column can take is placed on rings around its point (see [`place_in_order`]).
 pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_size: u32, bounds: (i32, i32, i32, i32)) -> Vec<(String, (i32, i32))> {
-    let overlap = |a: Box, b: Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
-    let marker_boxes: Vec<Box> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
+    let marker_boxes: Vec<Box> = markers.iter().copied().map(marker_box).collect();
     let inside = |b: Box| b.0 >= bounds.0 && b.1 >= bounds.1 && b.2 <= bounds.2 && b.3 <= bounds.3;
     let h = font_size as i32 + 2;
     let width = |i: usize| text_width(&labels[i].1, font_size);
@@ -285,16 +297,13 @@ pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], fon
     let crowded = |p: (i32, i32)| markers.iter().any(|m| *m != p && (m.0 - p.0).pow(2) + (m.1 - p.1).pow(2) < CLUSTER * CLUSTER);
     for i in (0..labels.len()).filter(|&i| !crowded(labels[i].0)) {
         let ((x, y), w) = (labels[i].0, width(i));
-        let own = (x - 7, y - 7, x + 7, y + 7);
         let beside = [(x + 8, y - h - 2), (x + 8, y + 3), (x - 8 - w, y - h - 2), (x - 8 - w, y + 3)].map(|(bx, by)| (bx, by, bx + w, by + h));
-        placed[i] = beside.into_iter().find(|&b| {
-            inside(b)
-                && !placed.iter().flatten().chain(&marker_boxes).any(|t| overlap(b, *t))
-                && marker_boxes.iter().filter(|m| **m != own).all(|m| !overlap(b, (m.0 - 10, m.1 - 10, m.2 + 10, m.3 + 10)))
-        });
+        placed[i] = beside
+            .into_iter()
+            .find(|&b| inside(b) && !placed.iter().flatten().chain(&marker_boxes).any(|t| overlap(b, *t)) && nearest_own(b, marker_box((x, y)), &marker_boxes));
     }
-    // Callout columns for the rest: those left of the rest's middle to the left, the others
-    // to the right, each column moved outwards until it overlaps nothing.
+    // Callout columns for the rest: those left of the rest's middle in one, the others in
+    // another, each where it overlaps nothing with the shortest leader lines.
     let rest: Vec<usize> = (0..labels.len()).filter(|&i| placed[i].is_none()).collect();
     if !rest.is_empty() {
         let mut xs: Vec<i32> = rest.iter().map(|&i| labels[i].0.0).collect();
@@ -384,10 +393,8 @@ pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], fon
     let left: Vec<usize> = (0..labels.len()).filter(|&i| placed[i].is_none()).collect();
     if !left.is_empty() {
         let fixed: Vec<Box> = placed.iter().flatten().copied().collect();
-        let (ringed, _) = place_in_order(labels, markers, font_size, bounds, &left, &fixed);
-        for &i in &left {
-            let (_, (x, y)) = ringed[i];
-            placed[i] = Some((x, y, x + width(i), y + h));
+        for (&i, b) in left.iter().zip(place_in_order(labels, &marker_boxes, font_size, bounds, &left, &fixed)) {
+            placed[i] = Some(b);
         }
     }
     labels.iter().zip(placed).map(|((_, text), b)| (text.clone(), b.map_or((0, 0), |b| (b.0, b.1)))).collect()
@@ -395,16 +402,11 @@ pub fn place_labels(labels: &[((i32, i32), String)], markers: &[(i32, i32)], fon
 
 /// One greedy placement of the labels in `order` beside `fixed` ones: each label at the
 /// first free place beside its point or on rings further out, preferring places whose
-/// leader line crosses no label, marker or leader; returns each text with its top-left
-/// corner (unset for labels not in `order`), and the labels that found no place clear of
-/// every rule.
-fn place_in_order(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_size: u32, bounds: Box, order: &[usize], fixed: &[Box]) -> (Vec<Placed>, Vec<usize>) {
-    let boxes_overlap = |a: Box, b: Box| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
-    let marker_boxes: Vec<Box> = markers.iter().map(|&(x, y)| (x - 7, y - 7, x + 7, y + 7)).collect();
+/// leader line crosses no label, marker or leader; returns their boxes, in `order`.
+fn place_in_order(labels: &[((i32, i32), String)], marker_boxes: &[Box], font_size: u32, bounds: Box, order: &[usize], fixed: &[Box]) -> Vec<Box> {
     let mut placed: Vec<Box> = fixed.to_vec();
     let mut leaders: Vec<((i32, i32), (i32, i32))> = Vec::new();
-    let mut out = vec![(String::new(), (0, 0)); labels.len()];
-    let mut unclear = Vec::new();
+    let mut out = Vec::new();
     for &i in order {
         let (point, text) = &labels[i];
         let (x, y) = *point;
@@ -435,31 +437,29 @@ fn place_in_order(labels: &[((i32, i32), String)], markers: &[(i32, i32)], font_
         for radius in [44, 60, 78, 100, 126, 156, 190, 230, 280, 340] {
             ring(&mut candidates, radius);
         }
-        let free = |b: Box| b.0 >= bounds.0 && b.1 >= bounds.1 && b.2 <= bounds.2 && b.3 <= bounds.3 && !placed.iter().chain(&marker_boxes).any(|t| boxes_overlap(b, *t));
+        let free = |b: Box| b.0 >= bounds.0 && b.1 >= bounds.1 && b.2 <= bounds.2 && b.3 <= bounds.3 && !placed.iter().chain(marker_boxes).any(|t| overlap(b, *t));
         // Leader lines clear of the other labels and leaders, and (`markers_too`) of the
-        // other markers.
+        // other markers; a label without a leader line nearer its own marker than any other.
+        let own = marker_box(*point);
         let clear_lines = |b: Box, markers_too: bool| {
-            let own = (x - 7, y - 7, x + 7, y + 7);
             let others = marker_boxes.iter().filter(|m| markers_too && **m != own);
             let line_ok = leader(*point, b).is_none_or(|l| !placed.iter().chain(others).any(|t| segment_enters(l, *t)) && !leaders.iter().any(|o| segments_cross(l, *o)));
-            // A label without a leader line sits nearer its own marker than any other.
-            let own_nearest = leader(*point, b).is_some() || marker_boxes.iter().filter(|m| **m != own).all(|m| !boxes_overlap(b, (m.0 - 10, m.1 - 10, m.2 + 10, m.3 + 10)));
+            let own_nearest = leader(*point, b).is_some() || nearest_own(b, own, marker_boxes);
             line_ok && own_nearest && !leaders.iter().any(|o| segment_enters(*o, b))
         };
         let boxes: Vec<Box> = candidates.iter().map(|(dx, dy)| (x + dx, y + dy, x + dx + w, y + dy + h)).collect();
-        let clear = boxes.iter().find(|b| free(**b) && clear_lines(**b, true)).copied();
-        if clear.is_none() {
-            unclear.push(i);
-        }
-        let chosen = clear
-            .or_else(|| boxes.iter().find(|b| free(**b) && clear_lines(**b, false)).copied())
-            .or_else(|| boxes.iter().find(|b| free(**b)).copied())
+        let chosen = boxes
+            .iter()
+            .find(|b| free(**b) && clear_lines(**b, true))
+            .or_else(|| boxes.iter().find(|b| free(**b) && clear_lines(**b, false)))
+            .or_else(|| boxes.iter().find(|b| free(**b)))
+            .copied()
             .unwrap_or(boxes[0]);
         leaders.extend(leader(*point, chosen));
         placed.push(chosen);
-        out[i] = (text.clone(), (chosen.0, chosen.1));
+        out.push(chosen);
     }
-    (out, unclear)
+    out
 }
 
 #[cfg(test)]
